@@ -1,0 +1,1 @@
+"""BLIP: MED pre-training and CapFilt bootstrapping."""

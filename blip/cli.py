@@ -1,0 +1,151 @@
+"""`blip <command>`: the pipeline's stages and the user commands, each a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+from blip.config import load_params
+
+
+def _write_metrics(path: str | None, metrics: dict) -> None:
+    if path:
+        from blip.data.shards import atomic_write_json
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(path), metrics)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from blip.data.prepare import prepare
+
+    params = load_params(args.params)
+    start = time.time()
+    metrics = prepare(params, args.out)
+    metrics["seconds"] = round(time.time() - start, 1)
+    _write_metrics(args.metrics, metrics)
+    web, human = metrics["web"], metrics["human"]
+    print(f"prepare: human train/val/test {human['train']['samples']}/{human['val']['samples']}/"
+          f"{human['test']['samples']} images, web {web['samples']} pairs "
+          f"({web['skipped_total']} skipped) in {metrics['seconds']} s -> {args.out}")
+    return 0
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    from blip.data.world import generate_world
+
+    params = load_params(args.params)
+    stats = generate_world(params.world, params.seed if args.seed is None else args.seed, args.out)
+    print(json.dumps(stats, indent=1))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from blip.data.ingest import ingest_karpathy, ingest_webdataset
+
+    params = load_params(args.params)
+    if args.kind == "karpathy":
+        manifests = ingest_karpathy(args.json, args.images, args.out, params.ingest, dataset=args.name,
+                                    default_split=args.split)
+        for split, m in manifests.items():
+            print(f"{split}: {m['samples']} images, {m['texts']} captions, skipped {m['skipped']}")
+    else:
+        m = ingest_webdataset(args.shards, args.out, params.ingest, source=args.source)
+        print(f"{m['samples']} pairs, skipped {m['skipped']}, normalised {m['normalised']}")
+    return 0
+
+
+def verify(dataset_dirs: list[str], decode_sample: int, seed: int) -> dict:
+    """Structural checks of finished datasets: manifest, checksums, counts, a sample of decodable images."""
+    import random
+
+    from PIL import Image
+
+    from blip.data.shards import iter_samples, read_manifest, verify_dataset
+
+    report = {}
+    for d in dataset_dirs:
+        problems = verify_dataset(d)
+        manifest = read_manifest(d)
+        # reservoir-free sampling: pick sample indices up front, decode only those
+        picks = set(random.Random(seed).sample(range(manifest["samples"]), min(decode_sample, manifest["samples"])))
+        for i, sample in enumerate(iter_samples(d)):
+            if i in picks:
+                try:
+                    Image.open(io.BytesIO(sample["jpg"])).convert("RGB")
+                except Exception as e:  # any decoder failure is a finding, not a crash
+                    problems.append(f"{d}:{sample['__key__']}: image does not decode ({e})")
+            if not sample["txt"].strip():
+                problems.append(f"{d}:{sample['__key__']}: empty caption")
+            if "source" not in sample["json"]:
+                problems.append(f"{d}:{sample['__key__']}: metadata has no 'source'")
+        report[d] = {"samples": manifest["samples"], "decoded": len(picks), "problems": problems[:50],
+                     "problem_count": len(problems)}
+    return report
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = verify(args.datasets, args.decode_sample, args.seed)
+    ok = all(r["problem_count"] == 0 for r in report.values())
+    _write_metrics(args.metrics, {"ok": ok, "datasets": report})
+    for d, r in report.items():
+        print(f"{d}: {r['samples']} samples, {r['decoded']} decoded, {r['problem_count']} problems")
+        for p in r["problems"][:10]:
+            print(f"  - {p}")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blip", description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="stage: build the human and web datasets (built-in world by default)")
+    p.add_argument("--out", default="data")
+    p.add_argument("--metrics", default="metrics/prepare.json")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("world", help="write the built-in world's raw human set and web shards")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("ingest", help="ingest your own data into shards + manifest")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    k = kinds.add_parser("karpathy", help="COCO / Flickr30k Karpathy JSON + image root")
+    k.add_argument("--json", required=True)
+    k.add_argument("--images", required=True, help="folder the JSON's image paths are relative to")
+    k.add_argument("--out", required=True)
+    k.add_argument("--name", default="coco")
+    k.add_argument("--split", default=None, help="split for rows that name none (BLIP's per-split files)")
+    w = kinds.add_parser("web", help="img2dataset / LAION webdataset shards")
+    w.add_argument("--shards", required=True, nargs="+", help="folder, glob or list of .tar files")
+    w.add_argument("--out", required=True)
+    w.add_argument("--source", default="web")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("verify", help="check finished datasets: checksums, counts, decodable images")
+    p.add_argument("datasets", nargs="+")
+    p.add_argument("--decode-sample", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metrics", default=None)
+    p.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `blip` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"blip {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

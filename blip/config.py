@@ -1,0 +1,158 @@
+"""Typed views of params.yaml: one frozen dataclass per section, built strictly.
+
+Strict means a missing or unknown key raises with its dotted path, so a typo in params.yaml or in a
+`dvc exp run -S` override fails loudly instead of silently running the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    human_karpathy: str | None
+    human_images: str | None
+    human_name: str
+    web_shards: str | list[str] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class HumanSplits:
+    train: int
+    val: int
+    test: int
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseMix:
+    mismatched: float
+    partial: float
+    uninformative: float
+
+
+@dataclasses.dataclass(frozen=True)
+class WebWorld:
+    images: int
+    shard_size: int
+    noise_fraction: float
+    noise_mix: NoiseMix
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldConfig:
+    image_size: int
+    jpeg_quality: int
+    max_objects: int
+    human: HumanSplits
+    web: WebWorld
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    shard_size: int
+    max_words: int
+    max_caption_chars: int
+    min_side: int
+    max_side: int
+    max_aspect: float
+    max_pixels: int
+    jpeg_quality: int
+    max_skip_fraction: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderConfig:
+    batch_size: int
+    num_workers: int
+    shuffle_buffer: int
+    shuffle_initial: int
+    pretrain_crop_scale: tuple[float, float]
+    finetune_crop_scale: tuple[float, float]
+    randaugment_ops: int
+    randaugment_magnitude: int
+    hflip: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    vocab: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    seed: int
+    data: DataConfig
+    world: WorldConfig
+    ingest: IngestConfig
+    loader: LoaderConfig
+    tokenizer: TokenizerConfig
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking keys and coercing scalars by annotation."""
+    if not isinstance(data, dict):
+        raise ValueError(f"params: '{path or '<root>'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    missing = [n for n in names if n not in data]
+    if unknown or missing:
+        where = path or "<root>"
+        raise ValueError(f"params: section '{where}': unknown keys {unknown}, missing keys {missing}")
+    return cls(**{n: _coerce(hints[n], data[n], f"{path}.{n}" if path else n) for n in names})
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        for a in args:
+            if typing.get_origin(a) is list and isinstance(value, list):
+                return [_coerce(typing.get_args(a)[0], v, path) for v in value]
+        return _coerce(args[0], value, path)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ValueError(f"params: '{path}' must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, path) for a, v in zip(args, value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"params: '{path}' must be true or false, got {value!r}")
+        return value
+    if tp in (int, float, str):
+        if isinstance(value, bool) or (tp is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"params: '{path}' must be {tp.__name__}, got {value!r}")
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"params: '{path}' must be {tp.__name__}, got {value!r}") from None
+    return value
+
+
+def params_from_dict(data: dict) -> Params:
+    """Build typed params from an already-parsed params mapping."""
+    return _build(Params, data, "")
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read params.yaml into typed, validated config objects."""
+    with open(path, encoding="utf-8") as f:
+        return params_from_dict(yaml.safe_load(f))
+
+
+def to_dict(obj: Any) -> dict:
+    """Plain-dict view of a config object (for manifests and tracking)."""
+    return dataclasses.asdict(obj)

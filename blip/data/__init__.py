@@ -1,0 +1,1 @@
+"""Data layer: the built-in world, ingestion, shards and manifests, transforms, loaders."""

@@ -1,0 +1,285 @@
+"""Ingest real data into the internal form: webdataset shards + manifest.json.
+
+Sources: COCO / Flickr30k Karpathy JSON with an image root (the human-annotated set), and
+img2dataset / LAION-style webdataset shards (the web set). Bad samples never crash a run: each is
+normalised (counted under `normalised`) or skipped (counted under `skipped`, with examples), and
+the run fails, naming the worst files, only when the skipped share passes `max_skip_fraction`.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import tarfile
+from collections import Counter, defaultdict
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from webdataset.tariterators import base_plus_ext
+
+from blip.config import IngestConfig
+from blip.data.images import ImageError, clean_image
+from blip.data.shards import DatasetWriter, atomic_write_json
+from blip.data.text import CaptionError, prepare_caption
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+SPLITS = ("train", "val", "test")
+_MAX_EXAMPLES = 20
+
+
+class IngestError(RuntimeError):
+    """Too many samples were skipped: the input is probably not what the user thinks it is."""
+
+
+class Tally:
+    """Counts of what was seen, normalised and skipped, with the files that caused skips."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.skipped: Counter = Counter()
+        self.normalised: Counter = Counter()
+        self.captions_dropped: Counter = Counter()
+        self.by_file: dict[str, list[str]] = defaultdict(list)
+
+    def skip(self, origin: str, reason: str, detail: str = "") -> None:
+        self.skipped[reason] += 1
+        self.by_file[origin].append(f"{reason}{': ' + detail if detail else ''}")
+
+    def count_fixes(self, fixes: tuple[str, ...]) -> None:
+        self.normalised.update(fixes)
+
+    def absorb(self, other: "Tally") -> None:
+        """Add another tally's counts (its `seen` included) to this one."""
+        self.seen += other.seen
+        self.skipped.update(other.skipped)
+        self.normalised.update(other.normalised)
+        self.captions_dropped.update(other.captions_dropped)
+        for f, problems in other.by_file.items():
+            self.by_file[f].extend(problems)
+
+    def examples(self) -> list[dict]:
+        return [{"file": f, "problems": p[:3]} for f, p in self.worst()[:_MAX_EXAMPLES]]
+
+    def worst(self) -> list[tuple[str, list[str]]]:
+        return sorted(self.by_file.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+
+    def fields(self) -> dict:
+        return {"inputs_seen": self.seen, "skipped": dict(sorted(self.skipped.items())),
+                "skipped_total": sum(self.skipped.values()), "normalised": dict(sorted(self.normalised.items())),
+                "captions_dropped": dict(sorted(self.captions_dropped.items())), "skip_examples": self.examples()}
+
+    def check(self, cfg: IngestConfig, what: str) -> None:
+        """Raise IngestError, naming the worst files, if the skipped share passes the threshold."""
+        total = sum(self.skipped.values())
+        if self.seen and total / self.seen > cfg.max_skip_fraction:
+            lines = [f"  {f}: {', '.join(p[:3])}{' ...' if len(p) > 3 else ''}" for f, p in self.worst()[:10]]
+            raise IngestError(
+                f"{what}: skipped {total} of {self.seen} samples ({total / self.seen:.1%}), more than "
+                f"ingest.max_skip_fraction={cfg.max_skip_fraction}. Reasons: {dict(self.skipped)}.\n"
+                "Worst files:\n" + "\n".join(lines) + "\nFix or remove these inputs, or raise the threshold.")
+
+
+def _captions(raw: list, cfg: IngestConfig, tally: Tally) -> list[str]:
+    kept = []
+    for c in raw:
+        try:
+            text, cut = prepare_caption(c if isinstance(c, (str, bytes)) else str(c), cfg.max_words,
+                                        cfg.max_caption_chars)
+        except CaptionError as e:
+            tally.captions_dropped[e.reason] += 1
+            continue
+        if cut:
+            tally.normalised["caption_truncated"] += 1
+        kept.append(text)
+    return kept
+
+
+def _image_fields(img) -> dict:
+    return {"width": img.width, "height": img.height, "fixes": list(img.fixes),
+            "image_sha1": hashlib.sha1(img.jpeg).hexdigest()}
+
+
+# ------------------------------------------------------------------------------------ Karpathy JSON
+
+def read_karpathy(json_path: str | Path, default_split: str | None = None) -> list[dict]:
+    """Entries {image, captions, split, image_id} from Karpathy's dataset_*.json or BLIP's list form."""
+    with open(json_path, encoding="utf-8") as f:
+        data = json.load(f)
+    grouped: dict[str, dict] = {}
+    if isinstance(data, dict) and "images" in data:  # Karpathy's dataset_coco.json / dataset_flickr30k.json
+        for im in data["images"]:
+            path = str(PurePosixPath(im.get("filepath", "")) / im["filename"])
+            split = "train" if im.get("split") == "restval" else im.get("split", default_split)
+            grouped[path] = {"image": path, "captions": [s["raw"] for s in im.get("sentences", [])],
+                             "split": split, "image_id": im.get("cocoid", im.get("imgid", path))}
+    elif isinstance(data, list):  # BLIP's coco_karpathy_*.json: one row per caption or per image
+        for row in data:
+            caps = row["caption"] if isinstance(row["caption"], list) else [row["caption"]]
+            entry = grouped.setdefault(row["image"], {"image": row["image"], "captions": [],
+                                                      "split": row.get("split", default_split),
+                                                      "image_id": row.get("image_id", row["image"])})
+            entry["captions"].extend(caps)
+    else:
+        raise ValueError(f"{json_path}: neither Karpathy's {{'images': [...]}} form nor a list of "
+                         "{'image', 'caption'} rows")
+    return list(grouped.values())
+
+
+def _safe_image_path(root: Path, rel: str) -> Path | None:
+    path = (root / rel).resolve()
+    return path if path.is_relative_to(root.resolve()) and not PurePosixPath(rel).is_absolute() else None
+
+
+def ingest_karpathy(json_path: str | Path, image_root: str | Path, out_dir: str | Path, cfg: IngestConfig,
+                    dataset: str, default_split: str | None = None) -> dict[str, dict]:
+    """Karpathy JSON + image root -> out_dir/<split>/ shards + manifest (+ karpathy.json for evaluation)."""
+    root, out_dir = Path(image_root), Path(out_dir)
+    entries = read_karpathy(json_path, default_split)
+    run = Tally()  # the whole run: the skip threshold applies to it
+    tallies = {s: Tally() for s in SPLITS}  # per split: what each split's manifest reports
+    by_split: dict[str, list[tuple[dict, object]]] = {s: [] for s in SPLITS}
+    for entry in entries:
+        if entry["split"] not in SPLITS:
+            run.seen += 1
+            run.skip(str(entry["image"]), "unknown_split", repr(entry["split"]))
+            continue
+        tally = tallies[entry["split"]]
+        tally.seen += 1
+        item = _karpathy_item(entry, root, cfg, tally)
+        if item is not None:
+            by_split[entry["split"]].append(item)
+    for tally in tallies.values():
+        run.absorb(tally)
+    run.check(cfg, f"ingesting {json_path}")
+
+    manifests = {}
+    for split, items in by_split.items():
+        writer = DatasetWriter(out_dir / split, cfg.shard_size)
+        annotations = []
+        for n, (entry, img) in enumerate(items):
+            key = f"human-{split}-{n:07d}"
+            meta = {"source": "human", "dataset": dataset, "split": split, "image": entry["image"],
+                    "image_id": entry["image_id"], "captions": entry["captions"], **_image_fields(img)}
+            writer.write(key, img.jpeg, entry["captions"][0], meta)
+            annotations.append({"image": key, "caption": entry["captions"], "image_id": entry["image_id"]})
+        atomic_write_json(out_dir / split / "karpathy.json", annotations)
+        manifests[split] = writer.finish({
+            "dataset": dataset, "split": split, "by_source": {"human": len(items)},
+            "texts": sum(len(e["captions"]) for e, _ in items), "source_json": str(json_path),
+            **tallies[split].fields()})
+    atomic_write_json(out_dir / "ingest_report.json", run.fields())
+    return manifests
+
+
+def _karpathy_item(entry: dict, root: Path, cfg: IngestConfig, tally: Tally) -> tuple[dict, object] | None:
+    origin = str(entry["image"])
+    path = _safe_image_path(root, origin)
+    if path is None:
+        tally.skip(origin, "path_escapes_root", f"outside {root}")
+        return None
+    if not path.is_file():
+        tally.skip(origin, "missing_file")
+        return None
+    captions = _captions(entry["captions"], cfg, tally)
+    if not captions:
+        tally.skip(origin, "no_valid_caption")
+        return None
+    try:
+        img = clean_image(path.read_bytes(), cfg)
+    except ImageError as e:
+        tally.skip(origin, e.reason, str(e))
+        return None
+    tally.count_fixes(img.fixes)
+    return {**entry, "captions": captions}, img
+
+
+# ------------------------------------------------------------------------------------ web shards
+
+def expand_shards(spec: str | list[str]) -> list[str]:
+    """Shard paths from a list, a glob ('web/*.tar') or a folder; sorted, so order is stable."""
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    paths: list[str] = []
+    for s in specs:
+        paths += sorted(glob.glob(str(Path(s) / "*.tar"))) if Path(s).is_dir() else sorted(glob.glob(s))
+    if not paths:
+        raise FileNotFoundError(f"no .tar shards found for {spec!r}")
+    return paths
+
+
+def _unsafe(name: str) -> bool:
+    p = PurePosixPath(name)
+    return p.is_absolute() or ".." in p.parts or "\\" in name
+
+
+def read_web_shard(path: str, tally: Tally) -> Iterator[tuple[str, dict]]:
+    """(origin, members-by-extension) per sample of one shard; a truncated or broken tar is counted."""
+    current_key, current = None, {}
+    try:
+        with tarfile.open(path, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, ext = base_plus_ext(member.name)
+                if key is None or _unsafe(member.name):
+                    key, ext = f"unsafe:{member.name}", ""
+                if key != current_key:
+                    if current_key is not None:
+                        yield current_key, current
+                    current_key, current = key, {}
+                current[ext.lower()] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        tally.skip(path, "broken_shard", f"{type(e).__name__}: {e}")
+        return  # the sample being read when the tar broke is incomplete: dropped
+    if current_key is not None:
+        yield current_key, current
+
+
+def ingest_webdataset(shards: str | list[str], out_dir: str | Path, cfg: IngestConfig,
+                      source: str = "web") -> dict:
+    """img2dataset/LAION-style shards (.jpg/.txt/.json per sample) -> out_dir shards + manifest."""
+    tally = Tally()
+    writer = DatasetWriter(out_dir, cfg.shard_size)
+    n = 0
+    for shard in expand_shards(shards):
+        for key, members in read_web_shard(shard, tally):
+            tally.seen += 1
+            origin = f"{shard}:{key}"
+            if key.startswith("unsafe:"):
+                tally.skip(origin, "unsafe_key", "member path is absolute or climbs out of the folder")
+                continue
+            image_ext = next((e for e in IMAGE_EXTS if e in members), None)
+            if image_ext is None:
+                tally.skip(origin, "missing_image", f"members: {sorted(members)}")
+                continue
+            meta_in: dict = {}
+            if "json" in members:
+                try:
+                    meta_in = json.loads(members["json"])
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    tally.normalised["bad_json_metadata"] += 1
+            raw = members.get("txt", meta_in.get("caption"))
+            if raw is None:
+                tally.skip(origin, "missing_caption")
+                continue
+            try:
+                caption, cut = prepare_caption(raw, cfg.max_words, cfg.max_caption_chars)
+                img = clean_image(members[image_ext], cfg)
+            except (CaptionError, ImageError) as e:
+                tally.skip(origin, e.reason, str(e))
+                continue
+            if cut:
+                tally.normalised["caption_truncated"] += 1
+            tally.count_fixes(img.fixes)
+            meta = {"source": source, "orig_key": key, "orig_shard": Path(shard).name, "url": meta_in.get("url"),
+                    **_image_fields(img)}
+            if "truth" in meta_in:  # the built-in world's hidden truth, for evaluation only
+                meta["truth"] = meta_in["truth"]
+            writer.write(f"{source}-{n:09d}", img.jpeg, caption, meta)
+            n += 1
+    try:
+        tally.check(cfg, f"ingesting {shards}")
+    except IngestError:
+        writer.abort()
+        raise
+    return writer.finish({"by_source": {source: n}, "texts": n, **tally.fields()})

@@ -1,0 +1,156 @@
+"""webdataset pipelines for training and evaluation, split across ranks and data-loader workers.
+
+Two modes:
+- finite (an epoch sees every shard once): the shard list is shuffled by (seed, epoch), dealt to
+  ranks (`split_by_node`) and then to workers (`split_by_worker`). Needs #shards >= ranks x workers,
+  or some workers get nothing.
+- resampled (epoch-less): every rank/worker draws shards with replacement from its own seeded
+  stream, so no split is needed and a restart never waits for an epoch boundary.
+
+Every random choice is seeded by (seed, epoch, rank, worker) or by the sample's key, so the same
+params give the same batches. The epoch lives in shared memory so workers see `set_epoch`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import webdataset as wds
+from webdataset.filters import _shuffle
+from webdataset.utils import make_seed, pytorch_worker_info
+
+from blip.data.text import clean_caption
+
+
+class SharedEpoch:
+    """An epoch counter that data-loader worker processes read at iteration time."""
+
+    def __init__(self, epoch: int = 0):
+        self._value = mp.Value("i", epoch)
+
+    def set(self, epoch: int) -> None:
+        self._value.value = epoch
+
+    def get(self) -> int:
+        return self._value.value
+
+
+def _rank_worker_seed(seed: int, epoch: SharedEpoch) -> int:
+    rank, _, worker, _ = pytorch_worker_info()
+    return make_seed(seed, epoch.get(), rank, worker)
+
+
+class _EpochShardShuffle(wds.PipelineStage):
+    """Shuffle the shard list identically on every rank, differently every epoch."""
+
+    def __init__(self, seed: int, epoch: SharedEpoch):
+        self.seed, self.epoch = seed, epoch
+
+    def run(self, src: Iterator[dict]) -> Iterator[dict]:
+        items = list(src)
+        random.Random(make_seed(self.seed, self.epoch.get())).shuffle(items)
+        yield from items
+
+
+class _SeededSampleShuffle(wds.PipelineStage):
+    """webdataset's buffer shuffle with an rng seeded by (seed, epoch, rank, worker)."""
+
+    def __init__(self, bufsize: int, initial: int, seed: int, epoch: SharedEpoch):
+        self.bufsize, self.initial, self.seed, self.epoch = bufsize, initial, seed, epoch
+
+    def run(self, src: Iterator[dict]) -> Iterator[dict]:
+        rng = random.Random(_rank_worker_seed(self.seed, self.epoch))
+        yield from _shuffle(src, self.bufsize, self.initial, rng=rng)
+
+
+class _WorkerSeed:
+    """ResampledShards' worker seed: rank, worker and epoch (picklable, unlike a lambda)."""
+
+    def __init__(self, seed: int, epoch: SharedEpoch):
+        self.seed, self.epoch = seed, epoch
+
+    def __call__(self) -> int:
+        return _rank_worker_seed(self.seed, self.epoch)
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, 3, H, W), normalised
+    captions: list[str]
+    keys: list[str]
+    meta: list[dict]
+
+
+class _ToItem:
+    """Decoded sample -> (image tensor, caption, key, meta); picks one of several human captions."""
+
+    def __init__(self, transform: Callable, max_words: int, pick_random_caption: bool, seed: int,
+                 epoch: SharedEpoch):
+        self.transform, self.max_words = transform, max_words
+        self.pick_random_caption, self.seed, self.epoch = pick_random_caption, seed, epoch
+
+    def __call__(self, sample: dict) -> tuple:
+        meta = sample.get("json") or {}
+        caption = sample["txt"]
+        captions = meta.get("captions")
+        if self.pick_random_caption and captions:
+            # seeded by the key, not by the worker, so the choice does not depend on how shards are dealt
+            rng = random.Random(make_seed(self.seed, self.epoch.get(), zlib.crc32(sample["__key__"].encode())))
+            caption = captions[rng.randrange(len(captions))]
+        return self.transform(sample["jpg"]), clean_caption(caption, self.max_words), sample["__key__"], meta
+
+
+def _collate(items: list[tuple]) -> Batch:
+    images, captions, keys, meta = zip(*items)
+    return Batch(torch.stack(images), list(captions), list(keys), list(meta))
+
+
+def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, train: bool, seed: int,
+                   epoch: SharedEpoch, max_words: int, resampled: bool = False, shuffle_buffer: int = 1000,
+                   shuffle_initial: int = 100) -> wds.DataPipeline:
+    """The sample pipeline: shards -> (rank, worker) split -> samples -> shuffle -> decode -> batches."""
+    handler = wds.warn_and_continue
+    if resampled:
+        stages: list = [wds.ResampledShards(shards, seed=seed, deterministic=True,
+                                            worker_seed=_WorkerSeed(seed, epoch))]
+    else:
+        stages = [wds.SimpleShardList(shards)]
+        if train:
+            stages.append(_EpochShardShuffle(seed, epoch))
+        stages += [wds.split_by_node, wds.split_by_worker]
+    stages.append(wds.tarfile_to_samples(handler=handler))
+    if train:
+        stages.append(_SeededSampleShuffle(shuffle_buffer, shuffle_initial, seed, epoch))
+    stages += [
+        wds.decode("pilrgb", handler=handler),
+        wds.map(_ToItem(transform, max_words, train, seed, epoch), handler=handler),
+        wds.batched(batch_size, collation_fn=_collate, partial=not train),
+    ]
+    return wds.DataPipeline(*stages)
+
+
+def build_loader(shards: list[str], transform: Callable, batch_size: int, *, train: bool, seed: int,
+                 num_workers: int, max_words: int, epoch: SharedEpoch | None = None, resampled: bool = False,
+                 batches_per_epoch: int | None = None, shuffle_buffer: int = 1000,
+                 shuffle_initial: int = 100) -> tuple[wds.WebLoader, SharedEpoch]:
+    """A WebLoader of `Batch`es and the epoch handle to advance it; resampled loaders need a length."""
+    epoch = epoch or SharedEpoch()
+    rank, world, _, _ = pytorch_worker_info()
+    if not resampled and len(shards) < world * max(1, num_workers):
+        raise ValueError(f"{len(shards)} shards cannot feed {world} ranks x {max(1, num_workers)} workers; "
+                         "write more, smaller shards (ingest.shard_size) or use resampled mode")
+    pipeline = build_pipeline(shards, transform, batch_size, train=train, seed=seed, epoch=epoch,
+                              max_words=max_words, resampled=resampled, shuffle_buffer=shuffle_buffer,
+                              shuffle_initial=shuffle_initial)
+    loader = wds.WebLoader(pipeline, batch_size=None, num_workers=num_workers,
+                           persistent_workers=False)
+    if resampled:
+        if not batches_per_epoch:
+            raise ValueError("a resampled (epoch-less) loader needs batches_per_epoch")
+        loader = loader.with_epoch(batches_per_epoch)
+    return loader, epoch

@@ -1,0 +1,60 @@
+"""Shared fixtures: the project's params, a small built-in world, and the shared real-captions set."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from blip.config import Params, params_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_CAPTIONS = Path(os.environ.get("BLIP_REAL_CAPTIONS", ROOT.parent / "shared" / "datasets" / "real-captions"))
+
+
+def raw_params() -> dict:
+    with open(ROOT / "params.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def small_params(**world_overrides) -> Params:
+    """params.yaml with a small world: 40/10/10 human images, 120 web images in 3 shards."""
+    raw = copy.deepcopy(raw_params())
+    raw["world"]["human"] = {"train": 40, "val": 10, "test": 10}
+    raw["world"]["web"]["images"] = 120
+    raw["world"]["web"]["shard_size"] = 40
+    raw["world"]["image_size"] = 64
+    raw["ingest"]["shard_size"] = 20
+    raw["world"].update(world_overrides)
+    return params_from_dict(raw)
+
+
+@pytest.fixture(scope="session")
+def params() -> Params:
+    return params_from_dict(raw_params())
+
+
+@pytest.fixture(scope="session")
+def small() -> Params:
+    return small_params()
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, small) -> Path:
+    """A finished `prepare` output for the small world (data/human/..., data/web)."""
+    from blip.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(small, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def real_captions() -> Path:
+    if not (REAL_CAPTIONS / "karpathy_style.json").is_file():
+        pytest.skip(f"the shared real-captions set is not at {REAL_CAPTIONS} (set BLIP_REAL_CAPTIONS); "
+                    "it lives outside the repository for licence reasons")
+    return REAL_CAPTIONS
