@@ -188,7 +188,7 @@ def _karpathy_item(entry: dict, root: Path, cfg: IngestConfig, tally: Tally) -> 
     try:
         img = clean_image(path.read_bytes(), cfg)
     except ImageError as e:
-        tally.skip(origin, e.reason, str(e))
+        tally.skip(origin, e.reason, e.detail)
         return None
     tally.count_fixes(img.fixes)
     return {**entry, "captions": captions}, img
@@ -222,7 +222,7 @@ def read_web_shard(path: str, tally: Tally) -> Iterator[tuple[str, dict]]:
                     continue
                 key, ext = base_plus_ext(member.name)
                 if key is None or _unsafe(member.name):
-                    key, ext = f"unsafe:{member.name}", ""
+                    key, ext = f"unsafe:{key or member.name}", ext or ""
                 if key != current_key:
                     if current_key is not None:
                         yield current_key, current
@@ -266,7 +266,7 @@ def ingest_webdataset(shards: str | list[str], out_dir: str | Path, cfg: IngestC
                 caption, cut = prepare_caption(raw, cfg.max_words, cfg.max_caption_chars)
                 img = clean_image(members[image_ext], cfg)
             except (CaptionError, ImageError) as e:
-                tally.skip(origin, e.reason, str(e))
+                tally.skip(origin, e.reason, e.detail)
                 continue
             if cut:
                 tally.normalised["caption_truncated"] += 1

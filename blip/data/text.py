@@ -14,7 +14,7 @@ class CaptionError(ValueError):
 
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+        self.reason, self.detail = reason, detail
 
 
 def _normalise(caption: str) -> str:
