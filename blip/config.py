@@ -88,6 +88,60 @@ class TokenizerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class VisionArch:
+    patch_size: int
+    width: int
+    depth: int
+    heads: int
+    mlp_ratio: float
+    drop_path: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TextArch:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    dropout: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelArch:
+    vision: VisionArch
+    text: TextArch
+    embed_dim: int
+    queue_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TextLengths:
+    pretrain: int
+    retrieval: int
+    caption: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    preset: str
+    presets: dict[str, ModelArch]
+    momentum: float
+    temp: float
+    alpha: float
+    label_smoothing: float
+    grad_checkpointing: bool
+    prompt: str
+    text_len: TextLengths
+
+    @property
+    def arch(self) -> ModelArch:
+        """The architecture of the chosen preset."""
+        if self.preset not in self.presets:
+            raise ValueError(f"model.preset '{self.preset}' is not one of {sorted(self.presets)}")
+        return self.presets[self.preset]
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     seed: int
     data: DataConfig
@@ -95,6 +149,7 @@ class Params:
     ingest: IngestConfig
     loader: LoaderConfig
     tokenizer: TokenizerConfig
+    model: ModelConfig
 
 
 def _build(cls: type, data: Any, path: str) -> Any:
@@ -123,6 +178,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             if typing.get_origin(a) is list and isinstance(value, list):
                 return [_coerce(typing.get_args(a)[0], v, path) for v in value]
         return _coerce(args[0], value, path)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"params: '{path}' must be a mapping, got {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _coerce(vt, v, f"{path}.{k}") for k, v in value.items()}
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):

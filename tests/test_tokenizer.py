@@ -7,7 +7,7 @@ def test_blip_vocabulary_and_special_ids():
     t = tok.build_tokenizer()
     assert len(t) == 30524
     assert t.bos_token == "[DEC]" and t.bos_token_id == 30522
-    assert tok.enc_token_id(t) == 30523
+    assert t.convert_tokens_to_ids("[ENC]") == tok.ENC_ID == 30523
     assert (t.cls_token_id, t.sep_token_id, t.pad_token_id) == (101, 102, 0)
 
 

@@ -1,0 +1,325 @@
+"""BLIP: one model, three tasks, three losses.
+
+    pretrain   ViT + text encoder + text decoder (sharing all but self-attention): ITC + ITM + LM
+    captioner  ViT + text decoder: LM on "a picture of " + caption, prompt tokens not predicted
+    filter     ViT + text encoder: ITC + ITM (the retrieval model CapFilt filters with)
+
+ITC keeps momentum encoders (EMA of the online ones, never seen by the optimizer) and queues of their
+features, and mixes the momentum model's soft similarities into the targets (weight alpha). ITM
+classifies matched vs unmatched pairs on the [ENC] output, with one hard negative text per image and
+one hard negative image per text sampled from the in-batch contrastive similarities. Parameter names
+follow the reference release (visual_encoder, text_encoder, text_decoder, vision_proj, ..., *_m,
+image_queue), so its checkpoints load by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from blip.config import TextArch, VisionArch
+from blip.models.med import build_text_decoder, build_text_encoder, share_all_but_self_attention, text_config
+from blip.models.vit import create_vit, set_grad_checkpointing
+from blip.tokenizer import DEC_ID, ENC_ID, PAD_ID, VOCAB_SIZE
+
+Task = Literal["pretrain", "captioner", "filter"]
+TASKS = ("pretrain", "captioner", "filter")
+
+
+@dataclasses.dataclass
+class BlipConfig:
+    """Everything needed to rebuild a model; stored as config.json next to its weights."""
+
+    task: Task
+    image_size: int
+    vision: VisionArch
+    text: TextArch
+    embed_dim: int = 256
+    queue_size: int = 57600
+    momentum: float = 0.995
+    temp: float = 0.07
+    label_smoothing: float = 0.1
+    prompt: str = "a picture of "
+    vision_ln_eps: float = 1e-6
+    tie_lm_head: bool = True
+    vocab_size: int = VOCAB_SIZE
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BlipConfig":
+        d = dict(d)
+        d["vision"], d["text"] = VisionArch(**d["vision"]), TextArch(**d["text"])
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        return cls(**d)
+
+    @property
+    def has_encoder(self) -> bool:
+        return self.task in ("pretrain", "filter")
+
+    @property
+    def has_decoder(self) -> bool:
+        return self.task in ("pretrain", "captioner")
+
+
+def _gather(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor from every rank along dim 0 (no gradient); identity on one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward hands each rank the summed gradient of its own slice."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.cat(_all_gather_list(x))
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        n = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
+
+
+def _all_gather_list(x: torch.Tensor) -> list[torch.Tensor]:
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return out
+
+
+def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+class Blip(nn.Module):
+    """The MED model for one task; see the module docstring."""
+
+    def __init__(self, cfg: BlipConfig):
+        super().__init__()
+        if cfg.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
+        self.cfg = cfg
+        width = cfg.vision.width
+        tcfg = text_config(cfg.text, width, cfg.label_smoothing, cfg.tie_lm_head, cfg.vocab_size)
+        self.visual_encoder = create_vit(cfg.vision, cfg.image_size, cfg.vision_ln_eps)
+        if cfg.has_encoder:
+            self.text_encoder = build_text_encoder(tcfg)
+            self.vision_proj = nn.Linear(width, cfg.embed_dim)
+            self.text_proj = nn.Linear(cfg.text.hidden, cfg.embed_dim)
+            self.itm_head = nn.Linear(cfg.text.hidden, 2)
+            self.temp = nn.Parameter(torch.tensor(cfg.temp))
+            # momentum encoders: EMA copies, excluded from the optimizer (requires_grad=False)
+            self.visual_encoder_m = create_vit(cfg.vision, cfg.image_size, cfg.vision_ln_eps)
+            self.vision_proj_m = nn.Linear(width, cfg.embed_dim)
+            self.text_encoder_m = build_text_encoder(tcfg)
+            self.text_proj_m = nn.Linear(cfg.text.hidden, cfg.embed_dim)
+            self.copy_params()
+            self.register_buffer("image_queue", F.normalize(torch.randn(cfg.embed_dim, cfg.queue_size), dim=0))
+            self.register_buffer("text_queue", F.normalize(torch.randn(cfg.embed_dim, cfg.queue_size), dim=0))
+            # which image each queued feature came from (-100: nothing yet); retrieval uses it to
+            # treat every caption of the same image as a positive
+            self.register_buffer("idx_queue", torch.full((1, cfg.queue_size), -100, dtype=torch.long))
+            self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+        if cfg.has_decoder:
+            self.text_decoder = build_text_decoder(tcfg)
+            if cfg.has_encoder:
+                share_all_but_self_attention(self.text_encoder, self.text_decoder)
+
+    # ------------------------------------------------------------------ momentum and queues
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, momentum) module pairs; empty for the captioner."""
+        if not self.cfg.has_encoder:
+            return []
+        return [(self.visual_encoder, self.visual_encoder_m), (self.vision_proj, self.vision_proj_m),
+                (self.text_encoder, self.text_encoder_m), (self.text_proj, self.text_proj_m)]
+
+    @torch.no_grad()
+    def copy_params(self) -> None:
+        """Start the momentum encoders as exact copies of the online ones."""
+        for online, momentum in self.momentum_pairs():
+            for p, pm in zip(online.parameters(), momentum.parameters()):
+                pm.copy_(p.detach().to(pm.dtype))
+                pm.requires_grad_(False)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """EMA step, pm = m*pm + (1-m)*p; call once per optimizer step (not per micro-batch).
+
+        The EMA is done in the momentum weights' own dtype: keep them fp32 under bf16 training, or
+        0.5% updates vanish in bf16 rounding.
+        """
+        m = self.cfg.momentum
+        for online, momentum in self.momentum_pairs():
+            for p, pm in zip(online.parameters(), momentum.parameters()):
+                pm.mul_(m).add_(p.detach().to(pm.dtype), alpha=1 - m)
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self, image_feat: torch.Tensor, text_feat: torch.Tensor,
+                             idx: torch.Tensor | None) -> None:
+        image_feat, text_feat = _gather(image_feat), _gather(text_feat)
+        n = image_feat.shape[0]
+        ptr = int(self.queue_ptr)
+        if self.cfg.queue_size % n:
+            raise ValueError(f"queue_size {self.cfg.queue_size} must be a multiple of the global batch {n}")
+        self.image_queue[:, ptr:ptr + n] = image_feat.T.to(self.image_queue.dtype)
+        self.text_queue[:, ptr:ptr + n] = text_feat.T.to(self.text_queue.dtype)
+        if idx is not None:
+            self.idx_queue[:, ptr:ptr + n] = _gather(idx).view(1, -1)
+        self.queue_ptr[0] = (ptr + n) % self.cfg.queue_size
+
+    # ------------------------------------------------------------------ features
+
+    def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
+        """All ViT tokens (B, 1 + patches, width); token 0 is the global [CLS] feature."""
+        return self.visual_encoder.forward_features(images)
+
+    def image_feat(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """Normalised ITC image feature (B, embed_dim)."""
+        return F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)
+
+    def text_feat(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Normalised ITC text feature (B, embed_dim) from the unimodal encoder's [CLS]."""
+        hidden = self.text_encoder(ids, attention_mask=mask).last_hidden_state
+        return F.normalize(self.text_proj(hidden[:, 0]), dim=-1)
+
+    def itm_logits(self, image_embeds: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, 2) matched/unmatched logits: [ENC] + text, cross-attending to the image tokens."""
+        ids = ids.clone()
+        ids[:, 0] = ENC_ID
+        hidden = self.text_encoder(ids, attention_mask=mask, encoder_hidden_states=image_embeds,
+                                   encoder_attention_mask=_ones(image_embeds)).last_hidden_state
+        return self.itm_head(hidden[:, 0])
+
+    @torch.no_grad()
+    def itm_score(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Probability that each (image, text) pair matches: softmax of the ITM logits, class 1."""
+        return self.itm_logits(self.image_embeds(images), ids, mask).softmax(-1)[:, 1]
+
+    @torch.no_grad()
+    def itc_similarity(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(n_images, n_texts) cosine similarities of the ITC features (no temperature)."""
+        return self.image_feat(self.image_embeds(images)) @ self.text_feat(ids, mask).T
+
+    # ------------------------------------------------------------------ losses
+
+    def _itc(self, image_embeds, images, ids, mask, alpha, idx):
+        """Contrastive loss against momentum features + queue, with momentum-distilled soft targets."""
+        image_feat, text_feat = self.image_feat(image_embeds), self.text_feat(ids, mask)
+        with torch.no_grad():
+            self.temp.clamp_(0.001, 0.5)
+            # the momentum branch runs in the momentum weights' dtype (fp32 even under bf16 training)
+            dtype = self.vision_proj_m.weight.dtype
+            image_embeds_m = self.visual_encoder_m.forward_features(images.to(dtype))
+            image_feat_m = F.normalize(self.vision_proj_m(image_embeds_m[:, 0]), dim=-1)
+            hidden_m = self.text_encoder_m(ids, attention_mask=mask).last_hidden_state
+            text_feat_m = F.normalize(self.text_proj_m(hidden_m[:, 0]), dim=-1)
+            image_feat_all = torch.cat([image_feat_m.T, self.image_queue.clone()], dim=1)
+            text_feat_all = torch.cat([text_feat_m.T, self.text_queue.clone()], dim=1)
+            if idx is None:  # pre-training: only the pair itself is positive
+                targets = torch.zeros(len(ids), image_feat_all.shape[1], device=ids.device)
+                targets.fill_diagonal_(1)
+            else:  # retrieval: every text of the same image is positive, queued ones included
+                idx_all = torch.cat([idx.view(1, -1), self.idx_queue.clone()], dim=1)
+                positives = (idx.view(-1, 1) == idx_all).float()
+                targets = positives / positives.sum(1, keepdim=True)
+            i2t_targets = alpha * F.softmax(image_feat_m @ text_feat_all / self.temp, dim=1) + (1 - alpha) * targets
+            t2i_targets = alpha * F.softmax(text_feat_m @ image_feat_all / self.temp, dim=1) + (1 - alpha) * targets
+        sim_i2t = image_feat @ text_feat_all.to(image_feat.dtype) / self.temp
+        sim_t2i = text_feat @ image_feat_all.to(text_feat.dtype) / self.temp
+        loss_i2t = -(F.log_softmax(sim_i2t.float(), dim=1) * i2t_targets).sum(1).mean()
+        loss_t2i = -(F.log_softmax(sim_t2i.float(), dim=1) * t2i_targets).sum(1).mean()
+        self._dequeue_and_enqueue(image_feat_m, text_feat_m, idx)
+        return (loss_i2t + loss_t2i) / 2, image_feat, text_feat
+
+    def _itm(self, image_embeds, ids, mask, image_feat, text_feat, idx, negatives_all_ranks):
+        """Positive pairs vs one hard negative text per image and one hard negative image per text."""
+        n = len(ids)
+        enc_ids = ids.clone()
+        enc_ids[:, 0] = ENC_ID
+        if negatives_all_ranks:  # draw negatives from the global batch (retrieval fine-tuning on COCO)
+            image_feat_w, text_feat_w = _gather(image_feat.detach()), _gather(text_feat.detach())
+            pool_embeds, pool_ids, pool_mask = _gather_with_grad(image_embeds), _gather(enc_ids), _gather(mask)
+            pool_idx = _gather(idx) if idx is not None else None
+        else:
+            image_feat_w, text_feat_w = image_feat.detach(), text_feat.detach()
+            pool_embeds, pool_ids, pool_mask, pool_idx = image_embeds, enc_ids, mask, idx
+        with torch.no_grad():
+            if idx is None:
+                rank = dist.get_rank() if negatives_all_ranks and dist.is_initialized() else 0
+                own = torch.zeros(n, len(pool_ids), dtype=torch.bool, device=ids.device)
+                own[torch.arange(n), torch.arange(n) + rank * n] = True
+            else:
+                own = idx.view(-1, 1) == pool_idx.view(1, -1)
+            temp = self.temp.detach()
+            # sampling weights: softmax over in-batch similarities, positives excluded
+            w_t2i = (F.softmax(text_feat.detach() @ image_feat_w.T / temp, dim=1) + 1e-4).masked_fill(own, 0)
+            w_i2t = (F.softmax(image_feat.detach() @ text_feat_w.T / temp, dim=1) + 1e-4).masked_fill(own, 0)
+            neg_image = torch.multinomial(w_t2i.float(), 1).squeeze(1)  # for each text, an image
+            neg_text = torch.multinomial(w_i2t.float(), 1).squeeze(1)   # for each image, a text
+        all_ids = torch.cat([enc_ids, enc_ids, pool_ids[neg_text]])
+        all_mask = torch.cat([mask, mask, pool_mask[neg_text]])
+        all_images = torch.cat([image_embeds, pool_embeds[neg_image], image_embeds])
+        hidden = self.text_encoder(all_ids, attention_mask=all_mask, encoder_hidden_states=all_images,
+                                   encoder_attention_mask=_ones(all_images)).last_hidden_state
+        logits = self.itm_head(hidden[:, 0])
+        labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long().to(ids.device)
+        return F.cross_entropy(logits.float(), labels)
+
+    def _lm(self, image_embeds, ids, mask, prompt_len: int = 0):
+        """Caption cross-entropy (label smoothing from config); pad and prompt tokens not predicted."""
+        dec_ids = ids.clone()
+        dec_ids[:, 0] = DEC_ID
+        targets = dec_ids.masked_fill(dec_ids == PAD_ID, -100)
+        targets[:, :prompt_len] = -100
+        out = self.text_decoder(dec_ids, attention_mask=mask, encoder_hidden_states=image_embeds,
+                                encoder_attention_mask=_ones(image_embeds), labels=targets)
+        return out.loss
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, alpha: float = 0.0,
+                idx: torch.Tensor | None = None, prompt_len: int = 0,
+                negatives_all_ranks: bool = False) -> dict[str, torch.Tensor]:
+        """The task's losses for a batch: {'itc', 'itm', 'lm'} as the task has them."""
+        if len(ids) < 2 and self.cfg.has_encoder:
+            raise ValueError("ITC/ITM need at least 2 pairs per batch (hard negatives come from the batch)")
+        image_embeds = self.image_embeds(images)
+        losses = {}
+        if self.cfg.has_encoder:
+            losses["itc"], image_feat, text_feat = self._itc(image_embeds, images, ids, mask, alpha, idx)
+            losses["itm"] = self._itm(image_embeds, ids, mask, image_feat, text_feat, idx, negatives_all_ranks)
+        if self.cfg.has_decoder:
+            losses["lm"] = self._lm(image_embeds, ids, mask, prompt_len)
+        return losses
+
+    # ------------------------------------------------------------------ utilities
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Trade compute for memory in the online ViT and text transformer."""
+        set_grad_checkpointing(self.visual_encoder, enable)
+        for name in ("text_encoder", "text_decoder"):
+            if hasattr(self, name):
+                module = getattr(self, name)
+                module.gradient_checkpointing_enable() if enable else module.gradient_checkpointing_disable()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimizer owns: everything but the momentum encoders, each shared tensor once."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def _ones(embeds: torch.Tensor) -> torch.Tensor:
+    return torch.ones(embeds.shape[:-1], dtype=torch.long, device=embeds.device)

@@ -1,0 +1,289 @@
+"""Weights in and out: our model folder, the reference release's .pth files, Hugging Face Blip folders.
+
+Nothing is unpickled beyond tensors: safetensors, or torch.load(weights_only=True). Every load is
+strict: missing, unexpected and mis-shaped keys are listed in one error (the release's loader
+silently drops mis-shaped keys; a peer drops parameters without gradients on save, breaking resume).
+
+Our folder: model.safetensors (everything a resume needs: momentum encoders, queues, queue pointer,
+temperature), config.json (BlipConfig + format tag), tokenizer files, and metrics.json once evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_model
+from torch import nn
+
+from blip.config import TextArch, VisionArch
+from blip.models.blip import Blip, BlipConfig
+from blip.models.vit import resample_pos_embed
+
+FORMAT = "blip-capfilt-model/1"
+_MAX_LISTED = 20
+
+
+class CheckpointError(ValueError):
+    """Weights that do not fit the model; the message lists every offending key."""
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+def _alias_groups(module: nn.Module) -> list[list[str]]:
+    """State-dict names that refer to one shared tensor (e.g. decoder layers shared with the encoder)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, t in module.state_dict(keep_vars=True).items():
+        groups.setdefault((t.data_ptr(), t.shape, t.dtype) if t.numel() else (name,), []).append(name)
+    return list(groups.values())
+
+
+def load_checked(module: nn.Module, state: dict[str, torch.Tensor], source: str,
+                 allow_missing: tuple[str, ...] = ()) -> None:
+    """Strict load with one readable error; a shared tensor may be given under any of its names.
+
+    `allow_missing`: key prefixes the source is known not to have (the caller initialises them).
+    """
+    state = dict(state)
+    own = module.state_dict()
+    for group in _alias_groups(module):
+        present = [n for n in group if n in state]
+        for name in group:
+            if present and name not in state:
+                state[name] = state[present[0]]
+    missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
+    unexpected = [k for k in state if k not in own]
+    misshaped = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                 for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or misshaped:
+        parts = [f"{source}: weights do not fit the {type(module).__name__} model"]
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+            if keys:
+                more = f" ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
+                parts.append(f"  {label} ({len(keys)}): " + ", ".join(keys[:_MAX_LISTED]) + more)
+        raise CheckpointError("\n".join(parts))
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def _fit_pos_embeds(state: dict, model: Blip) -> dict:
+    for key in ("visual_encoder.pos_embed", "visual_encoder_m.pos_embed"):
+        if key in state and hasattr(model, key.split(".")[0]):
+            state[key] = resample_pos_embed(state[key], getattr(model, key.split(".")[0]))
+    return state
+
+
+# ---------------------------------------------------------------------------------------- our folder
+
+def save_pretrained(model: Blip, folder: str | Path, tokenizer=None, extra: dict | None = None) -> Path:
+    """Write model.safetensors + config.json (+ tokenizer) into `folder`, replacing it atomically."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+    config = {"format": FORMAT, **model.cfg.to_dict(), **(extra or {})}
+    (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(tmp))
+    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _config_fields(d: dict) -> dict:
+    names = BlipConfig.__dataclass_fields__
+    return {k: v for k, v in d.items() if k in names}
+
+
+def load_ours(folder: str | Path, **overrides) -> Blip:
+    """Load a model folder written by `save_pretrained` (overrides e.g. image_size=384)."""
+    folder = Path(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    if cfg.get("format") != FORMAT:
+        raise CheckpointError(f"{folder}/config.json: format {cfg.get('format')!r}, expected {FORMAT!r}")
+    model = Blip(BlipConfig.from_dict({**_config_fields(cfg), **overrides}))
+    load_checked(model, _fit_pos_embeds(load_file(str(folder / "model.safetensors")), model), str(folder))
+    return model
+
+
+# ---------------------------------------------------------------------------------------- the release's .pth
+
+def _release_arch(state: dict, prefix: str = "visual_encoder.") -> tuple[VisionArch, int]:
+    cls = state[prefix + "cls_token"]
+    patch = state[prefix + "patch_embed.proj.weight"].shape[-1]
+    width = cls.shape[-1]
+    depth = 1 + max(int(k.split(".")[2]) for k in state if k.startswith(prefix + "blocks."))
+    hidden = state[prefix + "blocks.0.mlp.fc1.weight"].shape[0]
+    grid = int(round((state[prefix + "pos_embed"].shape[1] - 1) ** 0.5))
+    return VisionArch(patch_size=patch, width=width, depth=depth, heads=width // 64, mlp_ratio=hidden / width,
+                      drop_path=0.0), grid * patch
+
+
+def _text_arch(state: dict, prefix: str) -> TextArch:
+    hidden = state[prefix + "embeddings.word_embeddings.weight"].shape[1]
+    layers = 1 + max(int(k[len(prefix):].split(".")[2]) for k in state if k.startswith(prefix + "encoder.layer."))
+    return TextArch(hidden=hidden, layers=layers, heads=hidden // 64,
+                    intermediate=state[prefix + "encoder.layer.0.intermediate.dense.weight"].shape[0], dropout=0.0)
+
+
+def load_release(path: str | Path, image_size: int | None = None) -> Blip:
+    """The reference release's checkpoints (model_base.pth, *_capfilt_large.pth, *_retrieval_coco.pth, ...).
+
+    The architecture is read from tensor shapes; the head count, which shapes do not show, is
+    width / 64 as in every released model (ViT-B 12, ViT-L 16, BERT-base 12).
+    """
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in raw.get("model", raw).items() if not k.endswith("position_ids")}
+    if "ptr_queue" in state:  # the retrieval model calls its queue pointer ptr_queue
+        state["queue_ptr"] = state.pop("ptr_queue")
+    has_enc, has_dec = "itm_head.weight" in state, "text_decoder.cls.predictions.bias" in state
+    task = "pretrain" if has_enc and has_dec else "filter" if has_enc else "captioner"
+    vision, trained_size = _release_arch(state)
+    text = _text_arch(state, "text_encoder." if has_enc else "text_decoder.bert.")
+    head = "text_decoder.cls.predictions.decoder.weight"
+    tie = not (has_dec and head in state and not torch.equal(
+        state[head], state.get("text_encoder.embeddings.word_embeddings.weight",
+                               state["text_decoder.bert.embeddings.word_embeddings.weight"])))
+    queue = state["image_queue"].shape[1] if "image_queue" in state else 57600
+    cfg = BlipConfig(task=task, image_size=image_size or trained_size, vision=vision, text=text,
+                     embed_dim=state["vision_proj.weight"].shape[0] if has_enc else 256, queue_size=queue,
+                     tie_lm_head=tie)
+    model = Blip(cfg)
+    load_checked(model, _fit_pos_embeds(state, model), str(path), allow_missing=("idx_queue",))
+    return model
+
+
+# ---------------------------------------------------------------------------------------- Hugging Face Blip
+
+_HF_VISION = [("vision_model.embeddings.class_embedding", "visual_encoder.cls_token"),
+              ("vision_model.embeddings.position_embedding", "visual_encoder.pos_embed"),
+              ("vision_model.embeddings.patch_embedding.", "visual_encoder.patch_embed.proj."),
+              ("vision_model.post_layernorm.", "visual_encoder.norm."),
+              ("vision_model.encoder.layers.", "visual_encoder.blocks.")]
+_HF_BLOCK = [(".self_attn.qkv.", ".attn.qkv."), (".self_attn.projection.", ".attn.proj."),
+             (".layer_norm1.", ".norm1."), (".layer_norm2.", ".norm2.")]
+
+
+def _hf_to_ours(key: str) -> str:
+    for hf, ours in _HF_VISION:
+        if key.startswith(hf):
+            key = ours + key[len(hf):]
+            if ours == "visual_encoder.blocks.":
+                for a, b in _HF_BLOCK:
+                    key = key.replace(a, b)
+            return key
+    return key
+
+
+def _ours_to_hf(key: str) -> str:
+    for hf, ours in _HF_VISION:
+        if key.startswith(ours):
+            key = hf + key[len(ours):]
+            if hf == "vision_model.encoder.layers.":
+                for a, b in _HF_BLOCK:
+                    key = key.replace(b, a)
+            return key
+    return key
+
+
+def load_hf(folder: str | Path, image_size: int | None = None) -> Blip:
+    """A `save_pretrained` folder of BlipForConditionalGeneration (-> captioner) or
+    BlipForImageTextRetrieval (-> filter; momentum encoders start as copies, queues fresh)."""
+    folder = Path(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    arch = (cfg.get("architectures") or [""])[0]
+    task = {"BlipForConditionalGeneration": "captioner", "BlipForImageTextRetrieval": "filter"}.get(arch)
+    if task is None:
+        raise CheckpointError(f"{folder}: architecture {arch!r} is not BlipForConditionalGeneration "
+                              "or BlipForImageTextRetrieval")
+    v, t = cfg["vision_config"], cfg["text_config"]
+    vision = VisionArch(patch_size=v.get("patch_size", 16), width=v["hidden_size"], depth=v["num_hidden_layers"],
+                        heads=v["num_attention_heads"], mlp_ratio=v["intermediate_size"] / v["hidden_size"],
+                        drop_path=0.0)
+    text = TextArch(hidden=t["hidden_size"], layers=t["num_hidden_layers"], heads=t["num_attention_heads"],
+                    intermediate=t["intermediate_size"], dropout=t.get("hidden_dropout_prob", 0.0))
+    model = Blip(BlipConfig(task=task, image_size=image_size or v.get("image_size", 384), vision=vision, text=text,
+                            embed_dim=cfg.get("image_text_hidden_size", 256),
+                            vision_ln_eps=v.get("layer_norm_eps", 1e-5),
+                            label_smoothing=t.get("label_smoothing", 0.0),
+                            tie_lm_head=t.get("tie_word_embeddings", True), vocab_size=t.get("vocab_size", 30524)))
+    files = sorted(folder.glob("model*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{folder}: no model*.safetensors")
+    state = {}
+    for f in files:
+        state.update({_hf_to_ours(k): val for k, val in load_file(str(f)).items()})
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
+    load_checked(model, _fit_pos_embeds(state, model), str(folder),
+                 allow_missing=("visual_encoder_m.", "vision_proj_m.", "text_encoder_m.", "text_proj_m.",
+                                "temp", "image_queue", "text_queue", "idx_queue", "queue_ptr"))
+    model.copy_params()
+    return model
+
+
+def export_hf(model: Blip, folder: str | Path) -> Path:
+    """Write a captioner as BlipForConditionalGeneration or a filter as BlipForImageTextRetrieval."""
+    from transformers import BlipConfig as HFConfig
+    from transformers import BlipForConditionalGeneration, BlipForImageTextRetrieval
+
+    c = model.cfg
+    if c.task == "pretrain":
+        raise ValueError("export a captioner or a filter; a pre-trained model has both roles")
+    hf_cfg = HFConfig(
+        vision_config=dict(hidden_size=c.vision.width, intermediate_size=int(c.vision.width * c.vision.mlp_ratio),
+                           num_hidden_layers=c.vision.depth, num_attention_heads=c.vision.heads,
+                           image_size=c.image_size, patch_size=c.vision.patch_size, layer_norm_eps=c.vision_ln_eps),
+        text_config=dict(vocab_size=c.vocab_size, hidden_size=c.text.hidden, intermediate_size=c.text.intermediate,
+                         num_hidden_layers=c.text.layers, num_attention_heads=c.text.heads,
+                         hidden_dropout_prob=c.text.dropout, attention_probs_dropout_prob=c.text.dropout,
+                         label_smoothing=c.label_smoothing, tie_word_embeddings=c.tie_lm_head,
+                         sep_token_id=102, eos_token_id=102),
+        image_text_hidden_size=c.embed_dim)
+    hf_model = (BlipForConditionalGeneration if c.task == "captioner" else BlipForImageTextRetrieval)(hf_cfg)
+    own = {_ours_to_hf(k): v for k, v in model.state_dict().items()}
+    hf_keys = hf_model.state_dict()
+    load_checked(hf_model, {k: v for k, v in own.items() if k in hf_keys}, f"export of {c.task}")
+    hf_model.save_pretrained(str(folder))
+    return Path(folder)
+
+
+# ---------------------------------------------------------------------------------------- one call
+
+def load_model(source: str | Path, image_size: int | None = None) -> Blip:
+    """Load any supported weights: our folder, a release .pth, a HF folder, or a HF hub id when online."""
+    path = Path(source)
+    if path.is_file():
+        return load_release(path, image_size)
+    if path.is_dir():
+        cfg = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        if cfg.get("format") == FORMAT:
+            return load_ours(path, **({"image_size": image_size} if image_size else {}))
+        if cfg.get("architectures"):
+            return load_hf(path, image_size)
+        raise CheckpointError(f"{path}: neither our model folder nor a Hugging Face Blip folder (no usable config.json)")
+    if "/" in str(source) and not str(source).startswith((".", "/")):
+        from huggingface_hub import snapshot_download
+
+        try:  # a hub id: only when the user is online (or has it cached)
+            return load_hf(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors"]), image_size)
+        except Exception as e:
+            raise CheckpointError(f"'{source}': not a local path, and fetching it from the hub failed ({e})") from e
+    raise FileNotFoundError(f"model '{source}' not found")
+
+
+def load_tokenizer_for(source: str | Path, vocab: str | None = None):
+    """The tokenizer saved with a model folder, else the offline-resolved BLIP tokenizer."""
+    from blip.tokenizer import build_tokenizer
+
+    path = Path(source)
+    if path.is_dir() and (path / "tokenizer.json").is_file():
+        from transformers import BertTokenizer
+
+        return BertTokenizer.from_pretrained(str(path))
+    return build_tokenizer(vocab)

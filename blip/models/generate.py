@@ -1,0 +1,84 @@
+"""Caption generation through transformers' GenerationMixin on our decoder.
+
+The image is encoded once; its tokens enter the decoder as `encoder_hidden_states`, and the decoder's
+EncoderDecoderCache computes each layer's cross-attention keys/values at the first step and reuses
+them (the reference release recomputes them over all image tokens at every step). Decoding starts
+from `[DEC]` + the prompt, stops at [SEP], and the prompt is stripped from the text, as the release.
+
+- beam search: 3 beams, no repetition penalty, length penalty 1.0 (captioning evaluation);
+- nucleus sampling: top-k 50 then top-p 0.9, repetition penalty 1.1 (CapFilt's synthetic captions).
+Lengths count the prompt, as the release passes them (so max 20 leaves 16 tokens after the prompt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from blip.tokenizer import DEC_ID, PAD_ID, SEP_ID
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    method: Literal["beam", "nucleus", "greedy"] = "beam"
+    num_beams: int = 3
+    max_length: int = 20
+    min_length: int = 5
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float | None = None  # None: 1.0 for beam/greedy, 1.1 for nucleus (the release)
+    num_captions: int = 1  # captions per image (nucleus: independent samples; beam: the best beams)
+
+    def generate_kwargs(self) -> dict:
+        penalty = self.repetition_penalty
+        if self.method == "nucleus":
+            return dict(do_sample=True, top_p=self.top_p, top_k=self.top_k, num_beams=1,
+                        repetition_penalty=1.1 if penalty is None else penalty,
+                        num_return_sequences=self.num_captions)
+        if self.method == "beam":
+            if self.num_captions > self.num_beams:
+                raise ValueError(f"beam search returns at most num_beams={self.num_beams} captions per image")
+            return dict(do_sample=False, num_beams=self.num_beams, length_penalty=1.0,
+                        repetition_penalty=1.0 if penalty is None else penalty,
+                        num_return_sequences=self.num_captions)
+        return dict(do_sample=False, num_beams=1, repetition_penalty=1.0 if penalty is None else penalty)
+
+
+def prompt_ids(tokenizer, prompt: str, batch: int, device: torch.device) -> torch.Tensor:
+    """[DEC] + prompt tokens (no trailing [SEP]), repeated for the batch."""
+    ids = tokenizer(prompt, return_tensors="pt").input_ids[:, :-1]
+    ids[:, 0] = DEC_ID
+    return ids.repeat(batch, 1).to(device)
+
+
+@torch.no_grad()
+def generate_ids(model, images: torch.Tensor, tokenizer, settings: GenerationSettings,
+                 prompt: str | None = None) -> torch.Tensor:
+    """Token ids (B * num_captions, L) for a batch of images, prompt included."""
+    prompt = model.cfg.prompt if prompt is None else prompt
+    image_embeds = model.image_embeds(images)
+    input_ids = prompt_ids(tokenizer, prompt, len(images), images.device)
+    return model.text_decoder.generate(
+        input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+        encoder_hidden_states=image_embeds,
+        encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=images.device),
+        eos_token_id=SEP_ID, pad_token_id=PAD_ID, bos_token_id=DEC_ID,
+        max_length=settings.max_length, min_length=settings.min_length, **settings.generate_kwargs())
+
+
+def decode_captions(tokenizer, ids: torch.Tensor, prompt: str) -> list[str]:
+    """Token ids to text, special tokens and the prompt removed."""
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return [t[len(prompt):].strip() if t.startswith(prompt.strip()) else t.strip() for t in texts]
+
+
+@torch.no_grad()
+def generate(model, images: torch.Tensor, tokenizer, settings: GenerationSettings = GenerationSettings(),
+             prompt: str | None = None) -> list[list[str]]:
+    """Captions for each image: a list of `settings.num_captions` strings per image."""
+    prompt = model.cfg.prompt if prompt is None else prompt
+    texts = decode_captions(tokenizer, generate_ids(model, images, tokenizer, settings, prompt), prompt)
+    k = settings.num_captions if settings.method != "greedy" else 1
+    return [texts[i * k:(i + 1) * k] for i in range(len(images))]

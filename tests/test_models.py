@@ -1,0 +1,230 @@
+"""The MED model: sharing, gradients, momentum, losses that learn, checkpoints that round-trip."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from blip.config import TextArch, VisionArch
+from blip.models.blip import Blip, BlipConfig
+from blip.models.checkpoints import CheckpointError, load_model, load_release, save_pretrained
+from blip.models.generate import GenerationSettings, generate
+from blip.tokenizer import build_tokenizer, tokenize
+
+VISION = VisionArch(patch_size=16, width=64, depth=2, heads=4, mlp_ratio=2.0, drop_path=0.0)
+TEXT = TextArch(hidden=64, layers=2, heads=4, intermediate=128, dropout=0.0)
+CAPTIONS = [f"a {s} {c} {shape}" for s in ("small", "large") for c in ("red", "blue") for shape in
+            ("circle", "square", "star", "triangle")]
+
+
+def tiny(task="pretrain", vision=VISION, text=TEXT, **kw) -> Blip:
+    torch.manual_seed(0)
+    return Blip(BlipConfig(task=task, image_size=32, vision=vision, text=text, embed_dim=32, queue_size=64, **kw))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def batch(tokenizer):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(16, 3, 32, 32, generator=g)
+    ids, mask = tokenize(tokenizer, CAPTIONS, 30)
+    return images, ids, mask
+
+
+def test_encoder_and_decoder_share_all_but_self_attention():
+    m = tiny()
+    enc, dec = m.text_encoder, m.text_decoder.bert
+    assert dec.embeddings.word_embeddings.weight is enc.embeddings.word_embeddings.weight
+    assert m.text_decoder.cls.predictions.decoder.weight is enc.embeddings.word_embeddings.weight
+    for e, d in zip(enc.encoder.layer, dec.encoder.layer):
+        for part in ("crossattention", "intermediate", "output"):
+            for (name, p), q in zip(getattr(e, part).named_parameters(), getattr(d, part).parameters()):
+                assert p is q, f"{part}.{name} is not shared"
+        for p, q in zip(e.attention.parameters(), d.attention.parameters()):
+            assert p is not q and p.data_ptr() != q.data_ptr()
+    # the optimizer sees each shared tensor once, and never a momentum weight
+    trainable = m.trainable_parameters()
+    assert len({id(p) for p in trainable}) == len(trainable)
+    momentum = {id(p) for n, p in m.named_parameters() if n.split(".")[0].endswith("_m")}
+    assert momentum.isdisjoint(id(p) for p in trainable)
+
+
+@pytest.mark.parametrize("loss_name", ["itc", "itm", "lm"])
+def test_every_loss_reaches_the_shared_layers(batch, loss_name):
+    m = tiny()
+    images, ids, mask = batch
+    losses = m(images, ids, mask, alpha=0.4)
+    losses[loss_name].backward()
+    layer = m.text_encoder.encoder.layer[-1]
+    assert m.visual_encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert layer.intermediate.dense.weight.grad.abs().sum() > 0
+    assert m.text_encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    if loss_name in ("itm", "lm"):  # the image-grounded roles go through cross-attention
+        assert layer.crossattention.self.query.weight.grad.abs().sum() > 0
+    if loss_name == "lm":  # the decoder's own self-attention learns only from LM
+        assert m.text_decoder.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    for name, p in m.named_parameters():
+        if name.split(".")[0].endswith("_m"):
+            assert p.grad is None
+
+
+def test_momentum_encoders_follow_the_ema(batch):
+    m = tiny()
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-2)
+    online = m.vision_proj.weight
+    before_m = m.vision_proj_m.weight.detach().clone()
+    assert torch.equal(before_m, online.detach())  # copies at start
+    images, ids, mask = batch
+    sum(m(images, ids, mask, alpha=0.4).values()).backward()
+    opt.step()
+    m.momentum_update()
+    expected = 0.995 * before_m + 0.005 * online.detach()
+    assert torch.allclose(m.vision_proj_m.weight, expected, atol=1e-7)
+    assert not torch.equal(m.vision_proj_m.weight, online.detach())
+
+
+def test_queue_is_filled_and_pointer_advances(batch):
+    m = tiny()
+    images, ids, mask = batch
+    m(images, ids, mask)
+    assert int(m.queue_ptr) == 16
+    assert torch.allclose(m.image_queue[:, :16].norm(dim=0), torch.ones(16), atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of the global batch"):
+        m(images[:6], ids[:6], mask[:6])
+
+
+@pytest.mark.slow
+def test_a_16_pair_batch_is_overfit(tokenizer):
+    """16 pairs of the built-in world (size x colour x shape): all three losses fall far.
+
+    From scratch the ITM head first sits at the label prior (1/3 positives: 0.64) until
+    cross-attention breaks symmetry, so the bound is a few hundred steps, stopping early.
+    """
+    images = torch.stack([_world_image(c) for c in CAPTIONS])
+    ids, mask = tokenize(tokenizer, CAPTIONS, 30)
+    m = tiny()
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=5e-4, weight_decay=0.0)
+    first = None
+    for step in range(800):
+        losses = m(images, ids, mask, alpha=0.0)
+        first = first or {k: v.item() for k, v in losses.items()}
+        last = {k: v.item() for k, v in losses.items()}
+        if last["lm"] < 0.2 * first["lm"] and last["itc"] < 0.25 * first["itc"] and last["itm"] < 0.15:
+            break
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+        m.momentum_update()
+    assert last["lm"] < 0.2 * first["lm"], (step, first, last)
+    assert last["itc"] < 0.25 * first["itc"], (step, first, last)
+    assert last["itm"] < 0.15, (step, first, last)  # far below the 0.64 of guessing the prior
+
+
+def _world_image(caption: str) -> torch.Tensor:
+    from torchvision.transforms.functional import to_tensor
+
+    from blip.data import world
+
+    _, size, colour, shape = caption.split()
+    scene = world.Scene((world.Obj(shape, colour, size, (1, 1)),), "plain", "white")
+    return (to_tensor(world.render(scene, 32, np.random.default_rng(0))) - 0.5) / 0.25
+
+
+def test_captioner_masks_the_prompt(tokenizer, batch):
+    m = tiny("captioner")
+    images, _, _ = batch
+    ids, mask = tokenize(tokenizer, ["a picture of " + c for c in CAPTIONS], 40)
+    with_prompt = m(images, ids, mask, prompt_len=4)["lm"]
+    without = m(images, ids, mask, prompt_len=0)["lm"]
+    assert not torch.isclose(with_prompt, without)
+    assert set(m(images, ids, mask)) == {"lm"}
+
+
+def test_retrieval_treats_captions_of_one_image_as_positives(batch):
+    m = tiny("filter")
+    images, ids, mask = batch
+    idx = torch.arange(16) // 2  # pairs of texts share an image
+    losses = m(images, ids, mask, alpha=0.4, idx=idx)
+    assert set(losses) == {"itc", "itm"}
+    assert m.idx_queue[0, :16].tolist() == idx.tolist()
+
+
+def test_generation_returns_k_captions_per_image(tokenizer, batch):
+    m = tiny("captioner").eval()
+    images = batch[0][:2]
+    out = generate(m, images, tokenizer, GenerationSettings("nucleus", num_captions=3, max_length=10))
+    assert len(out) == 2 and all(len(c) == 3 for c in out)
+    torch.manual_seed(5)
+    a = generate(m, images, tokenizer, GenerationSettings("nucleus", max_length=10))
+    torch.manual_seed(5)
+    assert generate(m, images, tokenizer, GenerationSettings("nucleus", max_length=10)) == a
+    beams = generate(m, images, tokenizer, GenerationSettings("beam", num_captions=2, max_length=10))
+    assert all(len(c) == 2 for c in beams)
+
+
+def test_our_format_keeps_everything_a_resume_needs(tmp_path, tokenizer, batch):
+    m = tiny()
+    images, ids, mask = batch
+    m(images, ids, mask)  # moves the queues and the pointer
+    with torch.no_grad():
+        m.temp.fill_(0.05)
+        m.text_encoder_m.embeddings.LayerNorm.weight.add_(0.5)  # momentum differs from online
+    save_pretrained(m, tmp_path / "model", tokenizer)
+    back = load_model(tmp_path / "model")
+    own, loaded = m.state_dict(), back.state_dict()
+    assert own.keys() == loaded.keys()
+    for k in own:
+        assert torch.equal(own[k], loaded[k]), k
+    assert int(back.queue_ptr) == 16 and back.temp.item() == pytest.approx(0.05)
+    assert back.text_decoder.cls.predictions.decoder.weight is back.text_encoder.embeddings.word_embeddings.weight
+
+
+def test_wrong_shape_fails_with_the_key_named(tmp_path):
+    save_pretrained(tiny(), tmp_path / "model")
+    cfg = (tmp_path / "model/config.json").read_text().replace('"embed_dim": 32', '"embed_dim": 16')
+    (tmp_path / "model/config.json").write_text(cfg)
+    with pytest.raises(CheckpointError, match=r"wrong shape.*vision_proj\.weight: checkpoint \(32, 64\) vs model \(16, 64\)"):
+        load_model(tmp_path / "model")
+
+
+def _release_state(model: Blip) -> dict:
+    """A checkpoint laid out like the reference release's (names, ptr_queue, position_ids, nesting)."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["text_encoder.embeddings.position_ids"] = torch.arange(512).unsqueeze(0)
+    if "queue_ptr" in state and model.cfg.task == "filter":
+        state["ptr_queue"] = state.pop("queue_ptr")
+    return {"model": state, "epoch": 3, "config": {"queue_size": 64}}
+
+
+@pytest.mark.parametrize("task", ["pretrain", "captioner", "filter"])
+def test_release_checkpoints_load_and_resample_position_embeddings(tmp_path, batch, tokenizer, task):
+    # released models have 64-dim attention heads, which is how the loader infers the head count
+    m = tiny(task, dataclasses.replace(VISION, width=128, heads=2), dataclasses.replace(TEXT, hidden=128, heads=2)).eval()
+    torch.save(_release_state(m), tmp_path / "release.pth")
+    same = load_release(tmp_path / "release.pth").eval()
+    assert same.cfg.task == task and same.cfg.image_size == 32 and same.cfg.vision.depth == 2
+    images, ids, mask = batch
+    if task != "captioner":
+        assert torch.allclose(same.itm_score(images[:4], ids[:4], mask[:4]), m.itm_score(images[:4], ids[:4], mask[:4]))
+    bigger = load_model(tmp_path / "release.pth", image_size=64)
+    assert bigger.visual_encoder.pos_embed.shape == (1, 17, 128)
+    bad = _release_state(m)
+    bad["model"]["visual_encoder.blocks.0.attn.qkv.weight"] = torch.zeros(10, 128)
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="visual_encoder.blocks.0.attn.qkv.weight"):
+        load_release(tmp_path / "bad.pth")
+
+
+class Evil:
+    """Stands for any pickled object in a downloaded checkpoint."""
+
+
+def test_release_loading_refuses_pickled_objects(tmp_path):
+    torch.save({"model": {"x": Evil()}}, tmp_path / "evil.pth")
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        load_release(tmp_path / "evil.pth")
