@@ -99,6 +99,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _open_images(paths: list[str]) -> list:
+    from PIL import Image, ImageOps
+
+    return [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p in paths]
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from blip.inference import load
+    from blip.models.generate import GenerationSettings
+
+    blip = load(args.model, device=args.device)
+    settings = GenerationSettings(args.method, num_beams=args.beams, max_length=args.max_length,
+                                  min_length=args.min_length, top_p=args.top_p, num_captions=args.num)
+    if args.seed is not None:
+        import torch
+
+        torch.manual_seed(args.seed)
+    for path, captions in zip(args.images, blip.caption(_open_images(args.images), settings)):
+        for caption in captions:
+            print(f"{path}\t{caption}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from blip.inference import load
+
+    blip = load(args.model, device=args.device)
+    for row in blip.score(_open_images([args.image])[0], args.texts):
+        print(f"itm={row['itm']:.4f}\titc={row['itc']:.4f}\t{row['text']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blip", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -127,6 +159,26 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True)
     w.add_argument("--source", default="web")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("caption", help="caption images with a model (ours, release .pth, HF Blip folder)")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", choices=["beam", "nucleus", "greedy"], default="beam")
+    p.add_argument("--beams", type=int, default=3)
+    p.add_argument("--num", type=int, default=1, help="captions per image")
+    p.add_argument("--max-length", type=int, default=20)
+    p.add_argument("--min-length", type=int, default=5)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=None, help="seed for nucleus sampling")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("score", help="ITM probability and ITC similarity of texts with an image")
+    p.add_argument("image")
+    p.add_argument("texts", nargs="+")
+    p.add_argument("--model", required=True)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("verify", help="check finished datasets: checksums, counts, decodable images")
     p.add_argument("datasets", nargs="+")

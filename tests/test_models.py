@@ -228,3 +228,26 @@ def test_release_loading_refuses_pickled_objects(tmp_path):
     torch.save({"model": {"x": Evil()}}, tmp_path / "evil.pth")
     with pytest.raises(Exception, match="[Ww]eights only"):
         load_release(tmp_path / "evil.pth")
+
+
+def test_user_commands_caption_and_score(tmp_path, tokenizer, capsys):
+    from PIL import Image
+
+    from blip.cli import main
+    from blip.inference import load
+
+    save_pretrained(tiny("pretrain"), tmp_path / "model", tokenizer)
+    Image.new("RGB", (50, 40), (200, 20, 20)).save(tmp_path / "red.jpg")
+    assert main(["caption", str(tmp_path / "red.jpg"), "--model", str(tmp_path / "model"), "--max-length", "8"]) == 0
+    out = capsys.readouterr().out.strip().split("\t")
+    assert out[0].endswith("red.jpg") and len(out) == 2
+    assert main(["score", str(tmp_path / "red.jpg"), "a red square", "a blue star", "--model",
+                 str(tmp_path / "model")]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 2 and rows[0].startswith("itm=") and "a red square" in rows[0]
+    blip = load(tmp_path / "model")
+    assert blip.image_embeddings([Image.new("RGB", (9, 9))]).shape == (1, 32)
+    assert torch.allclose(blip.text_embeddings(["a red square"]).norm(dim=-1), torch.ones(1))
+    save_pretrained(tiny("captioner"), tmp_path / "captioner", tokenizer)
+    assert main(["score", str(tmp_path / "red.jpg"), "x", "--model", str(tmp_path / "captioner")]) == 2
+    assert "no text encoder" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from transformers import DynamicCache, EncoderDecoderCache
 
 from blip.tokenizer import DEC_ID, PAD_ID, SEP_ID
 
@@ -53,6 +54,29 @@ def prompt_ids(tokenizer, prompt: str, batch: int, device: torch.device) -> torc
     return ids.repeat(batch, 1).to(device)
 
 
+class ImageKVCache(EncoderDecoderCache):
+    """Decoder cache whose cross-attention keys/values are computed once per image, up front.
+
+    Beam search reorders rows only among the beams of one image, and those rows hold the same image
+    keys/values, so reordering the cross-attention part would copy memory for nothing: it is skipped.
+    """
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.self_attention_cache.reorder_cache(beam_idx)
+
+
+def image_kv_cache(decoder, image_embeds: torch.Tensor, rows_per_image: int) -> ImageKVCache:
+    """Project the image tokens to each layer's cross-attention keys/values once, then copy per row."""
+    cross = DynamicCache(config=decoder.config)
+    b, n, _ = image_embeds.shape
+    for i, layer in enumerate(decoder.bert.encoder.layer):
+        attn = layer.crossattention.self
+        k = attn.key(image_embeds).view(b, n, -1, attn.attention_head_size).transpose(1, 2)
+        v = attn.value(image_embeds).view(b, n, -1, attn.attention_head_size).transpose(1, 2)
+        cross.update(k.repeat_interleave(rows_per_image, 0), v.repeat_interleave(rows_per_image, 0), i)
+    return ImageKVCache(DynamicCache(config=decoder.config), cross)
+
+
 @torch.no_grad()
 def generate_ids(model, images: torch.Tensor, tokenizer, settings: GenerationSettings,
                  prompt: str | None = None) -> torch.Tensor:
@@ -60,12 +84,16 @@ def generate_ids(model, images: torch.Tensor, tokenizer, settings: GenerationSet
     prompt = model.cfg.prompt if prompt is None else prompt
     image_embeds = model.image_embeds(images)
     input_ids = prompt_ids(tokenizer, prompt, len(images), images.device)
+    kwargs = settings.generate_kwargs()
+    # generate() expands every input to this many rows per image (beams, or samples)
+    rows = max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))
     return model.text_decoder.generate(
         input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+        past_key_values=image_kv_cache(model.text_decoder, image_embeds, rows),
         encoder_hidden_states=image_embeds,
         encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=images.device),
         eos_token_id=SEP_ID, pad_token_id=PAD_ID, bos_token_id=DEC_ID,
-        max_length=settings.max_length, min_length=settings.min_length, **settings.generate_kwargs())
+        max_length=settings.max_length, min_length=settings.min_length, **kwargs)
 
 
 def decode_captions(tokenizer, ids: torch.Tensor, prompt: str) -> list[str]:

@@ -1,0 +1,93 @@
+"""Using a model: one call to load any supported weights, then caption, score and embed PIL images.
+
+    from blip.inference import load
+    blip = load("models/captioner")            # our folder, a release .pth, a HF Blip folder or hub id
+    blip.caption([Image.open("cat.jpg")])       # [["a cat sitting on a couch"]]
+    blip.score(Image.open("cat.jpg"), ["a cat", "a dog"])   # ITM probabilities and ITC similarities
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+
+from blip.models.blip import Blip
+from blip.models.checkpoints import load_model, load_tokenizer_for
+from blip.models.generate import GenerationSettings, generate
+from blip.tokenizer import tokenize
+
+
+@dataclass
+class BlipInference:
+    model: Blip
+    tokenizer: object
+    device: torch.device
+
+    @property
+    def transform(self) -> T.Compose:
+        c = self.model.cfg
+        return T.Compose([T.Resize((c.image_size, c.image_size), interpolation=InterpolationMode.BICUBIC),
+                          T.ToTensor(), T.Normalize(c.mean, c.std)])
+
+    def images(self, images: list[Image.Image]) -> torch.Tensor:
+        """PIL images -> the model's normalised input batch."""
+        return torch.stack([self.transform(im.convert("RGB")) for im in images]).to(self.device)
+
+    def _text(self, texts: list[str], max_len: int = 35) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = tokenize(self.tokenizer, texts, max_len)
+        return ids.to(self.device), mask.to(self.device)
+
+    def _need(self, role: str) -> None:
+        has = self.model.cfg.has_encoder if role == "encoder" else self.model.cfg.has_decoder
+        if not has:
+            raise ValueError(f"this is a {self.model.cfg.task} model: it has no text {role} "
+                             f"({'score/embed need a filter or pre-trained model' if role == 'encoder' else 'captions need a captioner or pre-trained model'})")
+
+    @torch.no_grad()
+    def caption(self, images: list[Image.Image], settings: GenerationSettings = GenerationSettings()) -> list[list[str]]:
+        """Captions per image (beam search by default; nucleus sampling with method='nucleus')."""
+        self._need("decoder")
+        return generate(self.model, self.images(images), self.tokenizer, settings)
+
+    @torch.no_grad()
+    def score(self, image: Image.Image, texts: list[str]) -> list[dict]:
+        """For each text: the ITM match probability and the ITC cosine similarity with the image."""
+        self._need("encoder")
+        pixels = self.images([image]).expand(len(texts), -1, -1, -1)
+        ids, mask = self._text(texts)
+        itm = self.model.itm_score(pixels, ids, mask)
+        itc = self.model.itc_similarity(pixels[:1], ids, mask)[0]
+        return [{"text": t, "itm": float(p), "itc": float(s)} for t, p, s in zip(texts, itm, itc)]
+
+    @torch.no_grad()
+    def image_embeddings(self, images: list[Image.Image]) -> torch.Tensor:
+        """Normalised ITC image features (N, embed_dim)."""
+        self._need("encoder")
+        return self.model.image_feat(self.model.image_embeds(self.images(images)))
+
+    @torch.no_grad()
+    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """Normalised ITC text features (N, embed_dim)."""
+        self._need("encoder")
+        return self.model.text_feat(*self._text(texts))
+
+    @torch.no_grad()
+    def multimodal_features(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
+        """The image-grounded encoder's [ENC] output per (image, text) pair (N, hidden)."""
+        self._need("encoder")
+        ids, mask = self._text(texts)
+        ids[:, 0] = self.tokenizer.convert_tokens_to_ids("[ENC]")
+        embeds = self.model.image_embeds(self.images(images))
+        out = self.model.text_encoder(ids, attention_mask=mask, encoder_hidden_states=embeds)
+        return out.last_hidden_state[:, 0]
+
+
+def load(source: str | Path, image_size: int | None = None, device: str = "cpu") -> BlipInference:
+    """Load weights of any supported kind, ready for inference (eval mode)."""
+    model = load_model(source, image_size).to(device).eval()
+    return BlipInference(model, load_tokenizer_for(source), torch.device(device))
