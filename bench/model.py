@@ -29,7 +29,7 @@ CAPTION = "a large red circle to the left of a small blue square on a striped wh
 
 def _model(preset: str, task: str, image_size: int, device: str) -> Blip:
     params = load_params(ROOT / "params.yaml")
-    arch = params.model.presets[preset]
+    arch = params.presets[preset].model
     torch.manual_seed(0)
     cfg = BlipConfig(task=task, image_size=image_size, vision=arch.vision, text=arch.text,
                      embed_dim=arch.embed_dim, queue_size=arch.queue_size)

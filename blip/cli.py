@@ -99,6 +99,49 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+STAGE_DEFAULTS = {  # stage -> (task, preset section, datasets, init model, output model)
+    "pretrain": ("pretrain", "pretrain", ["data/human/train", "data/web"], None, "models/pretrain"),
+    "finetune_captioner": ("captioner", "finetune_captioner", ["data/human/train"], "models/pretrain",
+                           "models/captioner"),
+    "finetune_filter": ("filter", "finetune_filter", ["data/human/train"], "models/pretrain", "models/filter"),
+}
+
+
+def _relaunch(procs: int) -> int | None:
+    """Re-run this command under the DeepSpeed launcher with `procs` processes (unless already in one)."""
+    import os
+    import subprocess
+
+    if procs <= 1 or "WORLD_SIZE" in os.environ:
+        return None
+    from blip.train.engine import free_port
+
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(procs), "--no_local_rank",
+           "--master_port", str(free_port()), "--module", "blip.cli", *sys.argv[1:]]
+    print(" ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from blip.train.engine import TrainJob, train
+
+    params = load_params(args.params)
+    relaunched = _relaunch(args.procs if args.procs is not None else params.train.procs)
+    if relaunched is not None:
+        return relaunched
+    task, section, data, init, out = STAGE_DEFAULTS[args.stage]
+    name = args.name or args.stage
+    job = TrainJob(
+        name=name, task=task, stage=getattr(params.active, section), params=params,
+        data=args.data or data, out_dir=Path(args.out or out),
+        ckpt_dir=Path(args.ckpt_dir or f"checkpoints/{name}"),
+        init_from=args.init_from if args.init_from is not None else init,
+        metrics_path=Path(args.metrics or f"metrics/{name}.json"),
+        plot_path=Path(args.plot or f"plots/{name}_loss.csv"), max_steps=args.max_steps)
+    train(job)
+    return 0
+
+
 def _open_images(paths: list[str]) -> list:
     from PIL import Image, ImageOps
 
@@ -159,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True)
     w.add_argument("--source", default="web")
     p.set_defaults(func=cmd_ingest)
+
+    for stage in STAGE_DEFAULTS:
+        p = sub.add_parser(stage, help=f"stage: train ({STAGE_DEFAULTS[stage][0]}) with DeepSpeed")
+        p.add_argument("--data", nargs="+", default=None, help="dataset folders (default: %(default)s)")
+        p.add_argument("--init-from", default=None, help="model to start from ('' = from scratch)")
+        p.add_argument("--out", default=None, help="final model folder")
+        p.add_argument("--name", default=None, help="run name (e.g. retrain); sets default paths")
+        p.add_argument("--ckpt-dir", default=None)
+        p.add_argument("--metrics", default=None)
+        p.add_argument("--plot", default=None)
+        p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+        p.add_argument("--procs", type=int, default=None, help="processes (default: train.procs)")
+        p.set_defaults(func=cmd_train, stage=stage)
 
     p = sub.add_parser("caption", help="caption images with a model (ours, release .pth, HF Blip folder)")
     p.add_argument("images", nargs="+")

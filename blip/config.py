@@ -123,22 +123,61 @@ class TextLengths:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    preset: str
-    presets: dict[str, ModelArch]
     momentum: float
     temp: float
     alpha: float
     label_smoothing: float
-    grad_checkpointing: bool
     prompt: str
     text_len: TextLengths
 
-    @property
-    def arch(self) -> ModelArch:
-        """The architecture of the chosen preset."""
-        if self.preset not in self.presets:
-            raise ValueError(f"model.preset '{self.preset}' is not one of {sorted(self.presets)}")
-        return self.presets[self.preset]
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    image_size: int
+    batch_size: int          # per process (micro-batch)
+    grad_accum: int
+    epochs: int
+    steps_per_epoch: int | None  # None: one pass over the data per epoch
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    schedule: str            # "step" (lr * lr_decay**epoch) or "cosine" (to min_lr over all steps)
+    lr_decay: float
+    weight_decay: float
+    alpha_ramp_epochs: float  # alpha ramps linearly from 0 over this many epochs
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterStageConfig(StageConfig):
+    negatives_all_ranks: bool  # ITM hard negatives from the global batch
+    k_test: int                # retrieval: ITC top-k candidates re-ranked by ITM
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    model: ModelArch
+    pretrain: StageConfig
+    finetune_captioner: StageConfig
+    finetune_filter: FilterStageConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    procs: int
+    zero_stage: int
+    bf16: bool
+    grad_clip: float
+    grad_checkpointing: bool
+    num_workers: int
+    log_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    uri: str
+    experiment: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +189,17 @@ class Params:
     loader: LoaderConfig
     tokenizer: TokenizerConfig
     model: ModelConfig
+    train: TrainConfig
+    tracking: TrackingConfig
+    preset: str
+    presets: dict[str, Preset]
+
+    @property
+    def active(self) -> Preset:
+        """The chosen preset's architecture and stage hyper-parameters."""
+        if self.preset not in self.presets:
+            raise ValueError(f"preset '{self.preset}' is not one of {sorted(self.presets)}")
+        return self.presets[self.preset]
 
 
 def _build(cls: type, data: Any, path: str) -> Any:

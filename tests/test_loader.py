@@ -92,3 +92,13 @@ def test_transforms(small):
     # normalised with CLIP's statistics: a mid-grey image is near zero
     grey = build_transform("eval", 8, small.loader)(Image.new("RGB", (8, 8), (123, 117, 104)))
     assert grey.abs().max() < 0.05
+
+
+def test_skipping_batches_resumes_exactly_where_an_epoch_left_off(prepared, small):
+    full, _ = _loader(prepared, small, "web", resampled=True, batches_per_epoch=6)
+    batches = list(full)
+    resumed, _ = _loader(prepared, small, "web", resampled=True, batches_per_epoch=6, skip_batches=3)
+    rest = list(resumed)
+    assert len(rest) == 3
+    for a, b in zip(batches[3:], rest):
+        assert a.keys == b.keys and torch.equal(a.images, b.images)

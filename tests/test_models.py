@@ -196,6 +196,8 @@ def _release_state(model: Blip) -> dict:
     """A checkpoint laid out like the reference release's (names, ptr_queue, position_ids, nesting)."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["text_encoder.embeddings.position_ids"] = torch.arange(512).unsqueeze(0)
+    if "temp" in state:
+        state["temp"] = state["temp"].reshape(())  # a 0-dim scalar in the release
     if "queue_ptr" in state and model.cfg.task == "filter":
         state["ptr_queue"] = state.pop("queue_ptr")
     return {"model": state, "epoch": 3, "config": {"queue_size": 64}}

@@ -40,9 +40,15 @@ class SharedEpoch:
         return self._value.value
 
 
-def _rank_worker_seed(seed: int, epoch: SharedEpoch) -> int:
-    rank, _, worker, _ = pytorch_worker_info()
-    return make_seed(seed, epoch.get(), rank, worker)
+def _role(offset: int) -> tuple[int, int, int]:
+    """(rank, worker role, workers): the role is the worker id rotated by `offset` (see _SkipBatches)."""
+    rank, _, worker, workers = pytorch_worker_info()
+    return rank, (worker + offset) % workers, workers
+
+
+def _rank_worker_seed(seed: int, epoch: SharedEpoch, offset: int = 0) -> int:
+    rank, role, _ = _role(offset)
+    return make_seed(seed, epoch.get(), rank, role)
 
 
 class _EpochShardShuffle(wds.PipelineStage):
@@ -58,24 +64,24 @@ class _EpochShardShuffle(wds.PipelineStage):
 
 
 class _SeededSampleShuffle(wds.PipelineStage):
-    """webdataset's buffer shuffle with an rng seeded by (seed, epoch, rank, worker)."""
+    """webdataset's buffer shuffle with an rng seeded by (seed, epoch, rank, worker role)."""
 
-    def __init__(self, bufsize: int, initial: int, seed: int, epoch: SharedEpoch):
-        self.bufsize, self.initial, self.seed, self.epoch = bufsize, initial, seed, epoch
+    def __init__(self, bufsize: int, initial: int, seed: int, epoch: SharedEpoch, offset: int = 0):
+        self.bufsize, self.initial, self.seed, self.epoch, self.offset = bufsize, initial, seed, epoch, offset
 
     def run(self, src: Iterator[dict]) -> Iterator[dict]:
-        rng = random.Random(_rank_worker_seed(self.seed, self.epoch))
+        rng = random.Random(_rank_worker_seed(self.seed, self.epoch, self.offset))
         yield from _shuffle(src, self.bufsize, self.initial, rng=rng)
 
 
 class _WorkerSeed:
-    """ResampledShards' worker seed: rank, worker and epoch (picklable, unlike a lambda)."""
+    """ResampledShards' worker seed: rank, worker role and epoch (picklable, unlike a lambda)."""
 
-    def __init__(self, seed: int, epoch: SharedEpoch):
-        self.seed, self.epoch = seed, epoch
+    def __init__(self, seed: int, epoch: SharedEpoch, offset: int = 0):
+        self.seed, self.epoch, self.offset = seed, epoch, offset
 
     def __call__(self) -> int:
-        return _rank_worker_seed(self.seed, self.epoch)
+        return _rank_worker_seed(self.seed, self.epoch, self.offset)
 
 
 @dataclass
@@ -86,8 +92,32 @@ class Batch:
     meta: list[dict]
 
 
+class _SkipBatches(wds.PipelineStage):
+    """Drop the raw samples of the first `batches` global batches (before decoding: cheap).
+
+    A DataLoader takes batches from its workers round-robin starting at worker 0, so in an
+    uninterrupted epoch the stream of role r (seeded by r) made global batches r, r+W, ... On
+    resume after s batches, worker w plays role (w + s) % W, so that worker 0 makes batch s; each
+    role skips as many of its own batches as fell before s.
+    """
+
+    def __init__(self, batches: int, batch_size: int):
+        self.batches, self.batch_size = batches, batch_size
+
+    def run(self, src: Iterator[dict]) -> Iterator[dict]:
+        _, role, workers = _role(self.batches)
+        own = max(0, (self.batches - role + workers - 1) // workers)
+        for i, sample in enumerate(src):
+            if i >= own * self.batch_size:
+                yield sample
+
+
 class _ToItem:
-    """Decoded sample -> (image tensor, caption, key, meta); picks one of several human captions."""
+    """Decoded sample -> (image tensor, caption, key, meta); picks one of several human captions.
+
+    The augmentation's randomness is seeded by (seed, epoch, key), so a sample looks the same
+    whichever worker decodes it and whatever came before it: a resumed run sees the same batches.
+    """
 
     def __init__(self, transform: Callable, max_words: int, pick_random_caption: bool, seed: int,
                  epoch: SharedEpoch):
@@ -102,7 +132,10 @@ class _ToItem:
             # seeded by the key, not by the worker, so the choice does not depend on how shards are dealt
             rng = random.Random(make_seed(self.seed, self.epoch.get(), zlib.crc32(sample["__key__"].encode())))
             caption = captions[rng.randrange(len(captions))]
-        return self.transform(sample["jpg"]), clean_caption(caption, self.max_words), sample["__key__"], meta
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(make_seed(self.seed, self.epoch.get(), zlib.crc32(sample["__key__"].encode())))
+            image = self.transform(sample["jpg"])
+        return image, clean_caption(caption, self.max_words), sample["__key__"], meta
 
 
 def _collate(items: list[tuple]) -> Batch:
@@ -112,12 +145,15 @@ def _collate(items: list[tuple]) -> Batch:
 
 def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, train: bool, seed: int,
                    epoch: SharedEpoch, max_words: int, resampled: bool = False, shuffle_buffer: int = 1000,
-                   shuffle_initial: int = 100) -> wds.DataPipeline:
+                   shuffle_initial: int = 100, skip_batches: int = 0) -> wds.DataPipeline:
     """The sample pipeline: shards -> (rank, worker) split -> samples -> shuffle -> decode -> batches."""
     handler = wds.warn_and_continue
+    if skip_batches and not resampled:
+        raise ValueError("skip_batches (mid-epoch resume) needs the resampled mode")
+    offset = skip_batches  # worker roles rotate on resume, see _SkipBatches
     if resampled:
         stages: list = [wds.ResampledShards(shards, seed=seed, deterministic=True,
-                                            worker_seed=_WorkerSeed(seed, epoch))]
+                                            worker_seed=_WorkerSeed(seed, epoch, offset))]
     else:
         stages = [wds.SimpleShardList(shards)]
         if train:
@@ -125,7 +161,9 @@ def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, t
         stages += [wds.split_by_node, wds.split_by_worker]
     stages.append(wds.tarfile_to_samples(handler=handler))
     if train:
-        stages.append(_SeededSampleShuffle(shuffle_buffer, shuffle_initial, seed, epoch))
+        stages.append(_SeededSampleShuffle(shuffle_buffer, shuffle_initial, seed, epoch, offset))
+    if skip_batches:
+        stages.append(_SkipBatches(skip_batches, batch_size))
     stages += [
         wds.decode("pilrgb", handler=handler),
         wds.map(_ToItem(transform, max_words, train, seed, epoch), handler=handler),
@@ -137,8 +175,12 @@ def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, t
 def build_loader(shards: list[str], transform: Callable, batch_size: int, *, train: bool, seed: int,
                  num_workers: int, max_words: int, epoch: SharedEpoch | None = None, resampled: bool = False,
                  batches_per_epoch: int | None = None, shuffle_buffer: int = 1000,
-                 shuffle_initial: int = 100) -> tuple[wds.WebLoader, SharedEpoch]:
-    """A WebLoader of `Batch`es and the epoch handle to advance it; resampled loaders need a length."""
+                 shuffle_initial: int = 100, skip_batches: int = 0) -> tuple[wds.WebLoader, SharedEpoch]:
+    """A WebLoader of `Batch`es and the epoch handle to advance it; resampled loaders need a length.
+
+    `skip_batches` resumes an epoch mid-way: the loader yields what an uninterrupted one would have
+    yielded after that many batches (same samples, same augmentation).
+    """
     epoch = epoch or SharedEpoch()
     rank, world, _, _ = pytorch_worker_info()
     if not resampled and len(shards) < world * max(1, num_workers):
@@ -146,11 +188,11 @@ def build_loader(shards: list[str], transform: Callable, batch_size: int, *, tra
                          "write more, smaller shards (ingest.shard_size) or use resampled mode")
     pipeline = build_pipeline(shards, transform, batch_size, train=train, seed=seed, epoch=epoch,
                               max_words=max_words, resampled=resampled, shuffle_buffer=shuffle_buffer,
-                              shuffle_initial=shuffle_initial)
+                              shuffle_initial=shuffle_initial, skip_batches=skip_batches)
     loader = wds.WebLoader(pipeline, batch_size=None, num_workers=num_workers,
                            persistent_workers=False)
     if resampled:
         if not batches_per_epoch:
             raise ValueError("a resampled (epoch-less) loader needs batches_per_epoch")
-        loader = loader.with_epoch(batches_per_epoch)
+        loader = loader.with_epoch(batches_per_epoch - skip_batches)
     return loader, epoch

@@ -122,7 +122,8 @@ class Blip(nn.Module):
             self.vision_proj = nn.Linear(width, cfg.embed_dim)
             self.text_proj = nn.Linear(cfg.text.hidden, cfg.embed_dim)
             self.itm_head = nn.Linear(cfg.text.hidden, 2)
-            self.temp = nn.Parameter(torch.tensor(cfg.temp))
+            # shape (1,), not a 0-dim scalar as in the release: DeepSpeed broadcasts parameters as bytes
+            self.temp = nn.Parameter(torch.full((1,), cfg.temp))
             # momentum encoders: EMA copies, excluded from the optimizer (requires_grad=False)
             self.visual_encoder_m = create_vit(cfg.vision, cfg.image_size, cfg.vision_ln_eps)
             self.vision_proj_m = nn.Linear(width, cfg.embed_dim)

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from blip.config import TextArch, VisionArch
@@ -39,6 +39,13 @@ def _alias_groups(module: nn.Module) -> list[list[str]]:
     for name, t in module.state_dict(keep_vars=True).items():
         groups.setdefault((t.data_ptr(), t.shape, t.dtype) if t.numel() else (name,), []).append(name)
     return list(groups.values())
+
+
+def _unique_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with each shared tensor once, as compact copies (a trained engine's parameters
+    are views into flat buffers, which safetensors would refuse)."""
+    state = module.state_dict()
+    return {group[0]: state[group[0]].detach().contiguous().clone() for group in _alias_groups(module)}
 
 
 def load_checked(module: nn.Module, state: dict[str, torch.Tensor], source: str,
@@ -83,7 +90,7 @@ def save_pretrained(model: Blip, folder: str | Path, tokenizer=None, extra: dict
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+    save_file(_unique_state(model), str(tmp / "model.safetensors"), metadata={"format": FORMAT})
     config = {"format": FORMAT, **model.cfg.to_dict(), **(extra or {})}
     (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
     if tokenizer is not None:
@@ -142,6 +149,8 @@ def load_release(path: str | Path, image_size: int | None = None) -> Blip:
     state = {k: v for k, v in raw.get("model", raw).items() if not k.endswith("position_ids")}
     if "ptr_queue" in state:  # the retrieval model calls its queue pointer ptr_queue
         state["queue_ptr"] = state.pop("ptr_queue")
+    if "temp" in state:  # a 0-dim scalar there, shape (1,) here
+        state["temp"] = state["temp"].reshape(1)
     has_enc, has_dec = "itm_head.weight" in state, "text_decoder.cls.predictions.bias" in state
     task = "pretrain" if has_enc and has_dec else "filter" if has_enc else "captioner"
     vision, trained_size = _release_arch(state)
@@ -287,3 +296,19 @@ def load_tokenizer_for(source: str | Path, vocab: str | None = None):
 
         return BertTokenizer.from_pretrained(str(path))
     return build_tokenizer(vocab)
+
+
+def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overrides) -> Blip:
+    """A `task` model (captioner / filter / pretrain) initialised from another model's weights.
+
+    The fine-tunings start from the pre-trained model: every weight the task has is taken by name
+    (the captioner takes the decoder, the filter the encoder, projections, ITM head, momentum
+    encoders and queues); a weight the source lacks is an error, listed like any load.
+    """
+    import dataclasses
+
+    src = load_model(source, image_size)
+    dst = Blip(dataclasses.replace(src.cfg, task=task, image_size=image_size, **cfg_overrides))
+    own = dst.state_dict()
+    load_checked(dst, {k: v for k, v in src.state_dict().items() if k in own}, str(source))
+    return dst

@@ -1,0 +1,301 @@
+"""One training engine, on DeepSpeed, for pre-training and both fine-tunings; CPU (gloo) or GPU (nccl).
+
+    python -m blip.cli pretrain                                  # one process
+    deepspeed --num_gpus 8 --no_local_rank --module blip.cli pretrain    # 8 GPUs (or CPU processes)
+    deepspeed --hostfile infra/hostfile ... --module blip.cli pretrain   # several nodes
+
+The data stream is resampled (epoch-less shards) and every random choice is seeded by position:
+samples and augmentations by (seed, epoch, key), the step's own randomness (ITM negatives, dropout)
+by (seed, micro-step, rank). So a run resumed from a checkpoint replays exactly the batches and
+random draws of an uninterrupted one and ends with the same weights (CPU, same params).
+Momentum encoders and queues live in the module (saved with it) but never in the optimizer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from webdataset.utils import make_seed
+
+from blip.config import FilterStageConfig, Params, StageConfig, to_dict
+from blip.data.loader import build_loader
+from blip.data.shards import read_manifest, shard_paths
+from blip.data.transforms import build_transform
+from blip.models.blip import Blip, BlipConfig
+from blip.models.checkpoints import init_task_model, save_pretrained
+from blip.tokenizer import build_tokenizer, tokenize
+from blip.tracking import Tracker, data_hashes, git_commit
+from blip.train.schedules import alpha_at, learning_rate
+
+
+@dataclass
+class TrainJob:
+    """What one stage trains: a task model on some datasets, from scratch or from a model."""
+
+    name: str                      # stage name: pretrain | finetune_captioner | finetune_filter | ...
+    task: str                      # pretrain | captioner | filter
+    stage: StageConfig
+    params: Params
+    data: list[str]                # dataset folders (shards + manifest)
+    out_dir: Path                  # the final model folder
+    ckpt_dir: Path                 # resumable DeepSpeed checkpoints
+    init_from: str | None = None   # a model to start from (fine-tuning); None = from scratch
+    metrics_path: Path | None = None
+    plot_path: Path | None = None
+    max_steps: int | None = None   # stop after this many optimizer steps (tests, smoke runs)
+    extra_tags: dict = field(default_factory=dict)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for the rendezvous of a local run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """Initialise torch.distributed through DeepSpeed (gloo on CPU); works without a launcher too."""
+    import deepspeed
+
+    if "RANK" not in os.environ:  # plain `python -m blip.cli ...`: a world of one
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
+    cuda = torch.cuda.is_available()
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def build_model(job: TrainJob) -> Blip:
+    """From scratch (same seed on every rank, so queues agree) or from `job.init_from`."""
+    m = job.params.model
+    overrides = dict(momentum=m.momentum, temp=m.temp, label_smoothing=m.label_smoothing, prompt=m.prompt,
+                     mean=job.params.loader.mean, std=job.params.loader.std)
+    torch.manual_seed(job.params.seed)
+    if job.init_from:
+        return init_task_model(job.init_from, job.task, job.stage.image_size, **overrides)
+    arch = job.params.active.model
+    return Blip(BlipConfig(task=job.task, image_size=job.stage.image_size, vision=arch.vision, text=arch.text,
+                           embed_dim=arch.embed_dim, queue_size=arch.queue_size, **overrides))
+
+
+def deepspeed_config(job: TrainJob, bf16: bool) -> dict:
+    t = job.params.train
+    if t.zero_stage not in (0, 1, 2):
+        raise ValueError(f"train.zero_stage={t.zero_stage}: use 0, 1 or 2 (ZeRO-3 would partition the "
+                         "momentum encoders the EMA reads every step; stage 2 already shards optimizer states "
+                         "and gradients, enough for ViT-B/L)")
+    return {"train_micro_batch_size_per_gpu": job.stage.batch_size,
+            "gradient_accumulation_steps": job.stage.grad_accum,
+            "gradient_clipping": t.grad_clip,
+            "zero_optimization": {"stage": t.zero_stage},
+            "bf16": {"enabled": bf16},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 10 ** 9,
+            "wall_clock_breakdown": False}
+
+
+def _idx(keys: list[str], device: torch.device) -> torch.Tensor:
+    """A stable integer per image key: retrieval treats texts of one image as positives."""
+    return torch.tensor([zlib.crc32(k.encode()) & 0x7FFFFFFF for k in keys], device=device)
+
+
+def _memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _latest_tag(ckpt_dir: Path) -> str | None:
+    latest = ckpt_dir / "latest"
+    return latest.read_text().strip() if latest.is_file() else None
+
+
+def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    tags = sorted(p for p in ckpt_dir.glob("step*") if p.is_dir())
+    for old in tags[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def train(job: TrainJob) -> dict:
+    """Run (or resume) one training stage; returns its final metrics. All ranks call it."""
+    import deepspeed
+
+    rank, world, device = setup_distributed()
+    p, stage = job.params, job.stage
+    bf16 = p.train.bf16 and device.type == "cuda"
+    model = build_model(job)
+    if p.train.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                   config=deepspeed_config(job, bf16))
+    module: Blip = engine.module
+    for _, momentum in module.momentum_pairs():
+        momentum.float()  # DeepSpeed's bf16 cast every parameter; the EMA must stay fp32
+    for buf in module.buffers():  # DeepSpeed broadcasts parameters only; queues must agree too
+        dist.broadcast(buf, 0)
+
+    tokenizer = build_tokenizer(p.tokenizer.vocab)
+    text_len = {"pretrain": p.model.text_len.pretrain, "filter": p.model.text_len.retrieval,
+                "captioner": p.model.text_len.caption}[job.task]
+    prompt = module.cfg.prompt if job.task == "captioner" else ""
+    prompt_len = len(tokenizer(prompt).input_ids) - 1 if prompt else 0  # [CLS] + prompt, no [SEP]
+    shards = [s for d in job.data for s in shard_paths(d)]
+    samples = sum(read_manifest(d)["samples"] for d in job.data)
+    global_batch = stage.batch_size * world * stage.grad_accum
+    steps_per_epoch = steps_for(samples, stage, world)
+    micro_per_epoch = steps_per_epoch * stage.grad_accum
+    total_steps = steps_per_epoch * stage.epochs
+    if job.max_steps:
+        total_steps = min(total_steps, job.max_steps)
+    transform = build_transform("pretrain" if job.task == "pretrain" else "finetune", stage.image_size, p.loader)
+    negatives_all = isinstance(stage, FilterStageConfig) and stage.negatives_all_ranks
+
+    start_micro, history = 0, []
+    tag = _latest_tag(job.ckpt_dir)
+    if tag:
+        _, client = engine.load_checkpoint(str(job.ckpt_dir), tag=tag)
+        start_micro, history = client["next_micro_step"], client.get("history", [])
+
+    tracker = Tracker(p.tracking.uri, p.tracking.experiment, job.name, enabled=rank == 0)
+    tracker.params({"stage": job.name, "preset": p.preset, "seed": p.seed, "world_size": world,
+                    job.name: to_dict(stage), "model": to_dict(p.model), "train": to_dict(p.train),
+                    "architecture": to_dict(p.active.model), "init_from": job.init_from or "scratch",
+                    "data": ",".join(job.data), "resumed_from": tag or "none"})
+    tracker.tags({"stage": job.name, "task": job.task, "git_commit": git_commit(),
+                  **data_hashes(job.data), **job.extra_tags})
+    if rank == 0:
+        print(f"[{job.name}] {job.task}, {samples} samples, {world} process(es), global batch {global_batch}, "
+              f"{steps_per_epoch} steps/epoch x {stage.epochs} epochs"
+              + (f", resuming at micro-step {start_micro} ({tag})" if tag else ""), flush=True)
+
+    engine.train()
+    micro = start_micro
+    window_start, window_samples = time.time(), 0
+    status = "FAILED"
+    try:
+        while micro < total_steps * stage.grad_accum:
+            epoch, in_epoch = divmod(micro, micro_per_epoch)
+            loader, handle = build_loader(shards, transform, stage.batch_size, train=True, seed=p.seed,
+                                          num_workers=p.train.num_workers, max_words=p.ingest.max_words,
+                                          resampled=True, batches_per_epoch=micro_per_epoch,
+                                          shuffle_buffer=p.loader.shuffle_buffer,
+                                          shuffle_initial=p.loader.shuffle_initial, skip_batches=in_epoch)
+            handle.set(epoch)
+            for batch in loader:
+                step = micro // stage.grad_accum  # optimizer step this micro-batch belongs to
+                torch.manual_seed(make_seed(p.seed, micro, rank))
+                lr = learning_rate(step, steps_per_epoch, stage)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                ids, mask = tokenize(tokenizer, [prompt + c for c in batch.captions], text_len)
+                images = batch.images.to(device, torch.bfloat16 if bf16 else torch.float32)
+                losses = engine(images, ids.to(device), mask.to(device),
+                                alpha=alpha_at(step, steps_per_epoch, p.model.alpha, stage.alpha_ramp_epochs),
+                                idx=_idx(batch.keys, device) if job.task == "filter" else None,
+                                prompt_len=prompt_len, negatives_all_ranks=negatives_all)
+                engine.backward(sum(losses.values()))
+                boundary = engine.is_gradient_accumulation_boundary()
+                engine.step()
+                micro += 1
+                window_samples += len(batch.keys) * world
+                if boundary:
+                    module.momentum_update()  # once per optimizer step, not per micro-batch
+                    done = micro // stage.grad_accum
+                    if done % p.train.log_every == 0 or done == total_steps:
+                        values = torch.stack([v.detach().float() for v in losses.values()])
+                        dist.all_reduce(values)
+                        row = {k: (v / world).item() for k, v in zip(losses, values)}
+                        rate = window_samples / max(1e-9, time.time() - window_start)
+                        row.update(step=done, epoch=epoch, lr=lr, samples_per_s=rate, memory_mb=_memory_mb(device))
+                        history.append(row)
+                        tracker.metrics({f"train/{k}": v for k, v in row.items() if k not in ("step", "epoch")},
+                                        step=done)
+                        if rank == 0:
+                            eta = (total_steps - done) * global_batch / max(rate, 1e-9)
+                            print(f"[{job.name}] epoch {epoch + 1}/{stage.epochs} step {done}/{total_steps} "
+                                  + " ".join(f"{k} {row[k]:.3f}" for k in losses)
+                                  + f" lr {lr:.2e} {rate:.1f} samples/s eta {eta / 60:.1f} min", flush=True)
+                        window_start, window_samples = time.time(), 0
+                    if done % p.train.checkpoint_every == 0 or done == total_steps:
+                        engine.save_checkpoint(str(job.ckpt_dir), tag=f"step{done:08d}",
+                                               client_state={"next_micro_step": micro, "history": history})
+                        if rank == 0:
+                            _prune_checkpoints(job.ckpt_dir, p.train.keep_checkpoints)
+                    if done >= total_steps:
+                        break
+        final = {f"final_{k}": v for k, v in history[-1].items() if k not in ("step", "epoch")} if history else {}
+        final.update(steps=total_steps, samples_seen=total_steps * global_batch)
+        if rank == 0:
+            save_pretrained(module, job.out_dir, tokenizer,
+                            extra={"stage": job.name, "trained_steps": total_steps, "data": job.data,
+                                   "init_from": job.init_from})
+            _write_outputs(job, history, final, tracker)
+        tracker.metrics({k: v for k, v in final.items() if isinstance(v, (int, float))})
+        status = "FINISHED"
+        dist.barrier()
+        return final
+    finally:
+        tracker.end(status)
+
+
+def _write_outputs(job: TrainJob, history: list[dict], final: dict, tracker: Tracker) -> None:
+    """Metrics JSON and loss-curve CSV (for DVC), the curve as PNG and the resolved config (for MLflow)."""
+    if job.metrics_path:
+        job.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        job.metrics_path.write_text(json.dumps(final, indent=1, sort_keys=True) + "\n")
+        tracker.artifact(job.metrics_path)
+    if job.plot_path and history:
+        job.plot_path.parent.mkdir(parents=True, exist_ok=True)
+        keys = [k for k in history[0] if k not in ("epoch",)]
+        lines = [",".join(keys)] + [",".join(f"{row[k]:.6g}" for k in keys) for row in history]
+        job.plot_path.write_text("\n".join(lines) + "\n")
+        png = job.plot_path.with_suffix(".png")
+        _plot(history, png, job.name)
+        tracker.artifact(png, "plots")
+        tracker.artifact(job.plot_path, "plots")
+    tracker.dict_artifact({"stage": to_dict(job.stage), "params": to_dict(job.params), "data": job.data,
+                           "init_from": job.init_from, "argv": sys.argv}, "resolved_config.json")
+
+
+def _plot(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [r["step"] for r in history]
+    for k in ("itc", "itm", "lm"):
+        if k in history[0]:
+            ax.plot(steps, [r[k] for r in history], label=k)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def steps_for(samples: int, stage: StageConfig, world: int) -> int:
+    """Optimizer steps per epoch for a dataset size (the engine's rule, for planning)."""
+    return stage.steps_per_epoch or max(1, math.floor(samples / (stage.batch_size * world * stage.grad_accum)))
