@@ -133,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     name = args.name or args.stage
     job = TrainJob(
         name=name, task=task, stage=getattr(params.active, section), params=params,
-        data=args.data or data, out_dir=Path(args.out or out),
+        data=args.data or data, out_dir=Path(args.out or (f"models/{name}" if args.name else out)),
         ckpt_dir=Path(args.ckpt_dir or f"checkpoints/{name}"),
         init_from=args.init_from if args.init_from is not None else init,
         metrics_path=Path(args.metrics or f"metrics/{name}.json"),
