@@ -142,6 +142,46 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_model(model_path: str, data: str, params, k_test: int | None = None,
+                   limit: int | None = None) -> tuple[dict, list[dict]]:
+    """Caption metrics for a captioner, retrieval recalls for a filter, both for a pre-trained model."""
+    from blip.evaluate.captioning import evaluate_captioning
+    from blip.evaluate.common import load_eval_set
+    from blip.evaluate.retrieval import evaluate_retrieval
+    from blip.inference import load
+    from blip.models.generate import GenerationSettings
+
+    blip = load(model_path)
+    evalset = load_eval_set(data, params.ingest.max_words, limit)
+    metrics: dict = {"model": model_path, "data": data, "task": blip.model.cfg.task}
+    examples: list[dict] = []
+    if blip.model.cfg.has_decoder:
+        settings = GenerationSettings("beam", num_beams=3, max_length=20, min_length=5)
+        caption_metrics, examples = evaluate_captioning(blip.model, blip.tokenizer, evalset, blip.transform, settings)
+        metrics.update(caption_metrics)
+    if blip.model.cfg.has_encoder:
+        k = k_test or params.active.finetune_filter.k_test
+        metrics.update(evaluate_retrieval(blip.model, blip.tokenizer, evalset, blip.transform, k,
+                                          params.model.text_len.retrieval))
+    return metrics, examples
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from blip.tracking import Tracker, data_hashes, git_commit
+
+    params = load_params(args.params)
+    metrics, examples = evaluate_model(args.model, args.data, params, args.k_test, args.limit)
+    _write_metrics(args.metrics, metrics)
+    tracker = Tracker(params.tracking.uri, params.tracking.experiment, args.name or f"evaluate {args.model}")
+    tracker.tags({"stage": "evaluate", "model": args.model, "git_commit": git_commit(), **data_hashes([args.data])})
+    tracker.metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+    tracker.dict_artifact({"metrics": metrics, "examples": examples[:200]}, "evaluation.json")
+    tracker.end()
+    shown = {k: round(v, 2) for k, v in metrics.items() if isinstance(v, float)}
+    print(f"evaluate {args.model} on {args.data}: {shown}")
+    return 0
+
+
 def _open_images(paths: list[str]) -> list:
     from PIL import Image, ImageOps
 
@@ -215,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
         p.add_argument("--procs", type=int, default=None, help="processes (default: train.procs)")
         p.set_defaults(func=cmd_train, stage=stage)
+
+    p = sub.add_parser("evaluate", help="caption metrics / retrieval recalls of a model on a test split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", default="data/human/test", help="a human split (zero-shot: another dataset's)")
+    p.add_argument("--metrics", default=None)
+    p.add_argument("--name", default=None, help="MLflow run name")
+    p.add_argument("--k-test", type=int, default=None, help="ITC candidates re-ranked by ITM")
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("caption", help="caption images with a model (ours, release .pth, HF Blip folder)")
     p.add_argument("images", nargs="+")

@@ -32,6 +32,19 @@ def small_params(**world_overrides) -> Params:
     return params_from_dict(raw)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_mlflow(tmp_path_factory):
+    """Every run a test makes goes to a throw-away sqlite store, never the repository's."""
+    store = tmp_path_factory.mktemp("mlflow") / "mlruns.db"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+    yield
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+
+
 @pytest.fixture(scope="session")
 def params() -> Params:
     return params_from_dict(raw_params())

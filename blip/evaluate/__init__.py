@@ -1,0 +1,1 @@
+"""Evaluation: caption metrics (pycocoevalcap) and image-text retrieval (ITC top-k + ITM re-rank)."""

@@ -1,0 +1,67 @@
+"""Captioning metrics with pycocoevalcap: BLEU-1..4, METEOR, ROUGE-L, CIDEr, and SPICE when possible.
+
+SPICE needs Stanford CoreNLP jars that pycocoevalcap fetches from the network on first use; when they
+are not already in its lib/ folder, SPICE is reported as skipped with that reason (never downloaded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from blip.evaluate.common import EvalSet, batched_images
+from blip.models.generate import GenerationSettings, generate
+
+
+def spice_status() -> tuple[bool, str]:
+    """Whether SPICE can run offline, and why not."""
+    import importlib.util
+
+    # pycocoevalcap is a namespace package: no __file__, but its search location is known
+    lib = Path(list(importlib.util.find_spec("pycocoevalcap").submodule_search_locations)[0]) / "spice" / "lib"
+    if list(lib.glob("stanford-corenlp-*.jar")):
+        return True, "ok"
+    return False, f"Stanford CoreNLP jars are not in {lib} (pycocoevalcap downloads them; no network here)"
+
+
+def score_captions(references: dict[str, list[str]], candidates: dict[str, str]) -> dict:
+    """COCO caption metrics of one candidate per id against its references."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tok = PTBTokenizer()
+    gts = tok.tokenize({k: [{"caption": c} for c in refs] for k, refs in references.items()})
+    res = tok.tokenize({k: [{"caption": candidates[k]}] for k in references})
+    metrics: dict = {}
+    bleu, _ = Bleu(4).compute_score(gts, res)
+    metrics.update({f"BLEU-{i + 1}": b for i, b in enumerate(bleu)})
+    metrics["METEOR"], _ = Meteor().compute_score(gts, res)
+    metrics["ROUGE-L"], _ = Rouge().compute_score(gts, res)
+    metrics["CIDEr"], _ = Cider().compute_score(gts, res)
+    ok, why = spice_status()
+    if ok:
+        from pycocoevalcap.spice.spice import Spice
+
+        metrics["SPICE"], _ = Spice().compute_score(gts, res)
+    else:
+        metrics["SPICE_skipped"] = why
+    return {k: (float(v) if not isinstance(v, str) else v) for k, v in metrics.items()}
+
+
+@torch.no_grad()
+def evaluate_captioning(model, tokenizer, data: EvalSet, transform, settings: GenerationSettings,
+                        batch_size: int = 32) -> tuple[dict, list[dict]]:
+    """Beam-search captions for every image, scored against its human captions."""
+    device = next(model.parameters()).device
+    candidates: dict[str, str] = {}
+    for start, images in batched_images(data.images, transform, batch_size, device):
+        for offset, caps in enumerate(generate(model, images, tokenizer, settings)):
+            candidates[data.keys[start + offset]] = caps[0]
+    references = dict(zip(data.keys, data.captions))
+    metrics = score_captions(references, candidates)
+    examples = [{"key": k, "caption": candidates[k], "references": references[k]} for k in data.keys]
+    return metrics, examples

@@ -1,0 +1,39 @@
+"""Reading an evaluation split: images once each, with all their human captions."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from blip.data.shards import iter_samples
+from blip.data.text import clean_caption
+
+
+@dataclass
+class EvalSet:
+    keys: list[str]
+    images: list[Image.Image]
+    captions: list[list[str]]  # per image, all human captions (cleaned)
+
+
+def load_eval_set(dataset_dir: str | Path, max_words: int = 30, limit: int | None = None) -> EvalSet:
+    """A finished dataset as evaluation data (a human split: several captions per image)."""
+    keys, images, captions = [], [], []
+    for sample in iter_samples(dataset_dir):
+        caps = sample["json"].get("captions") or [sample["txt"]]
+        keys.append(sample["__key__"])
+        images.append(Image.open(io.BytesIO(sample["jpg"])).convert("RGB"))
+        captions.append([clean_caption(c, max_words) for c in caps])
+        if limit and len(keys) >= limit:
+            break
+    return EvalSet(keys, images, captions)
+
+
+def batched_images(images: list[Image.Image], transform, batch_size: int, device: torch.device):
+    """Yield (start index, normalised batch) over a list of PIL images."""
+    for start in range(0, len(images), batch_size):
+        yield start, torch.stack([transform(im) for im in images[start:start + batch_size]]).to(device)

@@ -1,0 +1,75 @@
+"""Image-text retrieval as the paper evaluates it: ITC similarities pick the top-k candidates, the ITM
+head re-ranks them (score = ITM match logit + ITC similarity), the rest rank below. TR@k: an image
+finds one of its captions in its top k; IR@k: a caption finds its image in its top k.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from blip.evaluate.common import EvalSet, batched_images
+from blip.tokenizer import ENC_ID, tokenize
+
+
+@torch.no_grad()
+def retrieval_scores(model, tokenizer, data: EvalSet, transform, k_test: int, text_len: int = 35,
+                     batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """(image->text scores (N_img, N_txt), text->image scores (N_txt, N_img), image index of each text)."""
+    device = next(model.parameters()).device
+    texts = [c for caps in data.captions for c in caps]
+    txt2img = [i for i, caps in enumerate(data.captions) for _ in caps]
+    ids, mask = tokenize(tokenizer, texts, text_len)
+    ids, mask = ids.to(device), mask.to(device)
+    text_feat = torch.cat([model.text_feat(ids[s:s + batch_size], mask[s:s + batch_size])
+                           for s in range(0, len(texts), batch_size)])
+    embeds, image_feat = [], []
+    for _, images in batched_images(data.images, transform, batch_size, device):
+        e = model.image_embeds(images)
+        embeds.append(e)
+        image_feat.append(model.image_feat(e))
+    image_embeds, image_feat = torch.cat(embeds), torch.cat(image_feat)
+    sims = image_feat @ text_feat.T  # (N_img, N_txt)
+    enc_ids = ids.clone()
+    enc_ids[:, 0] = ENC_ID
+
+    def itm_logit(img_idx: torch.Tensor, txt_idx: torch.Tensor) -> torch.Tensor:
+        out = []
+        for s in range(0, len(img_idx), batch_size):
+            i, t = img_idx[s:s + batch_size], txt_idx[s:s + batch_size]
+            out.append(model.itm_logits(image_embeds[i], enc_ids[t], mask[t])[:, 1])
+        return torch.cat(out)
+
+    k_i2t, k_t2i = min(k_test, sims.shape[1]), min(k_test, sims.shape[0])
+    i2t = torch.full_like(sims, -100.0)
+    for i in range(sims.shape[0]):
+        top_sim, top = sims[i].topk(k_i2t)
+        i2t[i, top] = itm_logit(torch.full_like(top, i), top).float() + top_sim
+    t2i = torch.full_like(sims.T, -100.0)
+    for t in range(sims.shape[1]):
+        top_sim, top = sims[:, t].topk(k_t2i)
+        t2i[t, top] = itm_logit(top, torch.full_like(top, t)).float() + top_sim
+    return i2t.cpu(), t2i.cpu(), txt2img
+
+
+def recall_at_k(i2t: torch.Tensor, t2i: torch.Tensor, txt2img: list[int]) -> dict:
+    """TR@1/5/10, IR@1/5/10 in percent, named as the release: txt_r1 ... img_r10, and r_mean."""
+    txt2img_t = torch.tensor(txt2img)
+    # rank of the best-ranked correct caption for each image
+    order = i2t.argsort(dim=1, descending=True)
+    correct = txt2img_t[order] == torch.arange(i2t.shape[0]).unsqueeze(1)
+    tr_rank = correct.float().argmax(dim=1)
+    ir_rank = (t2i.argsort(dim=1, descending=True) == txt2img_t.unsqueeze(1)).float().argmax(dim=1)
+    out = {}
+    for k in (1, 5, 10):
+        out[f"txt_r{k}"] = 100.0 * (tr_rank < k).float().mean().item()
+        out[f"img_r{k}"] = 100.0 * (ir_rank < k).float().mean().item()
+    out["r_mean"] = sum(out.values()) / 6
+    return out
+
+
+def evaluate_retrieval(model, tokenizer, data: EvalSet, transform, k_test: int, text_len: int = 35) -> dict:
+    """Retrieval recalls of a filter (or pre-trained) model on an evaluation set."""
+    i2t, t2i, txt2img = retrieval_scores(model, tokenizer, data, transform, k_test, text_len)
+    metrics = recall_at_k(i2t, t2i, txt2img)
+    return {**metrics, "chance_txt_r1": 100.0 * len(data.captions[0]) / max(1, len(txt2img)),
+            "chance_img_r1": 100.0 / max(1, len(data.keys)), "images": len(data.keys), "texts": len(txt2img)}
