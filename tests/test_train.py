@@ -27,7 +27,7 @@ def small_training_params(tmp: Path) -> Path:
     tiny["model"] = {"vision": {"patch_size": 16, "width": 64, "depth": 2, "heads": 2, "mlp_ratio": 2.0,
                                 "drop_path": 0.0},
                      "text": {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128, "dropout": 0.0},
-                     "embed_dim": 32, "queue_size": 64}
+                     "embed_dim": 32, "queue_size": 64, "vision_init": None, "text_init": None}
     for stage in ("pretrain", "finetune_captioner", "finetune_filter"):
         tiny[stage].update(image_size=64, batch_size=8, epochs=2, steps_per_epoch=4, warmup_steps=2)
     raw["train"].update(num_workers=1, log_every=1, checkpoint_every=3, keep_checkpoints=2)

@@ -13,8 +13,9 @@ from blip.tokenizer import ENC_ID, tokenize
 
 @torch.no_grad()
 def retrieval_scores(model, tokenizer, data: EvalSet, transform, k_test: int, text_len: int = 35,
-                     batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """(image->text scores (N_img, N_txt), text->image scores (N_txt, N_img), image index of each text)."""
+                     batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor]:
+    """(image->text scores (N_img, N_txt), text->image scores (N_txt, N_img), image index of each text,
+    the ITC similarities alone)."""
     device = next(model.parameters()).device
     texts = [c for caps in data.captions for c in caps]
     txt2img = [i for i, caps in enumerate(data.captions) for _ in caps]
@@ -48,7 +49,7 @@ def retrieval_scores(model, tokenizer, data: EvalSet, transform, k_test: int, te
     for t in range(sims.shape[1]):
         top_sim, top = sims[:, t].topk(k_t2i)
         t2i[t, top] = itm_logit(top, torch.full_like(top, t)).float() + top_sim
-    return i2t.cpu(), t2i.cpu(), txt2img
+    return i2t.cpu(), t2i.cpu(), txt2img, sims.cpu()
 
 
 def recall_at_k(i2t: torch.Tensor, t2i: torch.Tensor, txt2img: list[int]) -> dict:
@@ -69,7 +70,8 @@ def recall_at_k(i2t: torch.Tensor, t2i: torch.Tensor, txt2img: list[int]) -> dic
 
 def evaluate_retrieval(model, tokenizer, data: EvalSet, transform, k_test: int, text_len: int = 35) -> dict:
     """Retrieval recalls of a filter (or pre-trained) model on an evaluation set."""
-    i2t, t2i, txt2img = retrieval_scores(model, tokenizer, data, transform, k_test, text_len)
+    i2t, t2i, txt2img, sims = retrieval_scores(model, tokenizer, data, transform, k_test, text_len)
     metrics = recall_at_k(i2t, t2i, txt2img)
-    return {**metrics, "chance_txt_r1": 100.0 * len(data.captions[0]) / max(1, len(txt2img)),
+    itc_only = {f"itc_{k}": v for k, v in recall_at_k(sims, sims.T.contiguous(), txt2img).items()}
+    return {**metrics, **itc_only, "k_test": k_test, "chance_txt_r1": 100.0 * len(data.captions[0]) / max(1, len(txt2img)),
             "chance_img_r1": 100.0 / max(1, len(data.keys)), "images": len(data.keys), "texts": len(txt2img)}

@@ -283,14 +283,21 @@ class Blip(nn.Module):
         return F.cross_entropy(logits.float(), labels)
 
     def _lm(self, image_embeds, ids, mask, prompt_len: int = 0):
-        """Caption cross-entropy (label smoothing from config); pad and prompt tokens not predicted."""
+        """Caption cross-entropy (label smoothing from config); pad and prompt tokens not predicted.
+
+        The vocabulary projection runs only where a token is predicted: with short captions padded
+        to the batch's longest, that skips a good share of the largest matmul of a small model.
+        """
         dec_ids = ids.clone()
         dec_ids[:, 0] = DEC_ID
         targets = dec_ids.masked_fill(dec_ids == PAD_ID, -100)
         targets[:, :prompt_len] = -100
-        out = self.text_decoder(dec_ids, attention_mask=mask, encoder_hidden_states=image_embeds,
-                                encoder_attention_mask=_ones(image_embeds), labels=targets)
-        return out.loss
+        hidden = self.text_decoder.bert(dec_ids, attention_mask=mask, encoder_hidden_states=image_embeds,
+                                        encoder_attention_mask=_ones(image_embeds), is_decoder=True).last_hidden_state
+        labels = targets[:, 1:]  # position t predicts token t+1
+        keep = labels != -100
+        logits = self.text_decoder.cls(hidden[:, :-1][keep])
+        return F.cross_entropy(logits.float(), labels[keep], label_smoothing=self.cfg.label_smoothing)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, alpha: float = 0.0,
                 idx: torch.Tensor | None = None, prompt_len: int = 0,

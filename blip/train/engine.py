@@ -33,7 +33,8 @@ from blip.data.loader import build_loader
 from blip.data.shards import read_manifest, shard_paths
 from blip.data.transforms import build_transform
 from blip.models.blip import Blip, BlipConfig
-from blip.models.checkpoints import init_task_model, save_pretrained
+from blip.models.checkpoints import init_task_model, init_text_from_bert, save_pretrained
+from blip.models.vit import load_imagenet_weights
 from blip.tokenizer import build_tokenizer, tokenize
 from blip.tracking import Tracker, data_hashes, git_commit
 from blip.train.schedules import alpha_at, learning_rate
@@ -90,8 +91,15 @@ def build_model(job: TrainJob) -> Blip:
     if job.init_from:
         return init_task_model(job.init_from, job.task, job.stage.image_size, **overrides)
     arch = job.params.active.model
-    return Blip(BlipConfig(task=job.task, image_size=job.stage.image_size, vision=arch.vision, text=arch.text,
-                           embed_dim=arch.embed_dim, queue_size=arch.queue_size, **overrides))
+    model = Blip(BlipConfig(task=job.task, image_size=job.stage.image_size, vision=arch.vision, text=arch.text,
+                            embed_dim=arch.embed_dim, queue_size=arch.queue_size, **overrides))
+    # BLIP starts pre-training from an ImageNet ViT and BERT; only the fusion layers start random
+    if arch.vision_init:
+        load_imagenet_weights(model.visual_encoder, arch.vision_init)
+    if arch.text_init:
+        init_text_from_bert(model, arch.text_init)
+    model.copy_params()
+    return model
 
 
 def deepspeed_config(job: TrainJob, bf16: bool) -> dict:
@@ -123,9 +131,32 @@ def _memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _latest_tag(ckpt_dir: Path) -> str | None:
+def fingerprint(job: TrainJob, world: int) -> str:
+    """What a checkpoint must match to be resumed: config, architecture, data, start model, world size."""
+    import hashlib
+
+    init = Path(job.init_from) / "model.safetensors" if job.init_from else None
+    parts = {"stage": to_dict(job.stage), "arch": to_dict(job.params.active.model), "model": to_dict(job.params.model),
+             "train": to_dict(job.params.train), "loader": to_dict(job.params.loader), "seed": job.params.seed,
+             "task": job.task, "world": world, "data": data_hashes(job.data),
+             "init": hashlib.sha256(init.read_bytes()).hexdigest() if init and init.is_file() else job.init_from}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _resumable_tag(ckpt_dir: Path, expected: str, rank: int) -> str | None:
+    """The latest checkpoint's tag if it was written by this same job; a stale folder is cleared."""
     latest = ckpt_dir / "latest"
-    return latest.read_text().strip() if latest.is_file() else None
+    if not latest.is_file():
+        return None
+    stamp = ckpt_dir / "fingerprint"
+    if stamp.is_file() and stamp.read_text().strip() == expected:
+        return latest.read_text().strip()
+    dist.barrier()  # every rank has looked before rank 0 clears it
+    if rank == 0:
+        print(f"{ckpt_dir}: checkpoints of another configuration or data; starting afresh", flush=True)
+        shutil.rmtree(ckpt_dir)
+    dist.barrier()
+    return None
 
 
 def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
@@ -170,7 +201,8 @@ def train(job: TrainJob) -> dict:
     negatives_all = isinstance(stage, FilterStageConfig) and stage.negatives_all_ranks
 
     start_micro, history = 0, []
-    tag = _latest_tag(job.ckpt_dir)
+    stamp = fingerprint(job, world)
+    tag = _resumable_tag(job.ckpt_dir, stamp, rank)
     if tag:
         _, client = engine.load_checkpoint(str(job.ckpt_dir), tag=tag)
         start_micro, history = client["next_micro_step"], client.get("history", [])
@@ -239,6 +271,7 @@ def train(job: TrainJob) -> dict:
                         engine.save_checkpoint(str(job.ckpt_dir), tag=f"step{done:08d}",
                                                client_state={"next_micro_step": micro, "history": history})
                         if rank == 0:
+                            (job.ckpt_dir / "fingerprint").write_text(stamp + "\n")
                             _prune_checkpoints(job.ckpt_dir, p.train.keep_checkpoints)
                     if done >= total_steps:
                         break
