@@ -275,3 +275,15 @@ def test_text_side_initialised_from_an_installed_bert_computes_what_bert_does(to
     dec_sa = m.text_decoder.bert.encoder.layer[0].attention.self.query.weight
     assert torch.equal(dec_sa, m.text_encoder.encoder.layer[0].attention.self.query.weight)  # BERT in both roles
     assert m.text_encoder.embeddings.word_embeddings.weight.shape[0] == 30524
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(batch):
+    images, ids, mask = batch
+    grads = []
+    for checkpointing in (False, True):
+        m = tiny()
+        m.set_grad_checkpointing(checkpointing)
+        torch.manual_seed(3)  # the same ITM negatives in both runs
+        sum(m(images, ids, mask, alpha=0.4).values()).backward()
+        grads.append(m.visual_encoder.blocks[0].attn.qkv.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)

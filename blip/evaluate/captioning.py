@@ -63,5 +63,8 @@ def evaluate_captioning(model, tokenizer, data: EvalSet, transform, settings: Ge
             candidates[data.keys[start + offset]] = caps[0]
     references = dict(zip(data.keys, data.captions))
     metrics = score_captions(references, candidates)
+    # chance level: the same captions, each scored against another image's references
+    shifted = {k: candidates[data.keys[(i + 1) % len(data.keys)]] for i, k in enumerate(data.keys)}
+    metrics["CIDEr_other_image"] = score_captions(references, shifted)["CIDEr"]
     examples = [{"key": k, "caption": candidates[k], "references": references[k]} for k in data.keys]
     return metrics, examples

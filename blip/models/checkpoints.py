@@ -179,24 +179,15 @@ _HF_BLOCK = [(".self_attn.qkv.", ".attn.qkv."), (".self_attn.projection.", ".att
              (".layer_norm1.", ".norm1."), (".layer_norm2.", ".norm2.")]
 
 
-def _hf_to_ours(key: str) -> str:
+def _rename_vision(key: str, to_ours: bool) -> str:
+    """A vision key between transformers' Blip names and timm's; text keys are the same on both sides."""
     for hf, ours in _HF_VISION:
-        if key.startswith(hf):
-            key = ours + key[len(hf):]
-            if ours == "visual_encoder.blocks.":
-                for a, b in _HF_BLOCK:
-                    key = key.replace(a, b)
-            return key
-    return key
-
-
-def _ours_to_hf(key: str) -> str:
-    for hf, ours in _HF_VISION:
-        if key.startswith(ours):
-            key = hf + key[len(ours):]
+        src, dst = (hf, ours) if to_ours else (ours, hf)
+        if key.startswith(src):
+            key = dst + key[len(src):]
             if hf == "vision_model.encoder.layers.":
                 for a, b in _HF_BLOCK:
-                    key = key.replace(b, a)
+                    key = key.replace(a, b) if to_ours else key.replace(b, a)
             return key
     return key
 
@@ -227,7 +218,7 @@ def load_hf(folder: str | Path, image_size: int | None = None) -> Blip:
         raise CheckpointError(f"{folder}: no model*.safetensors")
     state = {}
     for f in files:
-        state.update({_hf_to_ours(k): val for k, val in load_file(str(f)).items()})
+        state.update({_rename_vision(k, to_ours=True): val for k, val in load_file(str(f)).items()})
     state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
     load_checked(model, _fit_pos_embeds(state, model), str(folder),
                  allow_missing=("visual_encoder_m.", "vision_proj_m.", "text_encoder_m.", "text_proj_m.",
@@ -255,7 +246,7 @@ def export_hf(model: Blip, folder: str | Path) -> Path:
                          sep_token_id=102, eos_token_id=102),
         image_text_hidden_size=c.embed_dim)
     hf_model = (BlipForConditionalGeneration if c.task == "captioner" else BlipForImageTextRetrieval)(hf_cfg)
-    own = {_ours_to_hf(k): v for k, v in model.state_dict().items()}
+    own = {_rename_vision(k, to_ours=False): v for k, v in model.state_dict().items()}
     hf_keys = hf_model.state_dict()
     load_checked(hf_model, {k: v for k, v in own.items() if k in hf_keys}, f"export of {c.task}")
     hf_model.save_pretrained(str(folder))
