@@ -15,12 +15,15 @@ image_queue), so its checkpoints load by name.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Literal
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers.models.blip.modeling_blip_text import BlipTextLayer
 
 from blip.config import TextArch, VisionArch
 from blip.models.med import build_text_decoder, build_text_encoder, share_all_but_self_attention, text_config
@@ -319,10 +322,13 @@ class Blip(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Trade compute for memory in the online ViT and text transformer."""
         set_grad_checkpointing(self.visual_encoder, enable)
+        # transformers' BLIP text layers can checkpoint, but its BlipTextModel does not declare it, so
+        # the layers are switched directly
         for name in ("text_encoder", "text_decoder"):
-            if hasattr(self, name):
-                module = getattr(self, name)
-                module.gradient_checkpointing_enable() if enable else module.gradient_checkpointing_disable()
+            for module in getattr(self, name).modules() if hasattr(self, name) else []:
+                if isinstance(module, BlipTextLayer):
+                    module.gradient_checkpointing = enable
+                    module._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer owns: everything but the momentum encoders, each shared tensor once."""
