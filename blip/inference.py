@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ class BlipInference:
     tokenizer: object
     device: torch.device
 
-    @property
+    @cached_property
     def transform(self) -> T.Compose:
         c = self.model.cfg
         return T.Compose([T.Resize((c.image_size, c.image_size), interpolation=InterpolationMode.BICUBIC),

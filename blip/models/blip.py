@@ -77,9 +77,7 @@ def _gather(x: torch.Tensor) -> torch.Tensor:
     """Concatenate a tensor from every rank along dim 0 (no gradient); identity on one process."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, x.contiguous())
-    return torch.cat(out)
+    return torch.cat(_all_gather_list(x))
 
 
 class _GatherWithGrad(torch.autograd.Function):
