@@ -182,6 +182,110 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spawn_capfilt_workers(procs: int, threshold: float) -> None:
+    """Run this same capfilt command as `procs` worker processes (each owns shards i % procs) and wait."""
+    import os
+    import subprocess
+
+    argv = [a for a in sys.argv[1:]]
+    threads = str(max(1, (os.cpu_count() or 1) // procs))
+    workers = [subprocess.Popen([sys.executable, "-m", "blip.cli", *argv, "--threshold", repr(threshold),
+                                 "--worker-rank", str(r), "--world", str(procs)],
+                                env={**os.environ, "OMP_NUM_THREADS": threads}) for r in range(procs)]
+    codes = [w.wait() for w in workers]
+    if any(codes):
+        raise RuntimeError(f"capfilt worker(s) failed with exit codes {codes}; finished shards are kept, "
+                           "re-run the same command to resume")
+
+
+def cmd_capfilt(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from blip import capfilt as cf
+    from blip.capfilt_report import example_images, statistics, write_sheet_html, write_sheet_png
+    from blip.tracking import Tracker, data_hashes, git_commit
+
+    params = load_params(args.params)
+    cfg = params.capfilt
+    captioner_paths = (args.captioner or ["models/captioner"]) + list(cfg.captioners)
+    filter_paths = (args.filter or ["models/filter"]) + list(cfg.filters)
+    web = args.input or ["data/web"]
+    human = args.human if args.human is not None else ([] if args.input else ["data/human/train"])
+    out = Path(args.output)
+    work = cf.plan(web, human)
+    calibration = None
+    threshold = args.threshold if args.threshold is not None else cfg.threshold
+    if args.threshold is None and cfg.calibrate:
+        filters = [cf.load_member(p) for p in filter_paths]
+        calibration = cf.calibrate_threshold(filters, args.calibrate_on, cfg.target_precision, params.seed,
+                                             params.ingest.max_words, cfg.filter_combine)
+        threshold = calibration["threshold"]
+        print(f"capfilt: calibrated threshold {threshold} (precision {calibration['precision']}, "
+              f"recall {calibration['recall']} on {args.calibrate_on})")
+    ids = [cf.model_id(p) for p in captioner_paths + filter_paths]
+    stamp = cf.fingerprint(work, ids, cfg, threshold, params.seed, args.round)
+    run = dict(cfg=cfg, threshold=threshold, seed=params.seed, round_=args.round,
+               max_words=params.ingest.max_words, max_chars=params.ingest.max_caption_chars)
+
+    def work_here(rank: int, world: int) -> None:
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or torch.get_num_threads())
+        captioners = [cf.load_member(p) for p in captioner_paths]
+        filters = [cf.load_member(p) for p in filter_paths]
+        cf.run_worker(work, rank, world, out, captioners, filters, **run)
+
+    if args.worker_rank is not None:  # one of several workers: the folder was prepared by the launcher
+        if cf.stamp_matches(out, stamp) is False:
+            raise RuntimeError(f"{out} holds shards of another capfilt job; remove it or run without --worker-rank")
+        cf.claim_output(out, stamp)
+        work_here(args.worker_rank, args.world)
+        return 0
+
+    start = time.time()
+    cf.prepare_output(out, stamp)
+    procs = args.procs or cfg.procs
+    if procs > 1:
+        _spawn_capfilt_workers(procs, threshold)
+    else:
+        work_here(0, 1)
+    seconds = time.time() - start
+    fields = {"threshold": threshold, "calibration": calibration, "fingerprint": stamp, "round": args.round,
+              "captioners": ids[:len(captioner_paths)], "filters": ids[len(captioner_paths):],
+              "method": cfg.method, "captions_per_image": cfg.captions_per_image, "inputs": web + human}
+    manifest = cf.finalize(work, out, fields)
+    stats = statistics(manifest["capfilt"]["counts"])
+    web_images = stats["web"]["total"]
+    metrics = {**stats, "threshold": threshold, "calibration": calibration, "samples": manifest["samples"],
+               "seconds": round(seconds, 1), "web_images_per_s": round(web_images / max(seconds, 1e-9), 2)}
+    _write_metrics(args.metrics, metrics)
+    report = Path(args.report)
+    report.mkdir(parents=True, exist_ok=True)
+    rows = cf.examples(out, work, cfg.examples)
+    images = example_images([w.path for w in work if w.source == "web"], [r["key"] for r in rows])
+    write_sheet_png(rows, images, report / "examples.png")
+    write_sheet_html(rows, images, report / "examples.html", f"CapFilt round {args.round}: {out}")
+    tracker = Tracker(params.tracking.uri, params.tracking.experiment, args.name)
+    tracker.params({"capfilt": {k: v for k, v in vars(cfg).items() if not isinstance(v, list)},
+                    "threshold": threshold, "round": args.round, "inputs": ",".join(web + human)})
+    tracker.tags({"stage": "capfilt", "git_commit": git_commit(), "captioner": "+".join(fields["captioners"]),
+                  "filter": "+".join(fields["filters"]), **data_hashes(web + human)})
+    from blip.tracking import flatten
+
+    tracker.metrics({k: float(v) for k, v in flatten(metrics).items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    for path in (report / "examples.png", report / "examples.html"):
+        tracker.artifact(path, "capfilt")
+    if args.metrics:
+        tracker.artifact(args.metrics)
+    tracker.end()
+    print(f"capfilt: {manifest['samples']} samples -> {out} in {seconds:.0f} s "
+          f"({metrics['web_images_per_s']} web images/s); kept web {stats['web']['kept']}/{stats['web']['total']}, "
+          f"synthetic {stats['synthetic']['kept']}/{stats['synthetic']['total']} (noise ratio "
+          f"{stats['noise_ratio']}), human {stats['human']['kept']}; examples in {report}")
+    return 0
+
+
 def _open_images(paths: list[str]) -> list:
     from PIL import Image, ImageOps
 
@@ -264,6 +368,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k-test", type=int, default=None, help="ITC candidates re-ranked by ITM")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("capfilt", help="stage / user command: caption and filter web shards (CapFilt)")
+    p.add_argument("--captioner", nargs="+", default=None, help="captioner model(s) (default: models/captioner)")
+    p.add_argument("--filter", nargs="+", default=None, help="filter model(s) (default: models/filter)")
+    p.add_argument("--input", nargs="+", default=None, help="web dataset folder(s) (default: data/web)")
+    p.add_argument("--human", nargs="*", default=None,
+                   help="human-annotated dataset(s) passed through (default: data/human/train for the stage, "
+                        "none when --input is given)")
+    p.add_argument("--output", default="data/bootstrapped")
+    p.add_argument("--round", type=int, default=1)
+    p.add_argument("--procs", type=int, default=None, help="worker processes (default: capfilt.procs)")
+    p.add_argument("--threshold", type=float, default=None, help="ITM threshold (default: capfilt params)")
+    p.add_argument("--calibrate-on", default="data/human/val", help="human split for capfilt.calibrate")
+    p.add_argument("--metrics", default="metrics/capfilt.json")
+    p.add_argument("--report", default="reports/capfilt", help="folder for the examples sheet")
+    p.add_argument("--name", default="capfilt", help="MLflow run name")
+    p.add_argument("--worker-rank", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_capfilt)
 
     p = sub.add_parser("caption", help="caption images with a model (ours, release .pth, HF Blip folder)")
     p.add_argument("images", nargs="+")

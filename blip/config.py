@@ -183,6 +183,25 @@ class TrackingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CapfiltConfig:
+    threshold: float              # a text is kept when its ITM match probability reaches this
+    method: str                   # nucleus | beam: how the captioner writes synthetic captions
+    captions_per_image: int       # synthetic captions per web image (the paper: 1)
+    top_p: float                  # nucleus sampling
+    max_length: int               # generation length, prompt tokens included
+    min_length: int
+    batch_size: int               # images per generation / scoring batch
+    procs: int                    # local worker processes; each owns whole input shards
+    rounds: int                   # bootstrapping rounds (round r uses models retrained on round r-1)
+    captioners: list[str]         # extra captioner models whose captions are pooled (ensemble)
+    filters: list[str]            # extra filter models; their probabilities are combined
+    filter_combine: str           # mean (average probability) | vote (majority of filters)
+    calibrate: bool               # pick the threshold on the human val set for target_precision
+    target_precision: float
+    examples: int                 # web images shown in the examples sheet
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     seed: int
     data: DataConfig
@@ -193,6 +212,7 @@ class Params:
     model: ModelConfig
     train: TrainConfig
     tracking: TrackingConfig
+    capfilt: CapfiltConfig
     preset: str
     presets: dict[str, Preset]
 

@@ -205,6 +205,25 @@ def human_captions(scene: Scene, rng: np.random.Generator) -> list[str]:
     return [pool[i] for i in picks]
 
 
+def true_wordings(scene: Scene) -> set[str]:
+    """Every caption the templates say truthfully about a scene: all object orders, all size choices."""
+    k = len(scene.objects)
+    return {c for order in itertools.permutations(range(k))
+            for sizes in itertools.product([False, True], repeat=k)
+            for c in caption_pool(scene, list(order), list(sizes))}
+
+
+def scene_from_json(d: dict) -> Scene:
+    """The inverse of `Scene.to_json` (truth records in web samples hold scenes as JSON)."""
+    objs = tuple(Obj(o["shape"], o["colour"], o["size"], tuple(o["cell"])) for o in d["objects"])
+    return Scene(objs, d["texture"], d["background"])
+
+
+def describes(scene: Scene, text: str) -> bool:
+    """Whether `text`, cleaned, is one of the scene's true wordings (the truth for synthetic captions)."""
+    return clean_caption(text, 10_000) in {clean_caption(w, 10_000) for w in true_wordings(scene)}
+
+
 def _alt_text_style(caption: str, rng: np.random.Generator) -> str:
     """Web alt-texts are capitalised and punctuated at random; clean-up has to undo it."""
     if rng.random() < 0.5:

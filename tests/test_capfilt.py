@@ -1,0 +1,165 @@
+"""CapFilt: caption and filter web shards, resumably, on any number of processes."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from blip.capfilt import lowest_threshold
+from blip.capfilt_report import statistics
+from blip.data.shards import DatasetWriter, iter_samples, read_manifest
+from tests.conftest import ROOT, raw_params
+
+
+def _params_file(tmp_path: Path, **capfilt) -> Path:
+    raw = copy.deepcopy(raw_params())
+    raw["capfilt"].update(batch_size=8, max_length=12, examples=6, **capfilt)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[str, str]:
+    """A random tiny captioner and filter saved in the project's model format."""
+    from blip.models.checkpoints import save_pretrained
+    from blip.tokenizer import build_tokenizer
+    from tests.test_models import tiny
+
+    root = tmp_path_factory.mktemp("capfilt_models")
+    save_pretrained(tiny("captioner"), root / "captioner", build_tokenizer())
+    save_pretrained(tiny("filter"), root / "filter", build_tokenizer())
+    return str(root / "captioner"), str(root / "filter")
+
+
+def _args(models, prepared: Path, out: Path, params: Path, *extra: str) -> list[str]:
+    return ["--params", str(params), "capfilt", "--captioner", models[0], "--filter", models[1],
+            "--input", str(prepared / "web"), "--human", str(prepared / "human/train"), "--output", str(out),
+            "--metrics", str(out.parent / f"{out.name}.json"), "--report", str(out.parent / f"{out.name}_report"),
+            *extra]
+
+
+def _shard_digests(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("shard-*.tar"))}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, models, prepared) -> Path:
+    """One process, start to finish: the reference output."""
+    from blip.cli import main
+
+    tmp = tmp_path_factory.mktemp("capfilt_ref")
+    out = tmp / "boot"
+    assert main(_args(models, prepared, out, _params_file(tmp))) == 0
+    return out
+
+
+def test_bootstrapped_dataset_records_provenance(uninterrupted, prepared):
+    manifest = read_manifest(uninterrupted)
+    counts = manifest["capfilt"]["counts"]
+    web_in = read_manifest(prepared / "web")["samples"]
+    assert counts["web_total"] == web_in and counts["synthetic_total"] == web_in  # one caption per image
+    assert counts["human_total"] == read_manifest(prepared / "human/train")["samples"]
+    by_source = {"human": 0, "web": 0, "synthetic": 0}
+    for sample in iter_samples(uninterrupted):
+        meta = sample["json"]
+        by_source[meta["source"]] += 1
+        assert sample["txt"].strip()
+        if meta["source"] != "human":
+            assert meta["itm"] >= manifest["capfilt"]["threshold"]  # only kept texts are written
+            assert -1.0 <= meta["itc"] <= 1.0 and meta["round"] == 1
+            assert meta["filter"].startswith("filter@") and meta["image_key"] in sample["__key__"]
+            assert meta["captioner"].startswith("captioner@") == (meta["source"] == "synthetic")
+    assert by_source == manifest["by_source"]
+    assert sum(by_source.values()) == manifest["samples"]
+
+
+def test_report_figures_and_examples_sheet(uninterrupted):
+    metrics = json.loads((uninterrupted.parent / "boot.json").read_text())
+    for source in ("web", "synthetic", "human"):
+        s = metrics[source]
+        assert s["kept"] + s["removed"] == s["total"]
+    assert metrics["noise_ratio"] == round(metrics["synthetic"]["removed"] / metrics["synthetic"]["total"], 4)
+    truth = metrics["truth"]  # the built-in world records what every web text really is
+    assert set(truth["web"]["removed_share_by_kind"]) == {"clean", "mismatched", "partial", "uninformative"}
+    assert "precision" in truth["web"]["noisy_texts"] and "recall" in truth["synthetic"]["false_captions"]
+    report = uninterrupted.parent / "boot_report"
+    with Image.open(report / "examples.png") as png:
+        assert png.width >= 600 and png.height >= 6 * 100
+    page = (report / "examples.html").read_text(encoding="utf-8")
+    root = ET.fromstring(page.split("\n", 1)[1])  # well-formed markup after the doctype line
+    assert root.tag == "html" and len(root.findall(".//tr")) == 1 + 6
+    assert page.count('class="kept"') + page.count('class="removed"') == 12  # web + synthetic per image
+
+
+def test_killed_two_process_run_resumes_to_the_same_bytes(tmp_path, models, prepared, uninterrupted):
+    out = tmp_path / "boot"
+    cmd = [sys.executable, "-m", "blip.cli", *_args(models, prepared, out, _params_file(tmp_path), "--procs", "2")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    parts, total = out / "parts", len(_shard_digests(uninterrupted))
+    deadline = time.time() + 300
+    while not list(parts.glob("shard-*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers, mid-run
+    proc.wait()
+    finished = len(list(parts.glob("shard-*.json")))
+    assert 0 < finished < total, f"the kill should land mid-run ({finished} of {total} shards finished)"
+    assert not (out / "manifest.json").exists()  # an unfinished dataset stays unreadable
+    assert subprocess.run(cmd, cwd=ROOT, env=env).returncode == 0
+    assert _shard_digests(out) == _shard_digests(uninterrupted)
+    assert read_manifest(out)["shards"] == read_manifest(uninterrupted)["shards"]
+
+
+def test_corrupt_web_samples_are_skipped_and_counted(tmp_path, models, prepared):
+    from blip.cli import main
+
+    good = list(iter_samples(prepared / "web"))[:6]
+    web = DatasetWriter(tmp_path / "web", shard_size=10)
+    for s in good:
+        web.write(s["__key__"], s["jpg"], s["txt"], s["json"])
+    web.write("broken_jpeg", b"\xff\xd8 not really a jpeg", "a red circle", {"source": "web"})
+    web.write("empty_text", good[0]["jpg"], "  ...  ", {"source": "web"})
+    web.finish({"dataset": "test"})
+    out = tmp_path / "boot"
+    args = _args(models, prepared, out, _params_file(tmp_path))
+    args[args.index("--input") + 1] = str(tmp_path / "web")
+    assert main(args) == 0
+    counts = read_manifest(out)["capfilt"]["counts"]
+    assert counts["web_total"] == 6
+    assert counts["skipped_bad_image_or_metadata"] == 1 and counts["skipped_caption_empty"] == 1
+
+
+def test_lowest_threshold_reaching_a_precision():
+    scored = [(0.9, 1), (0.8, 1), (0.7, 0), (0.6, 1), (0.4, 0), (0.3, 1), (0.2, 0)]
+    assert lowest_threshold(scored, 0.75) == {"threshold": 0.6, "precision": 0.75, "recall": 0.75}
+    assert lowest_threshold(scored, 1.0)["threshold"] == 0.8
+    assert lowest_threshold([(0.5, 0), (0.4, 0)], 0.5) is None
+
+
+def test_statistics_from_counts():
+    counts = {"web_total": 10, "web_kept": 6, "web_removed": 4, "synthetic_total": 10, "synthetic_kept": 8,
+              "synthetic_removed": 2, "human_total": 5, "human_kept": 5,
+              # 6 clean web texts (1 wrongly removed), 4 noisy (3 removed: precision 3/4, recall 3/4)
+              "truth_web_clean_kept": 5, "truth_web_clean_removed": 1, "truth_web_mismatched_removed": 2,
+              "truth_web_partial_kept": 1, "truth_web_uninformative_removed": 1,
+              "truth_synthetic_true_kept": 7, "truth_synthetic_false_removed": 2, "truth_synthetic_false_kept": 1}
+    s = statistics(counts)
+    assert s["web_removed_share"] == 0.4 and s["noise_ratio"] == 0.2
+    assert s["truth"]["web"]["noisy_texts"] == {"precision": 0.75, "recall": 0.75, "removed": 4, "bad": 4}
+    assert s["truth"]["web"]["removed_share_by_kind"] == {"clean": 0.1667, "mismatched": 1.0, "partial": 0.0,
+                                                          "uninformative": 1.0}
+    assert s["truth"]["synthetic"]["false_captions"]["recall"] == 0.6667
+    assert s["truth"]["kept_data_clean_share"]["web_after"] == round(5 / 6, 4)
