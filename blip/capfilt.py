@@ -16,7 +16,9 @@ crashed. The manifest is written last, from the per-shard statistics.
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -166,12 +168,13 @@ def _world_truth(source: str, text: str, meta: dict) -> str | None:
 
 def bootstrap_web_shard(work: Work, captioners: list[Member], filters: list[Member], cfg: CapfiltConfig,
                         threshold: float, seed: int, round_: int, max_words: int, max_chars: int,
-                        n_examples: int) -> tuple[list[dict], ShardStats]:
-    """Caption and filter one web shard: the kept samples and the shard's statistics."""
+                        n_examples: int, limit: int | None = None) -> tuple[list[dict], ShardStats]:
+    """Caption and filter one web shard (its first `limit` samples): the kept samples and statistics."""
     stats, out = ShardStats(), []
     settings = generation_settings(cfg)
     filter_id = "+".join(f.model_id for f in filters)
-    for b, raw in enumerate(_batches(iter_tar_samples(work.path), cfg.batch_size)):
+    samples = itertools.islice(iter_tar_samples(work.path), limit)
+    for b, raw in enumerate(_batches(samples, cfg.batch_size)):
         keys, images, texts, metas = [], [], [], []
         for sample in raw:
             try:
@@ -357,7 +360,9 @@ def lowest_threshold(scored: list[tuple[float, int]], target_precision: float) -
         tp += label
         last_of_tie = k + 1 == len(scored) or scored[k + 1][0] != score
         if last_of_tie and tp / (k + 1) >= target_precision:
-            best = {"threshold": score, "precision": round(tp / (k + 1), 4),
+            # floored to the 6 decimals samples record their probabilities with, so that every kept
+            # text's recorded probability is still >= the threshold
+            best = {"threshold": math.floor(score * 1e6) / 1e6, "precision": round(tp / (k + 1), 4),
                     "recall": round(tp / max(1, positives), 4)}
     return best
 

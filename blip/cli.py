@@ -199,6 +199,7 @@ def _spawn_capfilt_workers(procs: int, threshold: float) -> None:
 
 
 def cmd_capfilt(args: argparse.Namespace) -> int:
+    import math
     import os
 
     import torch
@@ -224,6 +225,9 @@ def cmd_capfilt(args: argparse.Namespace) -> int:
         threshold = calibration["threshold"]
         print(f"capfilt: calibrated threshold {threshold} (precision {calibration['precision']}, "
               f"recall {calibration['recall']} on {args.calibrate_on})")
+    # samples record probabilities to 6 decimals: a threshold with more would let a kept text's
+    # recorded probability fall under it
+    threshold = math.floor(threshold * 1e6) / 1e6
     ids = [cf.model_id(p) for p in captioner_paths + filter_paths]
     stamp = cf.fingerprint(work, ids, cfg, threshold, params.seed, args.round)
     run = dict(cfg=cfg, threshold=threshold, seed=params.seed, round_=args.round,

@@ -202,6 +202,16 @@ class CapfiltConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ContractsConfig:
+    min_words: int                          # caption word-count bounds (after clean-up)
+    max_words: int
+    image_sample: int                       # images decoded per dataset (the rest: metadata only)
+    synthetic_share: tuple[float, float]    # bootstrapped: share of rows that are synthetic captions
+    web_removed_share: tuple[float, float]  # share of web texts the filter removed
+    noise_ratio: tuple[float, float]        # share of synthetic captions the filter removed
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     seed: int
     data: DataConfig
@@ -213,6 +223,7 @@ class Params:
     train: TrainConfig
     tracking: TrackingConfig
     capfilt: CapfiltConfig
+    contracts: ContractsConfig
     preset: str
     presets: dict[str, Preset]
 

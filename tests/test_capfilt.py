@@ -145,6 +145,7 @@ def test_corrupt_web_samples_are_skipped_and_counted(tmp_path, models, prepared)
 def test_lowest_threshold_reaching_a_precision():
     scored = [(0.9, 1), (0.8, 1), (0.7, 0), (0.6, 1), (0.4, 0), (0.3, 1), (0.2, 0)]
     assert lowest_threshold(scored, 0.75) == {"threshold": 0.6, "precision": 0.75, "recall": 0.75}
+    assert lowest_threshold([(0.12345678, 1)], 1.0)["threshold"] == 0.123456  # floored to 6 decimals
     assert lowest_threshold(scored, 1.0)["threshold"] == 0.8
     assert lowest_threshold([(0.5, 0), (0.4, 0)], 0.5) is None
 

@@ -1,0 +1,1 @@
+"""great-expectations data contracts for the pipeline's datasets (see runner.py)."""

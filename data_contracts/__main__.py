@@ -1,0 +1,69 @@
+"""`python -m data_contracts KIND DATASET`: validate a dataset against its contract.
+
+Exits 1 with a short list of the failed expectations and example samples when the contract fails,
+so `dvc repro` and the Prefect flow stop before anything trains on the data. Writes the results JSON
+(for DVC and MLflow) and, with --docs, great-expectations' Data Docs HTML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from blip.config import load_params
+from blip.data.shards import atomic_write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m data_contracts", description=__doc__)
+    ap.add_argument("kind", choices=["human", "web", "bootstrapped"])
+    ap.add_argument("datasets", nargs="+", help="finished dataset folder(s), each validated")
+    ap.add_argument("--eval", nargs="*", default=["data/human/val", "data/human/test"],
+                    help="evaluation splits no training image may come from")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--results", required=True, help="results JSON (a DVC metric)")
+    ap.add_argument("--docs", default=None, help="folder for the Data Docs HTML")
+    ap.add_argument("--mlflow-run", default=None, help="MLflow run name to log results and Data Docs under")
+    args = ap.parse_args(argv)
+
+    from data_contracts.runner import explain, validate
+
+    params = load_params(args.params)
+    reports = []
+    for d in args.datasets:
+        docs = Path(args.docs) / Path(d).name if args.docs else None
+        reports.append(validate(args.kind, d, params, args.eval, docs))
+    ok = all(r["success"] for r in reports)
+    out = {"success": ok, "kind": args.kind, "reports": reports,
+           "rows": sum(r["rows"] for r in reports)}
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(args.results), out)
+    if args.mlflow_run:
+        _track(params, args, out)
+    for r in reports:
+        if r["success"]:
+            print(f"contract '{r['kind']}' passed for {r['dataset']}: {r['rows']} rows "
+                  f"({r['rows_per_s']} rows/s)")
+        else:
+            print(explain(r), file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _track(params, args, out: dict) -> None:
+    from blip.tracking import Tracker, data_hashes, git_commit
+
+    tracker = Tracker(params.tracking.uri, params.tracking.experiment, args.mlflow_run)
+    tracker.tags({"stage": args.mlflow_run, "contract": args.kind, "git_commit": git_commit(),
+                  "contract_success": str(out["success"]), **data_hashes(args.datasets)})
+    tracker.metrics({"contract_success": float(out["success"]), "contract_rows": float(out["rows"]),
+                     "contract_failures": float(sum(len(r["failures"]) for r in out["reports"]))})
+    tracker.artifact(args.results, "contracts")
+    if args.docs and Path(args.docs).is_dir():
+        tracker.artifact(args.docs, "data_docs")
+    tracker.end("FINISHED" if out["success"] else "FAILED")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

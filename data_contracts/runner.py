@@ -1,0 +1,105 @@
+"""Run a dataset's contract: build its tables, validate each against its suite, write the results
+JSON and the Data Docs HTML, and say in a few lines what failed and on which samples."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no network here; set before the import
+
+import great_expectations as gx  # noqa: E402
+from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+
+from blip.config import Params  # noqa: E402
+from data_contracts.suites import images_suite, rows_suite, summary_suite  # noqa: E402
+from data_contracts.tables import build_tables, eval_image_hashes  # noqa: E402
+
+KINDS = ("human", "web", "bootstrapped")
+
+
+def _context(docs_dir: Path | None):
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if docs_dir is not None:
+        context.add_data_docs_site("contracts", {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+    return context
+
+
+def _failures(result, has_key: bool) -> list[dict]:
+    out = []
+    for r in result.results:
+        if r.success:
+            continue
+        cfg = r.expectation_config
+        res = r.result or {}
+        examples = res.get("partial_unexpected_index_list") or res.get("partial_unexpected_list") or []
+        if has_key:
+            examples = [e.get("key", e) if isinstance(e, dict) else e for e in examples]
+        out.append({"expectation": cfg.type, "column": cfg.kwargs.get("column"),
+                    "check": (cfg.meta or {}).get("check"),
+                    "unexpected_count": res.get("unexpected_count"),
+                    "observed": res.get("observed_value"), "examples": [str(e) for e in examples[:5]]})
+    return out
+
+
+def validate(kind: str, dataset: str, params: Params, eval_dirs: list[str], docs_dir: Path | None = None) -> dict:
+    """Validate one dataset with its contract; returns the report (success, failures, statistics)."""
+    if kind not in KINDS:
+        raise ValueError(f"contract kind must be one of {KINDS}, got {kind!r}")
+    start = time.time()
+    cfg = params.contracts
+    tables = build_tables(dataset, eval_image_hashes(eval_dirs), cfg.image_sample, params.seed)
+    threshold = tables["manifest"].get("capfilt", {}).get("threshold")
+    suites = {"rows": rows_suite(kind, cfg, threshold), "summary": summary_suite(kind, cfg),
+              "images": images_suite(kind, params.ingest.min_side, params.ingest.max_side)}
+    context = _context(docs_dir)
+    source = context.data_sources.add_pandas(f"{kind}_dataset")
+    report: dict = {"kind": kind, "dataset": dataset, "tables": {}, "failures": []}
+    definitions = []
+    for name, suite in suites.items():
+        df = tables[name]
+        has_key = "key" in df.columns
+        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+        vd = context.validation_definitions.add(gx.ValidationDefinition(
+            name=f"{kind}_{name}", data=batch, suite=context.suites.add(suite)))
+        fmt = {"result_format": "SUMMARY", "partial_unexpected_count": 5,
+               **({"unexpected_index_column_names": ["key"]} if has_key else {})}
+        result = vd.run(batch_parameters={"dataframe": df}, result_format=fmt)
+        definitions.append((vd, df, fmt))
+        report["tables"][name] = {"rows": len(df), "success": bool(result.success),
+                                  "evaluated": result.statistics["evaluated_expectations"],
+                                  "failed": result.statistics["unsuccessful_expectations"]}
+        report["failures"] += [{"table": name, **f} for f in _failures(result, has_key)]
+    if docs_dir is not None:
+        for vd, df, fmt in definitions:  # Data Docs are rendered from checkpoint runs
+            checkpoint = context.checkpoints.add(gx.Checkpoint(
+                name=f"{vd.name}_docs", validation_definitions=[vd], result_format=fmt,
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["contracts"])]))
+            checkpoint.run(batch_parameters={"dataframe": df})
+    rows = len(tables["rows"])
+    seconds = time.time() - start
+    report.update(success=not report["failures"], rows=rows, seconds=round(seconds, 2),
+                  rows_per_s=round(rows / max(seconds, 1e-9), 1), summary=_plain(tables["summary"]))
+    return report
+
+
+def _plain(df) -> dict:
+    row = df.iloc[0].to_dict() if len(df) else {}
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+
+
+def explain(report: dict) -> str:
+    """A short readable account of a failed contract: each failed expectation and example samples."""
+    lines = [f"contract '{report['kind']}' FAILED for {report['dataset']}:"]
+    for f in report["failures"]:
+        what = f"{f['expectation']}({f['column']})" + (f" [{f['check']}]" if f["check"] else "")
+        count = f" - {f['unexpected_count']} unexpected" if f["unexpected_count"] else ""
+        observed = f" - observed {f['observed']}" if f["observed"] is not None else ""
+        examples = f" - e.g. {', '.join(f['examples'])}" if f["examples"] else ""
+        lines.append(f"  {f['table']}: {what}{count}{observed}{examples}")
+    return "\n".join(lines)

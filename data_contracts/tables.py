@@ -1,0 +1,88 @@
+"""A dataset as the tables its contract checks, read without decoding images (but a sample).
+
+- rows:    one per sample, from the shards' .txt/.json members (every row scanned);
+- summary: one row of dataset-level facts (manifest counts, checksums, CapFilt statistics);
+- images:  a seeded sample of images, decoded, with their sizes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from blip.data.shards import iter_tar_samples, read_manifest, sha256_file
+
+
+def eval_image_hashes(dataset_dirs: list[str]) -> set[str]:
+    """sha256 of every image of the evaluation splits (their content, not their names)."""
+    hashes = set()
+    for d in dataset_dirs:
+        for entry in read_manifest(d)["shards"]:
+            for sample in iter_tar_samples(Path(d) / entry["name"]):
+                if "jpg" in sample:
+                    hashes.add(hashlib.sha256(sample["jpg"]).hexdigest())
+    return hashes
+
+
+def _text(raw: bytes | None) -> tuple[str | None, bool]:
+    if raw is None:
+        return None, True
+    try:
+        return raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), False
+
+
+def build_tables(dataset_dir: str | Path, eval_hashes: set[str], image_sample: int,
+                 seed: int) -> dict[str, pd.DataFrame]:
+    """The rows, summary and images tables of a finished dataset."""
+    dataset_dir = Path(dataset_dir)
+    manifest = read_manifest(dataset_dir)
+    picks = set(random.Random(seed).sample(range(manifest["samples"]), min(image_sample, manifest["samples"])))
+    rows, images, checksums_ok, i = [], [], True, 0
+    for entry in manifest["shards"]:
+        path = dataset_dir / entry["name"]
+        if not path.is_file() or sha256_file(path) != entry["sha256"]:
+            checksums_ok = False
+            continue
+        for sample in iter_tar_samples(path):
+            caption, utf8 = _text(sample.get("txt"))
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+            jpg = sample.get("jpg")
+            rows.append({"key": sample["__key__"], "shard": entry["name"], "caption": caption, "utf8": utf8,
+                         "words": len(caption.split()) if caption else 0,
+                         "source": meta.get("source"), "itm": meta.get("itm"),
+                         "has_image": jpg is not None,
+                         "in_eval": jpg is not None and hashlib.sha256(jpg).hexdigest() in eval_hashes})
+            if i in picks:
+                images.append(_image_row(sample["__key__"], jpg))
+            i += 1
+    summary = {"rows_match_manifest": len(rows) == manifest["samples"], "checksums_ok": checksums_ok,
+               "shards": len(manifest["shards"])}
+    stats = manifest.get("capfilt", {}).get("counts")
+    if stats is not None:  # a bootstrapped dataset: its statistics and what its rows say must agree
+        web_total, syn_total = stats.get("web_total", 0), stats.get("synthetic_total", 0)
+        summary.update(
+            threshold=manifest["capfilt"]["threshold"],
+            web_removed_share=stats.get("web_removed", 0) / web_total if web_total else None,
+            noise_ratio=stats.get("synthetic_removed", 0) / syn_total if syn_total else None,
+            synthetic_share=sum(r["source"] == "synthetic" for r in rows) / max(1, len(rows)),
+            counts_match_rows=all(stats.get(f"{s}_kept", 0) == sum(r["source"] == s for r in rows)
+                                  for s in ("human", "web", "synthetic")))
+    return {"rows": pd.DataFrame(rows), "summary": pd.DataFrame([summary]), "images": pd.DataFrame(images),
+            "manifest": manifest}
+
+
+def _image_row(key: str, jpg: bytes | None) -> dict:
+    try:
+        with Image.open(io.BytesIO(jpg)) as im:
+            im.load()
+            return {"key": key, "decodable": True, "width": im.width, "height": im.height}
+    except Exception:  # any decoder failure is what this column records
+        return {"key": key, "decodable": False, "width": None, "height": None}
