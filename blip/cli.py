@@ -290,6 +290,91 @@ def cmd_capfilt(args: argparse.Namespace) -> int:
     return 0
 
 
+COMPARED = {"captioner": ("CIDEr", "BLEU-4", "CIDEr_other_image"), "filter": ("txt_r1", "img_r1", "r_mean")}
+
+
+def compare(metrics_dir: Path) -> dict:
+    """Baseline vs bootstrapped: the evaluation figures side by side, with CapFilt's statistics."""
+    out: dict = {}
+    for run in ("baseline", "bootstrapped"):
+        row = {}
+        for model, keys in COMPARED.items():
+            m = json.loads((metrics_dir / f"eval_{run}_{model}.json").read_text())
+            row.update({k: m.get(k) for k in keys})
+        out[run] = row
+    out["delta"] = {k: round(out["bootstrapped"][k] - out["baseline"][k], 4)
+                    for k in out["baseline"] if isinstance(out["baseline"][k], (int, float))}
+    capfilt = metrics_dir / "capfilt.json"
+    if capfilt.is_file():
+        c = json.loads(capfilt.read_text())
+        out["capfilt"] = {"web_kept": c["web"]["kept"], "web_total": c["web"]["total"],
+                          "synthetic_kept": c["synthetic"]["kept"], "noise_ratio": c["noise_ratio"],
+                          "web_removed_share": c["web_removed_share"], "threshold": c["threshold"],
+                          "truth": c.get("truth")}
+    return out
+
+
+def compare_table(result: dict) -> str:
+    """The comparison as a markdown table (the README's)."""
+    names = {"CIDEr": "CIDEr", "BLEU-4": "BLEU-4", "CIDEr_other_image": "CIDEr vs another image (chance)",
+             "txt_r1": "TR@1 (%)", "img_r1": "IR@1 (%)", "r_mean": "retrieval R mean (%)"}
+    fmt = lambda v: "-" if v is None else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"  # noqa: E731
+    lines = ["| metric | baseline (noisy web) | bootstrapped (CapFilt) |", "|---|---|---|"]
+    for k, name in names.items():
+        lines.append(f"| {name} | {fmt(result['baseline'][k])} | {fmt(result['bootstrapped'][k])} |")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from blip.data.shards import atomic_write_bytes
+
+    result = compare(Path(args.metrics_dir))
+    _write_metrics(args.out, result)
+    table = compare_table(result)
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(args.table), table.encode())
+    print(table)
+    return 0
+
+
+REGISTERED = {  # registered name suffix -> (model folder, evaluation metrics, params key of its metric)
+    "captioner": ("models/captioner", "metrics/eval_baseline_captioner.json", "captioner"),
+    "filter": ("models/filter", "metrics/eval_baseline_filter.json", "filter"),
+    "pretrained": ("models/retrain", "metrics/eval_bootstrapped_filter.json", "pretrained"),
+}
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from blip.registry import log_and_register, promote
+    from blip.tracking import Tracker, data_hashes, git_commit
+
+    params = load_params(args.params)
+    reg = params.registry
+    capfilt = json.loads(Path("metrics/capfilt.json").read_text())
+    lineage = {"git_commit": git_commit(), **data_hashes(["data/bootstrapped"]),
+               "capfilt.noise_ratio": capfilt["noise_ratio"], "capfilt.web_removed_share": capfilt["web_removed_share"],
+               "capfilt.threshold": capfilt["threshold"]}
+    decisions = []
+    tracker = Tracker(params.tracking.uri, params.tracking.experiment, "register")
+    tracker.tags({"stage": "register", **lineage})
+    for suffix, (folder, metrics_file, key) in REGISTERED.items():
+        evaluation = json.loads(Path(metrics_file).read_text())
+        metric = getattr(reg.metric, key)
+        numbers = {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        with mlflow.start_run(run_name=f"register-{suffix}", nested=True):
+            version = log_and_register(folder, f"{reg.prefix}-{suffix}", {**lineage, "model_folder": folder},
+                                       numbers)
+        decisions.append(promote(f"{reg.prefix}-{suffix}", version, metric))
+        print(f"register: {decisions[-1]['name']} v{version} -> @{decisions[-1]['alias']} ({decisions[-1]['reason']})")
+    tracker.dict_artifact({"decisions": decisions}, "registry_decisions.json")
+    tracker.end()
+    _write_metrics(args.metrics, {"decisions": decisions})
+    return 0
+
+
 def _open_images(paths: list[str]) -> list:
     from PIL import Image, ImageOps
 
@@ -391,6 +476,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-rank", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_capfilt)
+
+    p = sub.add_parser("compare", help="baseline vs bootstrapped evaluation, as JSON and a markdown table")
+    p.add_argument("--metrics-dir", default="metrics")
+    p.add_argument("--out", default="metrics/compare.json")
+    p.add_argument("--table", default=None)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("register", help="stage: register captioner, filter and retrained model; promote by alias")
+    p.add_argument("--metrics", default="metrics/register.json")
+    p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("caption", help="caption images with a model (ours, release .pth, HF Blip folder)")
     p.add_argument("images", nargs="+")

@@ -202,6 +202,24 @@ class CapfiltConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RegistryMetrics:
+    captioner: str
+    filter: str
+    pretrained: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryConfig:
+    prefix: str                # registered names: <prefix>-captioner, -filter, -pretrained
+    metric: RegistryMetrics    # the evaluation metric (higher is better) that decides champion
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainConfig:
+    init_from: str  # "" = from scratch (the paper); a model folder = continue it (ablation)
+
+
+@dataclasses.dataclass(frozen=True)
 class ContractsConfig:
     min_words: int                          # caption word-count bounds (after clean-up)
     max_words: int
@@ -224,6 +242,8 @@ class Params:
     tracking: TrackingConfig
     capfilt: CapfiltConfig
     contracts: ContractsConfig
+    retrain: RetrainConfig
+    registry: RegistryConfig
     preset: str
     presets: dict[str, Preset]
 

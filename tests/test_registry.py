@@ -1,0 +1,98 @@
+"""The MLflow model registry through a real `mlflow server` on 127.0.0.1, started by infra/."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    state = tmp_path_factory.mktemp("services")
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_PORT": str(port),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["bash", str(ROOT / "infra/start_local.sh"), "mlflow", str(state)], env=env, check=True,
+                   timeout=300)
+    uri = f"http://127.0.0.1:{port}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    subprocess.run(["bash", str(ROOT / "infra/stop_local.sh"), str(state)], check=False)
+    os.environ["MLFLOW_TRACKING_URI"] = old or ""
+
+
+@pytest.fixture(scope="module")
+def filter_model(tmp_path_factory) -> str:
+    from blip.models.checkpoints import save_pretrained
+    from blip.tokenizer import build_tokenizer
+    from tests.test_models import tiny
+
+    folder = tmp_path_factory.mktemp("registry") / "filter"
+    save_pretrained(tiny("pretrain"), folder, build_tokenizer())
+    return str(folder)
+
+
+def _register(uri: str, folder: str, r_mean: float) -> dict:
+    import mlflow
+
+    from blip.registry import log_and_register, promote
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("registry-test")
+    with mlflow.start_run():
+        version = log_and_register(folder, "blip-test-filter", {"git_commit": "abc"}, {"r_mean": r_mean})
+    return promote("blip-test-filter", version, "r_mean")
+
+
+def test_better_becomes_champion_worse_challenger_manual_promotion_respected(server, filter_model):
+    from mlflow import MlflowClient
+
+    first = _register(server, filter_model, 10.0)
+    assert first["alias"] == "champion"
+    better = _register(server, filter_model, 20.0)
+    assert better["alias"] == "champion" and "beats" in better["reason"]
+    worse = _register(server, filter_model, 15.0)
+    assert worse["alias"] == "challenger" and "does not beat" in worse["reason"]
+    client = MlflowClient(server)
+    assert client.get_model_version_by_alias("blip-test-filter", "champion").version == better["version"]
+    tags = client.get_model_version("blip-test-filter", worse["version"]).tags
+    assert tags["promotion_decision"] == "challenger" and tags["metric.r_mean"] == "15.0"
+    assert tags["git_commit"] == "abc"
+
+    # a person promotes version 1 in the UI; the next run is judged against that champion
+    client.set_registered_model_alias("blip-test-filter", "champion", first["version"])
+    after = _register(server, filter_model, 12.0)
+    assert after["alias"] == "champion" and f"champion v{first['version']}" in after["reason"]
+
+
+def test_registered_model_serves_captions_and_scores(server, filter_model):
+    import mlflow
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(buf, format="JPEG")
+    image = base64.b64encode(buf.getvalue()).decode()
+    model = mlflow.pyfunc.load_model("models:/blip-test-filter@champion")
+    scores = model.predict(pd.DataFrame({"image": [image, image], "text": ["a red square", "a blue star"]}))
+    assert list(scores.columns) == ["text", "itm", "itc"] and scores["itm"].between(0, 1).all()
+    captions = model.predict(pd.DataFrame({"image": [image]}))
+    assert isinstance(captions["caption"][0], str)
