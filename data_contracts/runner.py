@@ -25,7 +25,8 @@ def _context(docs_dir: Path | None):
     if docs_dir is not None:
         context.add_data_docs_site("contracts", {
             "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(Path(docs_dir).resolve())},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
     return context
 
