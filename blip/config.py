@@ -192,7 +192,6 @@ class CapfiltConfig:
     min_length: int
     batch_size: int               # images per generation / scoring batch
     procs: int                    # local worker processes; each owns whole input shards
-    rounds: int                   # bootstrapping rounds (round r uses models retrained on round r-1)
     captioners: list[str]         # extra captioner models whose captions are pooled (ensemble)
     filters: list[str]            # extra filter models; their probabilities are combined
     filter_combine: str           # mean (average probability) | vote (majority of filters)
