@@ -11,10 +11,21 @@ setup:
 demo: setup
 	$(UV) run dvc repro
 	@echo
-	@echo "Done. Look at: metrics/ (dvc metrics show), data/ (shards + manifest.json per dataset)."
+	@echo
+	@cat reports/compare.md 2>/dev/null || true
+	@echo
+	@echo "Done. Look at:"
+	@echo "  reports/compare.md            baseline (noisy web) vs bootstrapped (CapFilt) model"
+	@echo "  metrics/capfilt.json          what CapFilt kept and removed; reports/capfilt/examples.html"
+	@echo "  metrics/ (dvc metrics show)   every stage's figures; plots: dvc plots show"
+	@echo "  reports/contracts/*/          data contracts' Data Docs"
+	@echo "  MLflow: $(UV) run mlflow ui --backend-store-uri sqlite:///mlruns.db   (runs and registered models)"
 
 test: setup
 	$(UV) run pytest
 
 bench: setup
 	$(UV) run python bench/data_loading.py
+	$(UV) run python bench/model.py
+	$(UV) run python bench/capfilt.py
+	$(UV) run python bench/contracts.py
