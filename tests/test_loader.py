@@ -84,7 +84,8 @@ def test_transforms(small):
     img = Image.new("RGB", (120, 80), (200, 30, 30))
     assert build_transform("eval", 48, small.loader)(img).shape == (3, 48, 48)
     pre, fine = build_transform("pretrain", 48, small.loader), build_transform("finetune", 48, small.loader)
-    assert pre.transforms[0].scale == (0.2, 1.0) and fine.transforms[0].scale == (0.5, 1.0)
+    assert pre.transforms[0].scale == small.loader.pretrain_crop_scale
+    assert fine.transforms[0].scale == small.loader.finetune_crop_scale
     assert pre(img).shape == (3, 48, 48)
     aug = BlipRandAugment(2, 5)
     assert set(aug._augmentation_space(11, (48, 48))) == set(BLIP_RANDAUGMENT_OPS)
