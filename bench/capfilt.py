@@ -27,7 +27,8 @@ import torch
 from blip.capfilt import Member, Work, bootstrap_web_shard
 from blip.config import load_params
 from blip.data.prepare import prepare
-from blip.data.shards import shard_paths
+from blip.data.shards import read_manifest
+from blip.inference import BlipInference
 from blip.models.blip import Blip, BlipConfig
 from blip.tokenizer import build_tokenizer
 
@@ -39,18 +40,18 @@ def member(preset: str, task: str, image_size: int, device: str) -> Member:
     torch.manual_seed(0)
     model = Blip(BlipConfig(task=task, image_size=image_size, vision=arch.vision, text=arch.text,
                             embed_dim=arch.embed_dim, queue_size=arch.queue_size)).to(device).eval()
-    return Member(model, build_tokenizer(), f"{preset}-{task}")
+    return Member(BlipInference(model, build_tokenizer(), torch.device(device)), f"{preset}-{task}")
 
 
 def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int, device: str, web: str) -> dict:
     params = load_params(ROOT / "params.yaml")
     cfg = dataclasses.replace(params.capfilt, batch_size=batch, max_length=20, min_length=20)
     captioner, filt = member(preset, "captioner", image_size, device), member(preset, "filter", image_size, device)
-    shard = shard_paths(web)[0]
+    entry = read_manifest(web)["shards"][0]
     times = []
     for r in range(repeats + 1):  # the first pass warms up
         start = time.perf_counter()
-        _, stats = bootstrap_web_shard(Work(0, "web", shard), [captioner], [filt], cfg, 0.5, 0, 1,
+        _, stats = bootstrap_web_shard(Work(0, "web", f"{web}/{entry['name']}", entry["sha256"]), [captioner], [filt], cfg, 0.5, 0, 1,
                                        params.ingest.max_words, params.ingest.max_caption_chars, 0,
                                        limit=images)
         if device.startswith("cuda"):
@@ -77,9 +78,8 @@ def main() -> None:
         # real web shards of the built-in world (JPEG bytes, noisy alt-texts): 1 shard of 256 images
         world = dataclasses.replace(params.world, web=dataclasses.replace(params.world.web, images=256),
                                     human=dataclasses.replace(params.world.human, train=4, val=2, test=2))
-        data = prepare(dataclasses.replace(params, world=world,
-                                           ingest=dataclasses.replace(params.ingest, shard_size=256)), tmp)
-        del data
+        prepare(dataclasses.replace(params, world=world,
+                                    ingest=dataclasses.replace(params.ingest, shard_size=256)), tmp)
         results = []
         for case in args.cases:
             preset, size, n = case.split(":")

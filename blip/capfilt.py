@@ -31,12 +31,12 @@ from webdataset.utils import make_seed
 
 from blip.config import CapfiltConfig
 from blip.data.shards import (MANIFEST, SHARD_PATTERN, atomic_write_bytes, atomic_write_json, encode_sample,
-                              iter_tar_samples, read_manifest, sha256_file, shard_paths, write_shard)
+                              iter_tar_samples, read_manifest, sha256_file, write_shard)
 from blip.data.text import CaptionError, prepare_caption
 from blip.data.world import describes, scene_from_json
 from blip.models.blip import Blip
-from blip.models.generate import GenerationSettings, generate
-from blip.tokenizer import tokenize
+from blip.inference import BlipInference, load
+from blip.models.generate import GenerationSettings
 
 PARTS = "parts"        # per-shard statistics, next to the shards while the run is unfinished
 SOURCES = ("human", "web", "synthetic")
@@ -46,18 +46,12 @@ SOURCES = ("human", "web", "synthetic")
 class Member:
     """One model of the captioner or filter ensemble, with its id for provenance."""
 
-    model: Blip
-    tokenizer: object
+    blip: BlipInference
     model_id: str
 
-    def pixels(self, images: list[Image.Image]) -> torch.Tensor:
-        c = self.model.cfg
-        from torchvision import transforms as T
-        from torchvision.transforms import InterpolationMode
-
-        tf = T.Compose([T.Resize((c.image_size, c.image_size), interpolation=InterpolationMode.BICUBIC),
-                        T.ToTensor(), T.Normalize(c.mean, c.std)])
-        return torch.stack([tf(im) for im in images])
+    @property
+    def model(self) -> Blip:
+        return self.blip.model
 
 
 @dataclass
@@ -67,6 +61,7 @@ class Work:
     index: int
     source: str    # web | human
     path: str
+    sha256: str    # as the input's manifest records it
 
     @property
     def out_name(self) -> str:
@@ -75,8 +70,9 @@ class Work:
 
 def plan(web_dirs: list[str], human_dirs: list[str]) -> list[Work]:
     """Every input shard in a fixed order: web shards first, then the human-annotated ones."""
-    work = [Work(0, "web", p) for d in web_dirs for p in shard_paths(d)]
-    work += [Work(0, "human", p) for d in human_dirs for p in shard_paths(d)]
+    work = [Work(0, source, str(Path(d) / entry["name"]), entry["sha256"])
+            for source, dirs in (("web", web_dirs), ("human", human_dirs))
+            for d in dirs for entry in read_manifest(d)["shards"]]
     for i, w in enumerate(work):
         w.index = i
     return work
@@ -98,10 +94,10 @@ def filter_scores(filters: list[Member], images: list[Image.Image], pairs: list[
     probs, sims = [], []
     for f in filters:
         m = f.model
-        embeds = m.image_embeds(f.pixels(images))
+        embeds = m.image_embeds(f.blip.images(images))
         image_feat = m.image_feat(embeds)
-        ids, mask = tokenize(f.tokenizer, [t for _, t in pairs], text_len)
-        which = torch.tensor([i for i, _ in pairs])
+        ids, mask = f.blip.text_inputs([t for _, t in pairs], text_len)
+        which = torch.tensor([i for i, _ in pairs], device=embeds.device)
         p = m.itm_logits(embeds[which], ids, mask).softmax(-1)[:, 1]
         s = (image_feat[which] * m.text_feat(ids, mask)).sum(-1)
         probs.append(p.tolist())
@@ -175,7 +171,7 @@ def bootstrap_web_shard(work: Work, captioners: list[Member], filters: list[Memb
     filter_id = "+".join(f.model_id for f in filters)
     samples = itertools.islice(iter_tar_samples(work.path), limit)
     for b, raw in enumerate(_batches(samples, cfg.batch_size)):
-        keys, images, texts, metas = [], [], [], []
+        keys, images, jpegs, texts, metas = [], [], [], [], []
         for sample in raw:
             try:
                 image, text, meta = _decode(sample, max_words, max_chars)
@@ -185,7 +181,8 @@ def bootstrap_web_shard(work: Work, captioners: list[Member], filters: list[Memb
             except (OSError, ValueError, json.JSONDecodeError):
                 stats.add("skipped_bad_image_or_metadata")
                 continue
-            keys.append(sample["__key__"]), images.append(image), texts.append(text), metas.append(meta)
+            keys.append(sample["__key__"]), images.append(image), jpegs.append(sample["jpg"])
+            texts.append(text), metas.append(meta)
         if not images:
             continue
         # candidates per image: the web text, then every captioner's synthetic captions
@@ -193,13 +190,12 @@ def bootstrap_web_shard(work: Work, captioners: list[Member], filters: list[Memb
         for c, cap in enumerate(captioners):
             # seeded by (seed, round, shard, batch, captioner): independent of which process runs it
             torch.manual_seed(make_seed(seed, round_, work.index, b, c))
-            for i, caps in enumerate(generate(cap.model, cap.pixels(images), cap.tokenizer, settings)):
+            for i, caps in enumerate(cap.blip.caption(images, settings)):
                 candidates[i] += [("synthetic", t, cap.model_id) for t in caps if t]
         pairs = [(i, t) for i, cands in enumerate(candidates) for _, t, _ in cands]
         probs, sims = filter_scores(filters, images, pairs)
         j = 0
         for i, cands in enumerate(candidates):
-            image_bytes = _reencode(raw, keys[i])
             example = {"key": keys[i], "texts": []}
             for n, (source, text, captioner_id) in enumerate(cands):
                 p, kept = combine([pf[j] for pf in probs], threshold, cfg.filter_combine)
@@ -217,15 +213,10 @@ def bootstrap_web_shard(work: Work, captioners: list[Member], filters: list[Memb
                     meta = {"source": source, "itm": round(p, 6), "itc": round(s, 6), "captioner": captioner_id,
                             "filter": filter_id, "round": round_, "threshold": threshold, "image_key": keys[i],
                             "origin": {k: v for k, v in metas[i].items() if k in ("url", "truth")}}
-                    out.append(encode_sample(f"{keys[i]}_{suffix}", image_bytes, text, meta))
+                    out.append(encode_sample(f"{keys[i]}_{suffix}", jpegs[i], text, meta))
             if len(stats.examples) < n_examples:
                 stats.examples.append(example)
     return out, stats
-
-
-def _reencode(raw: list[dict], key: str) -> bytes:
-    """The sample's original JPEG bytes (kept as they are: no re-encoding, no quality loss)."""
-    return next(s["jpg"] for s in raw if s["__key__"] == key)
 
 
 def copy_human_shard(work: Work, round_: int) -> tuple[list[dict], ShardStats]:
@@ -311,10 +302,7 @@ def model_id(path: str) -> str:
 
 def load_member(path: str) -> Member:
     """A captioner or filter model ready for inference, with its provenance id."""
-    from blip.inference import load
-
-    blip = load(path)
-    return Member(blip.model, blip.tokenizer, model_id(path))
+    return Member(load(path), model_id(path))
 
 
 @torch.no_grad()
@@ -374,7 +362,7 @@ def fingerprint(work: list[Work], model_ids: list[str], cfg: CapfiltConfig, thre
 
     from blip.config import to_dict
 
-    parts = {"inputs": [(w.source, w.path, sha256_file(Path(w.path))) for w in work],
+    parts = {"inputs": [(w.source, w.path, w.sha256) for w in work],
              "models": model_ids, "cfg": to_dict(cfg), "threshold": threshold,
              "seed": seed, "round": round_}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

@@ -187,9 +187,8 @@ def _spawn_capfilt_workers(procs: int, threshold: float) -> None:
     import os
     import subprocess
 
-    argv = [a for a in sys.argv[1:]]
     threads = str(max(1, (os.cpu_count() or 1) // procs))
-    workers = [subprocess.Popen([sys.executable, "-m", "blip.cli", *argv, "--threshold", repr(threshold),
+    workers = [subprocess.Popen([sys.executable, "-m", "blip.cli", *sys.argv[1:], "--threshold", repr(threshold),
                                  "--worker-rank", str(r), "--world", str(procs)],
                                 env={**os.environ, "OMP_NUM_THREADS": threads}) for r in range(procs)]
     codes = [w.wait() for w in workers]

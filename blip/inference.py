@@ -39,7 +39,8 @@ class BlipInference:
         """PIL images -> the model's normalised input batch."""
         return torch.stack([self.transform(im.convert("RGB")) for im in images]).to(self.device)
 
-    def _text(self, texts: list[str], max_len: int = 35) -> tuple[torch.Tensor, torch.Tensor]:
+    def text_inputs(self, texts: list[str], max_len: int = 35) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texts -> (input_ids, attention_mask) on the model's device."""
         ids, mask = tokenize(self.tokenizer, texts, max_len)
         return ids.to(self.device), mask.to(self.device)
 
@@ -60,7 +61,7 @@ class BlipInference:
         """For each text: the ITM match probability and the ITC cosine similarity with the image."""
         self._need("encoder")
         pixels = self.images([image]).expand(len(texts), -1, -1, -1)
-        ids, mask = self._text(texts)
+        ids, mask = self.text_inputs(texts)
         itm = self.model.itm_score(pixels, ids, mask)
         itc = self.model.itc_similarity(pixels[:1], ids, mask)[0]
         return [{"text": t, "itm": float(p), "itc": float(s)} for t, p, s in zip(texts, itm, itc)]
@@ -75,13 +76,13 @@ class BlipInference:
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
         """Normalised ITC text features (N, embed_dim)."""
         self._need("encoder")
-        return self.model.text_feat(*self._text(texts))
+        return self.model.text_feat(*self.text_inputs(texts))
 
     @torch.no_grad()
     def multimodal_features(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
         """The image-grounded encoder's [ENC] output per (image, text) pair (N, hidden)."""
         self._need("encoder")
-        ids, mask = self._text(texts)
+        ids, mask = self.text_inputs(texts)
         ids[:, 0] = self.tokenizer.convert_tokens_to_ids("[ENC]")
         embeds = self.model.image_embeds(self.images(images))
         out = self.model.text_encoder(ids, attention_mask=mask, encoder_hidden_states=embeds)

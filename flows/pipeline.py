@@ -18,10 +18,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
+from blip.tracking import PARENT_ENV  # every stage's MLflow run nests under the run this names
+
 STAGES = ["prepare", "validate_web", "pretrain", "finetune_captioner", "finetune_filter", "capfilt",
           "validate_bootstrapped", "retrain", "finetune_captioner_retrain", "finetune_filter_retrain",
           "evaluate", "register"]
-PARENT_ENV = "MLFLOW_PARENT_RUN_ID"  # blip.tracking nests every stage's run under this one
 
 
 class StageFailed(RuntimeError):
