@@ -112,6 +112,8 @@ class ModelArch:
     text: TextArch
     embed_dim: int
     queue_size: int
+    temp_min: float          # floor of the learnable ITC temperature
+    itm_random_negatives: float  # share of ITM negatives drawn uniformly, not by ITC similarity
     vision_init: str | None  # ImageNet timm weights (file / HF cache entry) for the ViT; None = random
     text_init: str | None    # BERT weights (file / folder / package / HF cache entry); None = random
 
@@ -191,6 +193,7 @@ class CapfiltConfig:
     max_length: int               # generation length, prompt tokens included
     min_length: int
     batch_size: int               # images per generation / scoring batch
+    precision: str                # fp32 | bf16 (autocast of captioner and filter)
     procs: int                    # local worker processes; each owns whole input shards
     captioners: list[str]         # extra captioner models whose captions are pooled (ensemble)
     filters: list[str]            # extra filter models; their probabilities are combined
@@ -242,6 +245,7 @@ class Params:
     capfilt: CapfiltConfig
     contracts: ContractsConfig
     retrain: RetrainConfig
+    rounds: int
     registry: RegistryConfig
     preset: str
     presets: dict[str, Preset]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from blip.config import TextArch, VisionArch
-from blip.models.blip import Blip, BlipConfig
+from blip.models.blip import Blip, BlipConfig, negative_weights
 from blip.models.checkpoints import CheckpointError, load_model, load_release, save_pretrained
 from blip.models.generate import GenerationSettings, generate
 from blip.tokenizer import build_tokenizer, tokenize
@@ -99,6 +99,34 @@ def test_queue_is_filled_and_pointer_advances(batch):
 
 
 @pytest.mark.slow
+def test_temperature_stays_in_its_range_without_touching_the_parameter(batch):
+    # clamped where used, not in place: a ZeRO optimizer keeps its own master copy of the parameter
+    m = tiny(temp_min=0.05)
+    images, ids, mask = batch
+    with torch.no_grad():
+        m.temp.fill_(0.01)
+    assert m.temperature().item() == pytest.approx(0.05)
+    m(images, ids, mask)["itc"].backward()
+    assert m.temp.item() == pytest.approx(0.01) and m.temp.grad.abs().item() == 0.0  # below the floor: no push
+    m.zero_grad()
+    with torch.no_grad():
+        m.temp.fill_(0.07)
+    m(images, ids, mask)["itc"].backward()
+    assert m.temp.grad.abs().item() > 0  # inside the range it learns
+
+
+def test_itm_negatives_are_hard_or_a_share_uniform():
+    sim = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.2, 0.9, 0.85, 0.1]])
+    own = torch.tensor([[True, False, False, False], [False, True, False, False]])
+    hard = negative_weights(sim, own, torch.tensor(0.05), 0.0)
+    assert (hard[own] == 0).all() and hard[0].argmax() == 1 and hard[1].argmax() == 2  # most similar non-own
+    mixed = negative_weights(sim, own, torch.tensor(0.05), 0.5)
+    assert torch.allclose(mixed.sum(1), torch.ones(2)) and (mixed[own] == 0).all()
+    assert (mixed[~own] >= 0.5 / 3 - 1e-6).all()  # every non-own candidate keeps its uniform share
+    uniform = negative_weights(sim, own, torch.tensor(0.05), 1.0)
+    assert torch.allclose(uniform[~own], torch.full((6,), 1 / 3))
+
+
 def test_a_16_pair_batch_is_overfit(tokenizer):
     """16 pairs of the built-in world (size x colour x shape): all three losses fall far.
 

@@ -27,7 +27,8 @@ def small_training_params(tmp: Path) -> Path:
     tiny["model"] = {"vision": {"patch_size": 16, "width": 64, "depth": 2, "heads": 2, "mlp_ratio": 2.0,
                                 "drop_path": 0.0},
                      "text": {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128, "dropout": 0.0},
-                     "embed_dim": 32, "queue_size": 64, "vision_init": None, "text_init": None}
+                     "embed_dim": 32, "queue_size": 64, "temp_min": 0.001, "itm_random_negatives": 0.0,
+                     "vision_init": None, "text_init": None}
     for stage in ("pretrain", "finetune_captioner", "finetune_filter"):
         tiny[stage].update(image_size=64, batch_size=8, epochs=2, steps_per_epoch=4, warmup_steps=2)
     tiny["pretrain"]["lr"] = 3.0e-4

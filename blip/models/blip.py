@@ -46,6 +46,8 @@ class BlipConfig:
     queue_size: int = 57600
     momentum: float = 0.995
     temp: float = 0.07
+    temp_min: float = 0.001  # the learnable temperature is clamped to [temp_min, 0.5]
+    itm_random_negatives: float = 0.0  # share of ITM negatives drawn uniformly instead of by similarity
     label_smoothing: float = 0.1
     prompt: str = "a picture of "
     vision_ln_eps: float = 1e-6
@@ -220,11 +222,16 @@ class Blip(nn.Module):
 
     # ------------------------------------------------------------------ losses
 
+    def temperature(self) -> torch.Tensor:
+        """The ITC temperature in [temp_min, 0.5]. Clamped where it is used, not in place: under ZeRO the
+        optimizer's master copy would undo an in-place clamp at the next step."""
+        return self.temp.clamp(self.cfg.temp_min, 0.5)
+
     def _itc(self, image_embeds, images, ids, mask, alpha, idx):
         """Contrastive loss against momentum features + queue, with momentum-distilled soft targets."""
         image_feat, text_feat = self.image_feat(image_embeds), self.text_feat(ids, mask)
+        temp = self.temperature()
         with torch.no_grad():
-            self.temp.clamp_(0.001, 0.5)
             # the momentum branch runs in the momentum weights' dtype (fp32 even under bf16 training)
             dtype = self.vision_proj_m.weight.dtype
             image_embeds_m = self.visual_encoder_m.forward_features(images.to(dtype))
@@ -240,17 +247,18 @@ class Blip(nn.Module):
                 idx_all = torch.cat([idx.view(1, -1), self.idx_queue.clone()], dim=1)
                 positives = (idx.view(-1, 1) == idx_all).float()
                 targets = positives / positives.sum(1, keepdim=True)
-            i2t_targets = alpha * F.softmax(image_feat_m @ text_feat_all / self.temp, dim=1) + (1 - alpha) * targets
-            t2i_targets = alpha * F.softmax(text_feat_m @ image_feat_all / self.temp, dim=1) + (1 - alpha) * targets
-        sim_i2t = image_feat @ text_feat_all.to(image_feat.dtype) / self.temp
-        sim_t2i = text_feat @ image_feat_all.to(text_feat.dtype) / self.temp
+            i2t_targets = alpha * F.softmax(image_feat_m @ text_feat_all / temp, dim=1) + (1 - alpha) * targets
+            t2i_targets = alpha * F.softmax(text_feat_m @ image_feat_all / temp, dim=1) + (1 - alpha) * targets
+        sim_i2t = image_feat @ text_feat_all.to(image_feat.dtype) / temp
+        sim_t2i = text_feat @ image_feat_all.to(text_feat.dtype) / temp
         loss_i2t = -(F.log_softmax(sim_i2t.float(), dim=1) * i2t_targets).sum(1).mean()
         loss_t2i = -(F.log_softmax(sim_t2i.float(), dim=1) * t2i_targets).sum(1).mean()
         self._dequeue_and_enqueue(image_feat_m, text_feat_m, idx)
         return (loss_i2t + loss_t2i) / 2, image_feat, text_feat
 
     def _itm(self, image_embeds, ids, mask, image_feat, text_feat, idx, negatives_all_ranks):
-        """Positive pairs vs one hard negative text per image and one hard negative image per text."""
+        """Positive pairs vs one hard negative text per image and one hard negative image per text (a
+        share `itm_random_negatives` of them drawn uniformly from the batch instead)."""
         n = len(ids)
         enc_ids = ids.clone()
         enc_ids[:, 0] = ENC_ID
@@ -268,10 +276,10 @@ class Blip(nn.Module):
                 own[torch.arange(n), torch.arange(n) + rank * n] = True
             else:
                 own = idx.view(-1, 1) == pool_idx.view(1, -1)
-            temp = self.temp.detach()
-            # sampling weights: softmax over in-batch similarities, positives excluded
-            w_t2i = (F.softmax(text_feat.detach() @ image_feat_w.T / temp, dim=1) + 1e-4).masked_fill(own, 0)
-            w_i2t = (F.softmax(image_feat.detach() @ text_feat_w.T / temp, dim=1) + 1e-4).masked_fill(own, 0)
+            temp = self.temperature().detach()
+            r = self.cfg.itm_random_negatives
+            w_t2i = negative_weights(text_feat.detach() @ image_feat_w.T, own, temp, r)
+            w_i2t = negative_weights(image_feat.detach() @ text_feat_w.T, own, temp, r)
             neg_image = torch.multinomial(w_t2i.float(), 1).squeeze(1)  # for each text, an image
             neg_text = torch.multinomial(w_i2t.float(), 1).squeeze(1)   # for each image, a text
         all_ids = torch.cat([enc_ids, enc_ids, pool_ids[neg_text]])
@@ -331,6 +339,16 @@ class Blip(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer owns: everything but the momentum encoders, each shared tensor once."""
         return [p for p in self.parameters() if p.requires_grad]
+
+
+def negative_weights(sim: torch.Tensor, own: torch.Tensor, temp: torch.Tensor, random_share: float) -> torch.Tensor:
+    """Sampling weights of ITM negatives: softmax(sim / temp) with positives excluded (the release's hard
+    negatives); a share `random_share` of the draws uniform over the non-positives instead."""
+    w = (F.softmax(sim / temp, dim=1) + 1e-4).masked_fill(own, 0)
+    if random_share > 0:
+        uniform = (~own).float()
+        w = (1 - random_share) * w / w.sum(1, keepdim=True) + random_share * uniform / uniform.sum(1, keepdim=True)
+    return w
 
 
 def _ones(embeds: torch.Tensor) -> torch.Tensor:

@@ -85,12 +85,14 @@ def setup_distributed() -> tuple[int, int, torch.device]:
 def build_model(job: TrainJob) -> Blip:
     """From scratch (same seed on every rank, so queues agree) or from `job.init_from`."""
     m = job.params.model
-    overrides = dict(momentum=m.momentum, temp=m.temp, label_smoothing=m.label_smoothing, prompt=m.prompt,
+    arch = job.params.active.model
+    overrides = dict(momentum=m.momentum, temp=m.temp, temp_min=arch.temp_min,
+                     itm_random_negatives=arch.itm_random_negatives,
+                     label_smoothing=m.label_smoothing, prompt=m.prompt,
                      mean=job.params.loader.mean, std=job.params.loader.std)
     torch.manual_seed(job.params.seed)
     if job.init_from:
         return init_task_model(job.init_from, job.task, job.stage.image_size, **overrides)
-    arch = job.params.active.model
     model = Blip(BlipConfig(task=job.task, image_size=job.stage.image_size, vision=arch.vision, text=arch.text,
                             embed_dim=arch.embed_dim, queue_size=arch.queue_size, **overrides))
     # BLIP starts pre-training from an ImageNet ViT and BERT; only the fusion layers start random
