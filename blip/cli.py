@@ -337,6 +337,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rounds(args: argparse.Namespace) -> int:
+    from blip.data.shards import atomic_write_bytes
+    from blip.rounds import rounds_table, run_rounds
+
+    params = load_params(args.params)
+    out = Path(args.out)
+    rows = run_rounds(params.rounds, out, args.params, continue_pretraining=bool(params.retrain.init_from))
+    table = rounds_table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "rounds.md", table.encode())
+    _write_metrics(args.metrics, {"rounds": params.rounds, "per_round": rows})
+    print(table)
+    return 0
+
+
 REGISTERED = {  # registered name suffix -> (model folder, evaluation metrics, params key of its metric)
     "captioner": ("models/captioner", "metrics/eval_baseline_captioner.json", "captioner"),
     "filter": ("models/filter", "metrics/eval_baseline_filter.json", "filter"),
@@ -481,6 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="metrics/compare.json")
     p.add_argument("--table", default=None)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("rounds", help="stage: bootstrapping rounds 2..R (params `rounds`) after the main chain's round 1")
+    p.add_argument("--out", default="rounds", help="folder for the later rounds' data, models and reports")
+    p.add_argument("--metrics", default="metrics/rounds.json")
+    p.set_defaults(func=cmd_rounds)
 
     p = sub.add_parser("register", help="stage: register captioner, filter and retrained model; promote by alias")
     p.add_argument("--metrics", default="metrics/register.json")

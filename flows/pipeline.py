@@ -22,7 +22,7 @@ from blip.tracking import PARENT_ENV  # every stage's MLflow run nests under the
 
 STAGES = ["prepare", "validate_web", "pretrain", "finetune_captioner", "finetune_filter", "capfilt",
           "validate_bootstrapped", "retrain", "finetune_captioner_retrain", "finetune_filter_retrain",
-          "evaluate", "register"]
+          "evaluate", "rounds", "register"]
 
 
 class StageFailed(RuntimeError):
@@ -85,14 +85,18 @@ def run_stage(stage: str, repo: str, env: dict) -> None:
 
 @flow(name="blip-capfilt", log_prints=True)
 def pipeline(preset: str = "tiny", web_shards: str | None = None, human_karpathy: str | None = None,
-             human_images: str | None = None, threshold: float | None = None,
+             human_images: str | None = None, threshold: float | None = None, rounds: int | None = None,
              stages: list[str] | None = None, repo: str = ".") -> list[str]:
-    """Run the chain (or the named stages) with these parameters written to params.yaml first."""
+    """Run the chain (or the named stages) with these parameters written to params.yaml first.
+
+    `rounds` > 1 bootstraps again after round 1 (the `rounds` stage): each round captions and
+    filters the web data with the models fine-tuned from the previous round's retrained model."""
     import mlflow
 
     overrides = {"preset": preset}
     for key, value in (("data.web_shards", web_shards), ("data.human_karpathy", human_karpathy),
-                       ("data.human_images", human_images), ("capfilt.threshold", threshold)):
+                       ("data.human_images", human_images), ("capfilt.threshold", threshold),
+                       ("rounds", rounds)):
         if value is not None:
             overrides[key] = value
     set_params(Path(repo) / "params.yaml", overrides)

@@ -1,8 +1,8 @@
 """The real DVC, in a temporary git repository, over the whole chain on a reduced preset.
 
 A filter that keeps everything (threshold 0) makes the bootstrapped contract fail: `dvc repro` stops
-there and retraining never runs. With a working threshold the chain runs to the end, and a second
-`dvc repro` does nothing.
+there and retraining never runs. With a working threshold the chain runs to the end, a second round
+of bootstrapping included, and a second `dvc repro` does nothing.
 """
 
 import json
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from blip.capfilt import model_id
 from tests.conftest import ROOT, raw_params
 from tests.test_train import small_training_params
 
@@ -34,7 +35,7 @@ def _commit(repo: Path, message: str) -> None:
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
 
 
-@pytest.mark.timeout(1800)  # twelve stages, seven of them training runs (about 8 minutes on 2 cores)
+@pytest.mark.timeout(1800)  # thirteen stages, ten training runs (about 11 minutes on 2 cores)
 def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -47,7 +48,8 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     raw["world"]["image_size"] = 64
     raw["ingest"]["shard_size"] = 24
     raw["train"].update(procs=1, log_every=2, checkpoint_every=100)
-    raw["capfilt"].update(threshold=0.0, batch_size=16, max_length=10)  # keeps every text: a broken filter
+    # keeps every text: a broken filter
+    raw["capfilt"].update(threshold=0.0, calibrate=False, batch_size=16, max_length=10)
     raw["contracts"]["image_sample"] = 20
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     (repo / ".gitignore").write_text("mlruns.db\n")
@@ -66,6 +68,7 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     # a working filter threshold; the contract's share bounds are opened up because the few-step
     # models here score near chance (test_contracts covers the bounds themselves)
     raw["capfilt"]["threshold"] = 0.3
+    raw["rounds"] = 2
     raw["contracts"].update(synthetic_share=[0.0, 1.0], web_removed_share=[0.0, 1.0], noise_ratio=[0.0, 1.0])
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     done = _run(dvc + ["repro"], repo)
@@ -73,4 +76,12 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     compare = json.loads((repo / "metrics/compare.json").read_text())
     assert set(compare) >= {"baseline", "bootstrapped", "delta", "capfilt"}
     assert "| TR@1 (%) |" in (repo / "reports/compare.md").read_text()
+    # round 2 bootstrapped with the models fine-tuned from round 1's retrained model
+    round2 = json.loads((repo / "rounds/r2/data/manifest.json").read_text())["capfilt"]
+    assert round2["round"] == 2
+    assert round2["captioners"] == [model_id(str(repo / "models/captioner_retrain"))]
+    assert round2["filters"] == [model_id(str(repo / "models/filter_retrain"))]
+    rounds = json.loads((repo / "metrics/rounds.json").read_text())
+    assert [row["round"] for row in rounds["per_round"]] == [1, 2]
+    assert (repo / "rounds/r2/models/filter/model.safetensors").is_file()
     assert "Running stage" not in _run(dvc + ["repro"], repo)  # a second repro does nothing
