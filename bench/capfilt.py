@@ -4,7 +4,7 @@ filter of a preset at an image size. Weights are random: speed does not depend o
 caption is decoded to its full length (min_length = max_length), the worst case.
 
     python bench/capfilt.py                                  # tiny at 96 px, base at 384 px (CPU)
-    python bench/capfilt.py --device cuda --cases base:384:64
+    python bench/capfilt.py --device cuda --cases base:384:64:bf16
 
 Writes bench/results/capfilt_<device>.json. The yardstick: the reference release's pieces (one
 nucleus caption + two ITM passes per image, base, 384 px) cost about 6 s per image on a 2-core CPU.
@@ -43,9 +43,10 @@ def member(preset: str, task: str, image_size: int, device: str) -> Member:
     return Member(BlipInference(model, build_tokenizer(), torch.device(device)), f"{preset}-{task}")
 
 
-def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int, device: str, web: str) -> dict:
+def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int, device: str, web: str,
+             precision: str) -> dict:
     params = load_params(ROOT / "params.yaml")
-    cfg = dataclasses.replace(params.capfilt, batch_size=batch, max_length=20, min_length=20)
+    cfg = dataclasses.replace(params.capfilt, batch_size=batch, max_length=20, min_length=20, precision=precision)
     captioner, filt = member(preset, "captioner", image_size, device), member(preset, "filter", image_size, device)
     entry = read_manifest(web)["shards"][0]
     times = []
@@ -60,7 +61,7 @@ def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int
             times.append(time.perf_counter() - start)
     n = stats.counts["web_total"]
     median = statistics.median(times)
-    return {"preset": preset, "image_size": image_size, "images": n, "batch": batch,
+    return {"preset": preset, "image_size": image_size, "precision": precision, "images": n, "batch": batch,
             "seconds_median": round(median, 2), "images_per_s": round(n / median, 3),
             "s_per_image": round(median / n, 3), "seconds_all": [round(t, 2) for t in times]}
 
@@ -68,8 +69,8 @@ def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--cases", nargs="+", default=["tiny:96:256", "base:384:16"],
-                    help="preset:image_size:images")
+    ap.add_argument("--cases", nargs="+", default=["tiny:96:256:fp32", "base:384:16:fp32", "base:384:16:bf16"],
+                    help="preset:image_size:images:precision (fp32 | bf16 autocast)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
@@ -82,9 +83,9 @@ def main() -> None:
                                     ingest=dataclasses.replace(params.ingest, shard_size=256)), tmp)
         results = []
         for case in args.cases:
-            preset, size, n = case.split(":")
+            preset, size, n, precision = case.split(":")
             row = run_case(preset, int(size), int(n), min(args.batch, int(n)), args.repeats, args.device,
-                           f"{tmp}/web")
+                           f"{tmp}/web", precision)
             print(json.dumps(row), flush=True)
             results.append(row)
     out = ROOT / "bench" / "results" / f"capfilt_{args.device.split(':')[0]}.json"

@@ -15,6 +15,7 @@ crashed. The manifest is written last, from the per-shard statistics.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -98,11 +99,20 @@ def filter_scores(filters: list[Member], images: list[Image.Image], pairs: list[
         image_feat = m.image_feat(embeds)
         ids, mask = f.blip.text_inputs([t for _, t in pairs], text_len)
         which = torch.tensor([i for i, _ in pairs], device=embeds.device)
-        p = m.itm_logits(embeds[which], ids, mask).softmax(-1)[:, 1]
-        s = (image_feat[which] * m.text_feat(ids, mask)).sum(-1)
+        p = m.itm_logits(embeds[which], ids, mask).float().softmax(-1)[:, 1]
+        s = (image_feat[which].float() * m.text_feat(ids, mask).float()).sum(-1)
         probs.append(p.tolist())
         sims.append(s.tolist())
     return probs, sims
+
+
+def autocast(precision: str, device: torch.device):
+    """The context captioner and filter run in: fp32 as they are, or bf16 autocast."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"capfilt.precision must be 'fp32' or 'bf16', got {precision!r}")
 
 
 def combine(probs: list[float], threshold: float, how: str) -> tuple[float, bool]:
@@ -187,13 +197,14 @@ def bootstrap_web_shard(work: Work, captioners: list[Member], filters: list[Memb
             continue
         # candidates per image: the web text, then every captioner's synthetic captions
         candidates = [[("web", t, "")] for t in texts]
-        for c, cap in enumerate(captioners):
-            # seeded by (seed, round, shard, batch, captioner): independent of which process runs it
-            torch.manual_seed(make_seed(seed, round_, work.index, b, c))
-            for i, caps in enumerate(cap.blip.caption(images, settings)):
-                candidates[i] += [("synthetic", t, cap.model_id) for t in caps if t]
-        pairs = [(i, t) for i, cands in enumerate(candidates) for _, t, _ in cands]
-        probs, sims = filter_scores(filters, images, pairs)
+        with autocast(cfg.precision, captioners[0].blip.device):
+            for c, cap in enumerate(captioners):
+                # seeded by (seed, round, shard, batch, captioner): independent of which process runs it
+                torch.manual_seed(make_seed(seed, round_, work.index, b, c))
+                for i, caps in enumerate(cap.blip.caption(images, settings)):
+                    candidates[i] += [("synthetic", t, cap.model_id) for t in caps if t]
+            pairs = [(i, t) for i, cands in enumerate(candidates) for _, t, _ in cands]
+            probs, sims = filter_scores(filters, images, pairs)
         j = 0
         for i, cands in enumerate(candidates):
             example = {"key": keys[i], "texts": []}

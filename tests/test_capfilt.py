@@ -25,7 +25,7 @@ from tests.conftest import ROOT, raw_params
 
 def _params_file(tmp_path: Path, **capfilt) -> Path:
     raw = copy.deepcopy(raw_params())
-    raw["capfilt"].update(batch_size=8, max_length=12, examples=6, **capfilt)
+    raw["capfilt"].update({"batch_size": 8, "max_length": 12, "examples": 6, "calibrate": False, **capfilt})
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -140,6 +140,43 @@ def test_corrupt_web_samples_are_skipped_and_counted(tmp_path, models, prepared)
     counts = read_manifest(out)["capfilt"]["counts"]
     assert counts["web_total"] == 6
     assert counts["skipped_bad_image_or_metadata"] == 1 and counts["skipped_caption_empty"] == 1
+
+
+def test_bf16_autocast_scores_close_to_fp32(models, prepared):
+    import dataclasses
+
+    from blip.capfilt import bootstrap_web_shard, load_member, plan
+    from blip.config import load_params
+
+    cfg = load_params(ROOT / "params.yaml").capfilt
+    work = [w for w in plan([str(prepared / "web")], []) if w.source == "web"][0]
+    captioners, filters = [load_member(models[0])], [load_member(models[1])]
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        run_cfg = dataclasses.replace(cfg, precision=precision, method="beam", batch_size=4, max_length=12)
+        kept, stats = bootstrap_web_shard(work, captioners, filters, run_cfg, 0.0, 0, 1, 30, 4000, 8, limit=8)
+        runs[precision] = [t for ex in stats.examples for t in ex["texts"]]
+    fp32, bf16 = runs["fp32"], runs["bf16"]
+    assert [t["source"] for t in fp32] == [t["source"] for t in bf16] and len(fp32) >= 16
+    web = [(a, b) for a, b in zip(fp32, bf16) if a["source"] == "web"]  # same texts (captions may differ)
+    assert len(web) == 8 and max(abs(a["itm"] - b["itm"]) for a, b in web) < 0.05
+    with pytest.raises(ValueError, match="precision"):
+        bootstrap_web_shard(work, captioners, filters, dataclasses.replace(cfg, precision="fp16"), 0.0, 0, 1, 30,
+                            4000, 0, limit=2)
+
+
+def test_calibrated_threshold_is_used_and_recorded(tmp_path, models, prepared):
+    from blip.cli import main
+
+    out = tmp_path / "boot"
+    params = _params_file(tmp_path, calibrate=True, target_precision=0.5)
+    assert main(_args(models, prepared, out, params, "--calibrate-on", str(prepared / "human/val"))) == 0
+    metrics = json.loads((tmp_path / "boot.json").read_text())
+    calibration = metrics["calibration"]
+    assert calibration["precision"] >= 0.5 and calibration["pairs"] > 0
+    assert read_manifest(out)["capfilt"]["threshold"] == metrics["threshold"] == calibration["threshold"]
+    kept = [s["json"] for s in iter_samples(out) if s["json"]["source"] != "human"]
+    assert all(k["itm"] >= metrics["threshold"] for k in kept)
 
 
 def test_lowest_threshold_reaching_a_precision():
