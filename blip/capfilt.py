@@ -318,7 +318,7 @@ def load_member(path: str) -> Member:
 
 @torch.no_grad()
 def calibrate_threshold(filters: list[Member], human_val: str, target_precision: float, seed: int,
-                        max_words: int, how: str, batch_size: int = 64) -> dict:
+                        max_words: int, how: str, precision: str = "fp32", batch_size: int = 64) -> dict:
     """The lowest threshold whose kept set reaches `target_precision` on human val pairs.
 
     Positives: every image with each of its own captions. Negatives: the same captions paired with
@@ -339,7 +339,8 @@ def calibrate_threshold(filters: list[Member], human_val: str, target_precision:
         images = [data.images[i] for i in idx]
         pairs = [(j, c) for j, i in enumerate(idx) for c in data.captions[i]]
         pairs += [(j, c) for j, i in enumerate(idx) for c in data.captions[(i + shift) % n]]
-        probs, _ = filter_scores(filters, images, pairs)
+        with autocast(precision, filters[0].blip.device):  # scored as the shards will be
+            probs, _ = filter_scores(filters, images, pairs)
         half = len(pairs) // 2
         for k in range(len(pairs)):
             scored.append((combine([p[k] for p in probs], 0.5, how)[0], int(k < half)))

@@ -220,7 +220,7 @@ def cmd_capfilt(args: argparse.Namespace) -> int:
     if args.threshold is None and cfg.calibrate:
         filters = [cf.load_member(p) for p in filter_paths]
         calibration = cf.calibrate_threshold(filters, args.calibrate_on, cfg.target_precision, params.seed,
-                                             params.ingest.max_words, cfg.filter_combine)
+                                             params.ingest.max_words, cfg.filter_combine, cfg.precision)
         threshold = calibration["threshold"]
         print(f"capfilt: calibrated threshold {threshold} (precision {calibration['precision']}, "
               f"recall {calibration['recall']} on {args.calibrate_on})")
