@@ -29,3 +29,4 @@ bench: setup
 	$(UV) run python bench/model.py
 	$(UV) run python bench/capfilt.py
 	$(UV) run python bench/contracts.py
+	$(UV) run python bench/chain.py

@@ -352,35 +352,30 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTERED = {  # registered name suffix -> (model folder, evaluation metrics, params key of its metric)
-    "captioner": ("models/captioner", "metrics/eval_baseline_captioner.json", "captioner"),
-    "filter": ("models/filter", "metrics/eval_baseline_filter.json", "filter"),
-    "pretrained": ("models/retrain", "metrics/eval_bootstrapped_filter.json", "pretrained"),
-}
-
-
 def cmd_register(args: argparse.Namespace) -> int:
     import mlflow
 
     from blip.registry import log_and_register, promote
+    from blip.rounds import last_round
     from blip.tracking import Tracker, data_hashes, git_commit
 
     params = load_params(args.params)
     reg = params.registry
-    capfilt = json.loads(Path("metrics/capfilt.json").read_text())
-    lineage = {"git_commit": git_commit(), **data_hashes(["data/bootstrapped"]),
+    models, data, capfilt_metrics = last_round(params.rounds, Path(args.rounds_dir))
+    capfilt = json.loads(capfilt_metrics.read_text())
+    lineage = {"git_commit": git_commit(), **data_hashes([str(data)]), "bootstrap_round": str(max(1, params.rounds)),
                "capfilt.noise_ratio": capfilt["noise_ratio"], "capfilt.web_removed_share": capfilt["web_removed_share"],
                "capfilt.threshold": capfilt["threshold"]}
     decisions = []
     tracker = Tracker(params.tracking.uri, params.tracking.experiment, "register")
     tracker.tags({"stage": "register", **lineage})
-    for suffix, (folder, metrics_file, key) in REGISTERED.items():
-        evaluation = json.loads(Path(metrics_file).read_text())
-        metric = getattr(reg.metric, key)
+    for suffix, model in models.items():
+        evaluation = json.loads(model.evaluation.read_text())
+        metric = getattr(reg.metric, suffix)
         numbers = {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         with mlflow.start_run(run_name=f"register-{suffix}", nested=True):
-            version = log_and_register(folder, f"{reg.prefix}-{suffix}", {**lineage, "model_folder": folder},
-                                       numbers)
+            version = log_and_register(str(model.folder), f"{reg.prefix}-{suffix}",
+                                       {**lineage, "model_folder": str(model.folder)}, numbers)
         decisions.append(promote(f"{reg.prefix}-{suffix}", version, metric))
         print(f"register: {decisions[-1]['name']} v{version} -> @{decisions[-1]['alias']} ({decisions[-1]['reason']})")
     tracker.dict_artifact({"decisions": decisions}, "registry_decisions.json")
@@ -504,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("register", help="stage: register captioner, filter and retrained model; promote by alias")
     p.add_argument("--metrics", default="metrics/register.json")
+    p.add_argument("--rounds-dir", default="rounds", help="the rounds stage's folder (params `rounds` > 1)")
     p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("caption", help="caption images with a model (ours, release .pth, HF Blip folder)")

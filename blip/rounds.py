@@ -104,6 +104,31 @@ def run_rounds(rounds: int, out_root: Path, params_file: str, continue_pretraini
     return rows
 
 
+@dataclass(frozen=True)
+class Registered:
+    """A model the register stage registers, the evaluation it is promoted on, and its lineage."""
+
+    folder: Path
+    evaluation: Path
+
+
+def last_round(rounds: int, out_root: Path) -> tuple[dict[str, Registered], Path, Path]:
+    """What the register stage registers after the last round: the captioner and filter that bootstrapped
+    its data and the model pre-trained on that data; with the data folder and its CapFilt statistics."""
+    if rounds <= 1:
+        return ({"captioner": Registered(Path("models/captioner"), Path("metrics/eval_baseline_captioner.json")),
+                 "filter": Registered(Path("models/filter"), Path("metrics/eval_baseline_filter.json")),
+                 "pretrained": Registered(Path(FIRST["pretrain"]), Path(FIRST["eval_filter"]))},
+                Path("data/bootstrapped"), Path(FIRST["capfilt"]))
+    last = Round(rounds, out_root)
+    previous = FIRST if rounds == 2 else Round(rounds - 1, out_root).outputs
+    return ({"captioner": Registered(Path(previous["captioner"]), Path(previous["eval_captioner"])),
+             "filter": Registered(Path(previous["filter"]), Path(previous["eval_filter"])),
+             # the pre-trained model is judged by the filter fine-tuned from it, as in round 1
+             "pretrained": Registered(last.outputs["pretrain"], last.outputs["eval_filter"])},
+            last.path("data"), last.outputs["capfilt"])
+
+
 def rounds_table(rows: list[dict]) -> str:
     """A markdown table, a row per round."""
     cols = [("round", "round"), ("web_removed_share", "web removed"), ("noise_ratio", "noise ratio"),

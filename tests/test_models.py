@@ -315,3 +315,36 @@ def test_gradient_checkpointing_gives_the_same_gradients(batch):
         sum(m(images, ids, mask, alpha=0.4).values()).backward()
         grads.append(m.visual_encoder.blocks[0].attn.qkv.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_gradients_are_bit_identical_across_repeats_on_two_threads():
+    """Same params, same result on a CPU: the backward pass must not depend on how threads interleave.
+    (Advanced indexing of the ITM's negative images accumulated repeated indices in a thread-dependent
+    order: at this size, between one in six and every repeat differed before it became index_select.)"""
+    vision = VisionArch(patch_size=16, width=192, depth=4, heads=3, mlp_ratio=4.0, drop_path=0.0)
+    text = TextArch(hidden=128, layers=2, heads=2, intermediate=512, dropout=0.0)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(32, 3, 96, 96, generator=g)
+    ids = torch.randint(1000, 2000, (32, 20), generator=g)
+    ids[:, 0] = 101
+    mask = torch.ones_like(ids)
+    for i, n in enumerate(torch.randint(6, 20, (32,), generator=g).tolist()):
+        ids[i, n:], mask[i, n:] = 0, 0
+
+    def gradients() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        m = Blip(BlipConfig(task="filter", image_size=96, vision=vision, text=text, queue_size=64,
+                            itm_random_negatives=0.5))
+        torch.manual_seed(5)  # the ITM negatives' draw
+        sum(m(images, ids, mask, alpha=0.4).values()).backward()
+        return {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        first = gradients()
+        for _ in range(20):
+            again = gradients()
+            assert [n for n in first if not torch.equal(first[n], again[n])] == []
+    finally:
+        torch.set_num_threads(threads)

@@ -84,4 +84,12 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     rounds = json.loads((repo / "metrics/rounds.json").read_text())
     assert [row["round"] for row in rounds["per_round"]] == [1, 2]
     assert (repo / "rounds/r2/models/filter/model.safetensors").is_file()
+    # the registry holds the last round's models: round 2's new model, the captioner that bootstrapped its data
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo}/mlruns.db")
+    folders = {d["name"]: client.get_model_version(d["name"], d["version"]).tags["model_folder"]
+               for d in json.loads((repo / "metrics/register.json").read_text())["decisions"]}
+    assert folders == {"blip-pretrained": "rounds/r2/models/pretrain", "blip-captioner": "models/captioner_retrain",
+                       "blip-filter": "models/filter_retrain"}
     assert "Running stage" not in _run(dvc + ["repro"], repo)  # a second repro does nothing

@@ -96,3 +96,17 @@ def test_registered_model_serves_captions_and_scores(server, filter_model):
     assert list(scores.columns) == ["text", "itm", "itc"] and scores["itm"].between(0, 1).all()
     captions = model.predict(pd.DataFrame({"image": [image]}))
     assert isinstance(captions["caption"][0], str)
+
+
+def test_register_stage_takes_the_last_rounds_models():
+    from blip.rounds import last_round
+
+    models, data, capfilt = last_round(1, Path("rounds"))
+    assert models["captioner"].folder == Path("models/captioner")
+    assert models["pretrained"].folder == Path("models/retrain") and data == Path("data/bootstrapped")
+    # round 3 bootstrapped its data with round 2's fine-tuned models and pre-trained a new model on it
+    models, data, capfilt = last_round(3, Path("rounds"))
+    assert models["captioner"].folder == Path("rounds/r2/models/captioner")
+    assert models["filter"].evaluation == Path("rounds/r2/metrics/eval_filter.json")
+    assert models["pretrained"].folder == Path("rounds/r3/models/pretrain")
+    assert data == Path("rounds/r3/data") and capfilt == Path("rounds/r3/metrics/capfilt.json")

@@ -15,6 +15,7 @@ import yaml
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
+from blip.train.engine import cpu_has_bf16
 from tests.conftest import ROOT, raw_params
 
 pytestmark = pytest.mark.slow
@@ -91,6 +92,7 @@ def test_killed_run_resumes_to_the_same_weights_and_is_tracked(setup):
     assert first.info.status == "FINISHED" and first.info.run_name == "pretrain"
     p = first.data.params
     assert p["pretrain.lr"] == "0.0003" and p["architecture.vision.width"] == "64" and p["world_size"] == "2"
+    assert p["precision"] == ("bf16-autocast" if cpu_has_bf16() else "fp32")  # train.bf16 on a CPU
     assert first.data.tags["git_commit"] != "" and any(k.endswith("manifest_sha256") for k in first.data.tags)
     itc = client.get_metric_history(first.info.run_id, "train/itc")
     assert [m.step for m in itc] == list(range(1, 9))
@@ -101,6 +103,16 @@ def test_killed_run_resumes_to_the_same_weights_and_is_tracked(setup):
     assert {a.path for a in client.list_artifacts(first.info.run_id, "plots")} >= {"plots/loss.png", "plots/loss.csv"}
     # the killed attempt stays visible as a failed or unfinished run; the resumed one says where it began
     assert runs[-1].data.params["resumed_from"] == "step00000003"
+
+
+def test_zero_partitions_only_across_processes(tmp_path):
+    from blip.config import load_params
+    from blip.train.engine import TrainJob, deepspeed_config
+
+    params = load_params(small_training_params(tmp_path))
+    job = TrainJob("pretrain", "pretrain", params.active.pretrain, params, [], tmp_path, tmp_path)
+    assert deepspeed_config(job, bf16=False, world=2)["zero_optimization"]["stage"] == params.train.zero_stage == 2
+    assert deepspeed_config(job, bf16=False, world=1)["zero_optimization"]["stage"] == 0  # nothing to shard
 
 
 def test_fine_tuning_stages_start_from_the_pretrained_model(setup):

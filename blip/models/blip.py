@@ -232,7 +232,7 @@ class Blip(nn.Module):
         image_feat, text_feat = self.image_feat(image_embeds), self.text_feat(ids, mask)
         temp = self.temperature()
         with torch.no_grad():
-            # the momentum branch runs in the momentum weights' dtype (fp32 even under bf16 training)
+            # the momentum weights stay fp32 under bf16 training (an autocast still computes in bf16)
             dtype = self.vision_proj_m.weight.dtype
             image_embeds_m = self.visual_encoder_m.forward_features(images.to(dtype))
             image_feat_m = F.normalize(self.vision_proj_m(image_embeds_m[:, 0]), dim=-1)
@@ -284,7 +284,9 @@ class Blip(nn.Module):
             neg_text = torch.multinomial(w_i2t.float(), 1).squeeze(1)   # for each image, a text
         all_ids = torch.cat([enc_ids, enc_ids, pool_ids[neg_text]])
         all_mask = torch.cat([mask, mask, pool_mask[neg_text]])
-        all_images = torch.cat([image_embeds, pool_embeds[neg_image], image_embeds])
+        # index_select, not pool_embeds[neg_image]: the backward of advanced indexing accumulates repeated
+        # indices in a thread-dependent order on a CPU, so two-thread runs were not bit-identical
+        all_images = torch.cat([image_embeds, torch.index_select(pool_embeds, 0, neg_image), image_embeds])
         hidden = self.text_encoder(all_ids, attention_mask=all_mask, encoder_hidden_states=all_images,
                                    encoder_attention_mask=_ones(all_images)).last_hidden_state
         logits = self.itm_head(hidden[:, 0])

@@ -72,3 +72,10 @@ def load_imagenet_weights(vit: VisionTransformer, source: str) -> None:
 def set_grad_checkpointing(vit: VisionTransformer, enable: bool = True) -> None:
     """Recompute each block's activations in backward: memory for compute."""
     vit.set_grad_checkpointing(enable)
+
+
+def set_fused_attention(module: nn.Module, enable: bool) -> None:
+    """timm's attention layers under `module`: torch's fused kernel (timm's default) or plain matmul-softmax-matmul."""
+    for m in module.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = enable

@@ -34,7 +34,7 @@ from blip.data.shards import read_manifest, shard_paths
 from blip.data.transforms import build_transform
 from blip.models.blip import Blip, BlipConfig
 from blip.models.checkpoints import init_task_model, init_text_from_bert, save_pretrained
-from blip.models.vit import load_imagenet_weights
+from blip.models.vit import load_imagenet_weights, set_fused_attention
 from blip.tokenizer import build_tokenizer, tokenize
 from blip.tracking import Tracker, data_hashes, git_commit
 from blip.train.schedules import alpha_at, learning_rate
@@ -68,11 +68,17 @@ def free_port() -> int:
 def setup_distributed() -> tuple[int, int, torch.device]:
     """Initialise torch.distributed through DeepSpeed (gloo on CPU); works without a launcher too."""
     import deepspeed
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
 
     if "RANK" not in os.environ:  # plain `python -m blip.cli ...`: a world of one
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
     cuda = torch.cuda.is_available()
+    if not cuda and os.environ["WORLD_SIZE"] == "1":
+        # DeepSpeed's shared-memory all-reduce speeds up several CPU processes; alone, it is only a C++
+        # build (about two minutes the first time on a machine) and a 5 s load per stage. Marked
+        # incompatible, DeepSpeed skips it and uses gloo
+        deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     local = int(os.environ.get("LOCAL_RANK", 0))
@@ -104,16 +110,24 @@ def build_model(job: TrainJob) -> Blip:
     return model
 
 
-def deepspeed_config(job: TrainJob, bf16: bool) -> dict:
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower than fp32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def deepspeed_config(job: TrainJob, bf16: bool, world: int) -> dict:
+    """The engine's DeepSpeed settings; ZeRO applies only with several processes (one has nothing to shard)."""
     t = job.params.train
     if t.zero_stage not in (0, 1, 2):
         raise ValueError(f"train.zero_stage={t.zero_stage}: use 0, 1 or 2 (ZeRO-3 would partition the "
                          "momentum encoders the EMA reads every step; stage 2 already shards optimizer states "
                          "and gradients, enough for ViT-B/L)")
+    # a single process's ZeRO "partition" is everything, but its gradient flattening still costs
+    # 8-16% of a tiny-preset CPU step: stage 0 gives the same updates without it
     return {"train_micro_batch_size_per_gpu": job.stage.batch_size,
             "gradient_accumulation_steps": job.stage.grad_accum,
             "gradient_clipping": t.grad_clip,
-            "zero_optimization": {"stage": t.zero_stage},
+            "zero_optimization": {"stage": t.zero_stage if world > 1 else 0},
             "bf16": {"enabled": bf16},
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 10 ** 9,
@@ -173,13 +187,21 @@ def train(job: TrainJob) -> dict:
 
     rank, world, device = setup_distributed()
     p, stage = job.params, job.stage
+    # bf16 on a GPU: DeepSpeed's (bf16 weights, fp32 master copy). On a CPU: autocast of the forward pass
+    # (fp32 weights), where the CPU has bf16 instructions (1.1-1.3x per tiny-preset step there)
     bf16 = p.train.bf16 and device.type == "cuda"
+    cpu_autocast = p.train.bf16 and device.type == "cpu" and cpu_has_bf16()
+    precision = "bf16" if bf16 else "bf16-autocast" if cpu_autocast else "fp32"
     model = build_model(job)
+    if cpu_autocast:
+        # the CPU flash-attention kernel's bf16 backward is slow at ViT sequence lengths (a tiny-preset filter
+        # step: 0.25 s fused, 0.19 s plain; at fp32 the two are even): the ViTs use plain attention
+        set_fused_attention(model, False)
     if p.train.grad_checkpointing:
         model.set_grad_checkpointing(True)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                   config=deepspeed_config(job, bf16))
+                                                   config=deepspeed_config(job, bf16, world))
     module: Blip = engine.module
     for _, momentum in module.momentum_pairs():
         momentum.float()  # DeepSpeed's bf16 cast every parameter; the EMA must stay fp32
@@ -213,12 +235,12 @@ def train(job: TrainJob) -> dict:
     tracker.params({"stage": job.name, "preset": p.preset, "seed": p.seed, "world_size": world,
                     job.name: to_dict(stage), "model": to_dict(p.model), "train": to_dict(p.train),
                     "architecture": to_dict(p.active.model), "init_from": job.init_from or "scratch",
-                    "data": ",".join(job.data), "resumed_from": tag or "none"})
+                    "data": ",".join(job.data), "resumed_from": tag or "none", "precision": precision})
     tracker.tags({"stage": job.name, "task": job.task, "git_commit": git_commit(),
                   **data_hashes(job.data), **job.extra_tags})
     if rank == 0:
         print(f"[{job.name}] {job.task}, {samples} samples, {world} process(es), global batch {global_batch}, "
-              f"{steps_per_epoch} steps/epoch x {stage.epochs} epochs"
+              f"{steps_per_epoch} steps/epoch x {stage.epochs} epochs, {precision}"
               + (f", resuming at micro-step {start_micro} ({tag})" if tag else ""), flush=True)
 
     engine.train()
@@ -242,10 +264,11 @@ def train(job: TrainJob) -> dict:
                     group["lr"] = lr
                 ids, mask = tokenize(tokenizer, [prompt + c for c in batch.captions], text_len)
                 images = batch.images.to(device, torch.bfloat16 if bf16 else torch.float32)
-                losses = engine(images, ids.to(device), mask.to(device),
-                                alpha=alpha_at(step, steps_per_epoch, p.model.alpha, stage.alpha_ramp_epochs),
-                                idx=_idx(batch.keys, device) if job.task == "filter" else None,
-                                prompt_len=prompt_len, negatives_all_ranks=negatives_all)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_autocast):
+                    losses = engine(images, ids.to(device), mask.to(device),
+                                    alpha=alpha_at(step, steps_per_epoch, p.model.alpha, stage.alpha_ramp_epochs),
+                                    idx=_idx(batch.keys, device) if job.task == "filter" else None,
+                                    prompt_len=prompt_len, negatives_all_ranks=negatives_all)
                 engine.backward(sum(losses.values()))
                 boundary = engine.is_gradient_accumulation_boundary()
                 engine.step()
