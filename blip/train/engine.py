@@ -199,7 +199,9 @@ def train(job: TrainJob) -> dict:
         set_fused_attention(model, False)
     if p.train.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
+    # foreach: one kernel per operation over all tensors (torch picks the per-tensor loop on a CPU by default)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=stage.lr, weight_decay=stage.weight_decay,
+                                  foreach=True)
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                    config=deepspeed_config(job, bf16, world))
     module: Blip = engine.module
