@@ -35,7 +35,7 @@ def _commit(repo: Path, message: str) -> None:
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
 
 
-@pytest.mark.timeout(1800)  # thirteen stages, ten training runs (about 11 minutes on 2 cores)
+@pytest.mark.timeout(1800)  # thirteen stages, ten training runs (about 5 minutes on 2 cores)
 def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
