@@ -106,7 +106,7 @@ def run_rounds(rounds: int, out_root: Path, params_file: str, continue_pretraini
 
 @dataclass(frozen=True)
 class Registered:
-    """A model the register stage registers, the evaluation it is promoted on, and its lineage."""
+    """A model the register stage registers and the evaluation it is promoted on."""
 
     folder: Path
     evaluation: Path
