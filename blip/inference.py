@@ -17,6 +17,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
+from blip.launch import autocast, ranks_from_env, resolve_device, resolve_precision
 from blip.models.blip import Blip
 from blip.models.checkpoints import load_model, load_tokenizer_for
 from blip.models.generate import GenerationSettings, generate
@@ -28,6 +29,7 @@ class BlipInference:
     model: Blip
     tokenizer: object
     device: torch.device
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
 
     @cached_property
     def transform(self) -> T.Compose:
@@ -54,7 +56,8 @@ class BlipInference:
     def caption(self, images: list[Image.Image], settings: GenerationSettings = GenerationSettings()) -> list[list[str]]:
         """Captions per image (beam search by default; nucleus sampling with method='nucleus')."""
         self._need("decoder")
-        return generate(self.model, self.images(images), self.tokenizer, settings)
+        with autocast(self.precision, self.device):
+            return generate(self.model, self.images(images), self.tokenizer, settings)
 
     @torch.no_grad()
     def score(self, image: Image.Image, texts: list[str]) -> list[dict]:
@@ -62,8 +65,9 @@ class BlipInference:
         self._need("encoder")
         pixels = self.images([image]).expand(len(texts), -1, -1, -1)
         ids, mask = self.text_inputs(texts)
-        itm = self.model.itm_score(pixels, ids, mask)
-        itc = self.model.itc_similarity(pixels[:1], ids, mask)[0]
+        with autocast(self.precision, self.device):
+            itm = self.model.itm_score(pixels, ids, mask).float()
+            itc = self.model.itc_similarity(pixels[:1], ids, mask)[0].float()
         return [{"text": t, "itm": float(p), "itc": float(s)} for t, p, s in zip(texts, itm, itc)]
 
     @torch.no_grad()
@@ -89,7 +93,10 @@ class BlipInference:
         return out.last_hidden_state[:, 0]
 
 
-def load(source: str | Path, image_size: int | None = None, device: str = "cpu") -> BlipInference:
-    """Load weights of any supported kind, ready for inference (eval mode)."""
-    model = load_model(source, image_size).to(device).eval()
-    return BlipInference(model, load_tokenizer_for(source), torch.device(device))
+def load(source: str | Path, image_size: int | None = None, device: str = "auto",
+         precision: str = "auto") -> BlipInference:
+    """Load weights of any supported kind, ready for inference (eval mode) on `device` (auto | cpu | cuda |
+    cuda:N; auto: this rank's GPU when CUDA is present) in `precision` (auto: bf16 on a GPU, else fp32)."""
+    where = resolve_device(device, ranks_from_env().local_rank)
+    model = load_model(source, image_size).to(where).eval()
+    return BlipInference(model, load_tokenizer_for(source), where, resolve_precision(precision, where))

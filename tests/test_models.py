@@ -348,3 +348,29 @@ def test_gradients_are_bit_identical_across_repeats_on_two_threads():
             assert [n for n in first if not torch.equal(first[n], again[n])] == []
     finally:
         torch.set_num_threads(threads)
+
+
+def test_keyed_sampling_draws_from_the_nucleus_with_the_right_frequencies():
+    from blip.models.generate import KeyedSampler
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    draws = torch.tensor([KeyedSampler(torch.tensor([seed]), top_k=0)(torch.zeros(1, 3, dtype=torch.long), logits)
+                          .argmax().item() for seed in range(4000)])
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03)
+    # a row's draw depends on its own seed and step only: not on the rows beside it
+    batch = KeyedSampler(torch.tensor([7, 8, 9]), top_k=2)(torch.zeros(3, 5, dtype=torch.long), logits.repeat(3, 1))
+    alone = KeyedSampler(torch.tensor([8]), top_k=2)(torch.zeros(1, 5, dtype=torch.long), logits)
+    assert batch[1].argmax() == alone[0].argmax() and batch.argmax(-1).max() <= 1  # top-2 only
+
+
+def test_keyed_captions_do_not_depend_on_the_batch():
+    model, tok = tiny("captioner").eval(), build_tokenizer()
+    images = torch.randn(5, 3, model.cfg.image_size, model.cfg.image_size, generator=torch.Generator().manual_seed(0))
+    seeds = torch.tensor([11, 12, 13, 14, 15])
+    settings = GenerationSettings("nucleus", max_length=12, min_length=3, num_captions=2)
+    together = generate(model, images, tok, settings, seeds=seeds)
+    apart = generate(model, images[:2], tok, settings, seeds=seeds[:2]) + generate(model, images[2:], tok, settings,
+                                                                                   seeds=seeds[2:])
+    assert together == apart and all(len(c) == 2 for c in together)
+    assert generate(model, images, tok, settings, seeds=seeds + 100) != together

@@ -29,7 +29,7 @@ def retrieval_scores(model, tokenizer, data: EvalSet, transform, k_test: int, te
         embeds.append(e)
         image_feat.append(model.image_feat(e))
     image_embeds, image_feat = torch.cat(embeds), torch.cat(image_feat)
-    sims = image_feat @ text_feat.T  # (N_img, N_txt)
+    sims = (image_feat @ text_feat.T).float()  # (N_img, N_txt); fp32 for the ranking, whatever the autocast
     enc_ids = ids.clone()
     enc_ids[:, 0] = ENC_ID
 

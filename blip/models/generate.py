@@ -8,6 +8,11 @@ from `[DEC]` + the prompt, stops at [SEP], and the prompt is stripped from the t
 - beam search: 3 beams, no repetition penalty, length penalty 1.0 (captioning evaluation);
 - nucleus sampling: top-k 50 then top-p 0.9, repetition penalty 1.1 (CapFilt's synthetic captions).
 Lengths count the prompt, as the release passes them (so max 20 leaves 16 tokens after the prompt).
+
+Keyed sampling (CapFilt): given a seed per image, each row's draw at each step is the Gumbel-max of its
+nucleus with noise hashed from (row seed, step, token id) in integer arithmetic. The sample has the
+same distribution as torch's multinomial, but depends only on its own image's seed: not on the batch it
+shares, the batch size, the process, or the device's random number generator.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from transformers import DynamicCache, EncoderDecoderCache
+from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessor
+from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
 from blip.tokenizer import DEC_ID, PAD_ID, SEP_ID
 
@@ -45,6 +51,52 @@ class GenerationSettings:
                         repetition_penalty=1.0 if penalty is None else penalty,
                         num_return_sequences=self.num_captions)
         return dict(do_sample=False, num_beams=1, repetition_penalty=1.0 if penalty is None else penalty)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(c: int) -> int:
+    """A 64-bit constant as the int64 torch stores it."""
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_M1, _M2, _GOLDEN = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB), _signed(0x9E3779B97F4A7C15)
+
+
+def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 values (torch shifts signed integers arithmetically)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def mix64(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64 tensors (wrapping arithmetic): equal bits on every device."""
+    z = (z ^ _shr(z, 30)) * _M1
+    z = (z ^ _shr(z, 27)) * _M2
+    return z ^ _shr(z, 31)
+
+
+def keyed_gumbel(row_seeds: torch.Tensor, step: int, tokens: torch.Tensor) -> torch.Tensor:
+    """Gumbel(0, 1) noise (float64) for tokens (R, k), a pure function of (row seed, step, token id)."""
+    base = mix64(row_seeds * _GOLDEN + step)
+    bits = _shr(mix64(base.unsqueeze(1) + tokens * _GOLDEN), 11)  # 53 random bits
+    u = (bits.double() + 0.5) * 2.0 ** -53
+    return -torch.log(-torch.log(u))
+
+
+class KeyedSampler(LogitsProcessor):
+    """Draw each row's next token from its (already top-k/top-p filtered) distribution by Gumbel-max with
+    keyed noise; returns scores whose argmax is the draw, so greedy decoding takes it."""
+
+    def __init__(self, row_seeds: torch.Tensor, top_k: int):
+        self.row_seeds, self.top_k = row_seeds, top_k
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        k = min(self.top_k, scores.shape[-1]) if self.top_k > 0 else scores.shape[-1]
+        values, tokens = scores.topk(k, dim=-1)  # tokens outside the nucleus are -inf and stay so
+        noisy = values.double() + keyed_gumbel(self.row_seeds, input_ids.shape[1], tokens)
+        pick = tokens.gather(-1, noisy.argmax(-1, keepdim=True))
+        return torch.full_like(scores, float("-inf")).scatter_(-1, pick, 0.0)
 
 
 def prompt_ids(tokenizer, prompt: str, batch: int, device: torch.device) -> torch.Tensor:
@@ -77,19 +129,39 @@ def image_kv_cache(decoder, image_embeds: torch.Tensor, rows_per_image: int) -> 
     return ImageKVCache(DynamicCache(config=decoder.config), cross)
 
 
+def keyed_kwargs(settings: GenerationSettings, seeds: torch.Tensor) -> dict:
+    """generate() arguments for keyed nucleus sampling, one row per (image, caption) already expanded."""
+    k = settings.num_captions
+    row_seeds = seeds.to(torch.int64).repeat_interleave(k) * 1_000_003 + torch.arange(k, device=seeds.device).repeat(len(seeds))
+    penalty = 1.1 if settings.repetition_penalty is None else settings.repetition_penalty
+    warpers = [TopKLogitsWarper(settings.top_k)] if settings.top_k > 0 else []
+    return dict(do_sample=False, num_beams=1, repetition_penalty=penalty,
+                logits_processor=[*warpers, TopPLogitsWarper(settings.top_p), KeyedSampler(row_seeds, settings.top_k)])
+
+
 @torch.no_grad()
 def generate_ids(model, images: torch.Tensor, tokenizer, settings: GenerationSettings,
-                 prompt: str | None = None) -> torch.Tensor:
-    """Token ids (B * num_captions, L) for a batch of images, prompt included."""
+                 prompt: str | None = None, seeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Token ids (B * num_captions, L) for a batch of images, prompt included; `seeds` (one int per
+    image) switches nucleus sampling to keyed sampling."""
     prompt = model.cfg.prompt if prompt is None else prompt
     image_embeds = model.image_embeds(images)
     input_ids = prompt_ids(tokenizer, prompt, len(images), images.device)
-    kwargs = settings.generate_kwargs()
-    # generate() expands every input to this many rows per image (beams, or samples)
-    rows = max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))
+    if seeds is None:
+        kwargs = settings.generate_kwargs()
+        # generate() expands every input to this many rows per image (beams, or samples)
+        rows = max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))
+        cache = image_kv_cache(model.text_decoder, image_embeds, rows)
+    else:
+        if settings.method != "nucleus":
+            raise ValueError("per-image seeds apply to nucleus sampling only")
+        kwargs = keyed_kwargs(settings, seeds)
+        # greedy decoding keeps one row per input: expand to a row per (image, caption) here
+        cache = image_kv_cache(model.text_decoder, image_embeds, settings.num_captions)
+        input_ids = input_ids.repeat_interleave(settings.num_captions, 0)
+        image_embeds = image_embeds.repeat_interleave(settings.num_captions, 0)
     return model.text_decoder.generate(
-        input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-        past_key_values=image_kv_cache(model.text_decoder, image_embeds, rows),
+        input_ids=input_ids, attention_mask=torch.ones_like(input_ids), past_key_values=cache,
         encoder_hidden_states=image_embeds,
         encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=images.device),
         eos_token_id=SEP_ID, pad_token_id=PAD_ID, bos_token_id=DEC_ID,
@@ -104,9 +176,9 @@ def decode_captions(tokenizer, ids: torch.Tensor, prompt: str) -> list[str]:
 
 @torch.no_grad()
 def generate(model, images: torch.Tensor, tokenizer, settings: GenerationSettings = GenerationSettings(),
-             prompt: str | None = None) -> list[list[str]]:
+             prompt: str | None = None, seeds: torch.Tensor | None = None) -> list[list[str]]:
     """Captions for each image: a list of `settings.num_captions` strings per image."""
     prompt = model.cfg.prompt if prompt is None else prompt
-    texts = decode_captions(tokenizer, generate_ids(model, images, tokenizer, settings, prompt), prompt)
+    texts = decode_captions(tokenizer, generate_ids(model, images, tokenizer, settings, prompt, seeds), prompt)
     k = settings.num_captions if settings.method != "greedy" else 1
     return [texts[i * k:(i + 1) * k] for i in range(len(images))]

@@ -1,0 +1,129 @@
+"""What CapFilt did, in numbers and in pictures: kept ratios, the paper's noise ratio, the filter's
+precision and recall against the built-in world's truth, and an examples sheet like the paper's
+Figure 4 (image, web text, synthetic text; green kept, red removed) as PNG and HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from blip.data.shards import atomic_write_bytes, iter_tar_samples
+
+WEB_KINDS = ("clean", "mismatched", "partial", "uninformative")
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None
+
+
+def _detection(removed_bad: int, removed: int, bad: int) -> dict:
+    """Precision and recall of 'removed' as a detector of bad texts."""
+    return {"precision": _ratio(removed_bad, removed), "recall": _ratio(removed_bad, bad),
+            "removed": removed, "bad": bad}
+
+
+def statistics(counts: dict) -> dict:
+    """Counts per source -> the report's figures (None where a figure has no data)."""
+    c = lambda k: int(counts.get(k, 0))  # noqa: E731
+    out: dict = {}
+    for s in ("human", "web", "synthetic"):
+        out[s] = {"total": c(f"{s}_total"), "kept": c(f"{s}_kept"), "removed": c(f"{s}_removed"),
+                  "kept_ratio": _ratio(c(f"{s}_kept"), c(f"{s}_total"))}
+    out["web_removed_share"] = _ratio(c("web_removed"), c("web_total"))
+    # the paper's "noise ratio": the share of synthetic captions the filter judges noisy
+    out["noise_ratio"] = _ratio(c("synthetic_removed"), c("synthetic_total"))
+    out["skipped"] = {k[len("skipped_"):]: v for k, v in counts.items() if k.startswith("skipped_")}
+    if any(k.startswith("truth_") for k in counts):
+        t = lambda src, kind, verdict: c(f"truth_{src}_{kind}_{verdict}")  # noqa: E731
+        noisy = [k for k in WEB_KINDS if k != "clean"]
+        removed_noisy = sum(t("web", k, "removed") for k in noisy)
+        total_noisy = removed_noisy + sum(t("web", k, "kept") for k in noisy)
+        web_truth = {"noisy_texts": _detection(removed_noisy, removed_noisy + t("web", "clean", "removed"),
+                                               total_noisy),
+                     "removed_share_by_kind": {k: _ratio(t("web", k, "removed"),
+                                                         t("web", k, "removed") + t("web", k, "kept"))
+                                               for k in WEB_KINDS}}
+        false_removed, true_removed = t("synthetic", "false", "removed"), t("synthetic", "true", "removed")
+        false_total = false_removed + t("synthetic", "false", "kept")
+        true_total = true_removed + t("synthetic", "true", "kept")
+        out["truth"] = {
+            "web": web_truth,
+            "synthetic": {"false_captions": _detection(false_removed, false_removed + true_removed, false_total),
+                          "true_share": _ratio(true_total, true_total + false_total),
+                          "true_kept_share": _ratio(true_total - true_removed, true_total)},
+            "kept_data_clean_share": {
+                "web_before": _ratio(t("web", "clean", "kept") + t("web", "clean", "removed"), c("web_total")),
+                "web_after": _ratio(t("web", "clean", "kept"), c("web_kept")),
+                "synthetic_after": _ratio(true_total - true_removed, c("synthetic_kept"))},
+        }
+    return out
+
+
+def example_images(web_shards: list[str], keys: list[str]) -> dict[str, bytes]:
+    """JPEG bytes of the given keys, read from the input shards (stops once all are found)."""
+    wanted, found = set(keys), {}
+    for path in web_shards:
+        for sample in iter_tar_samples(path):
+            if sample["__key__"] in wanted and "jpg" in sample:
+                found[sample["__key__"]] = sample["jpg"]
+                if len(found) == len(wanted):
+                    return found
+    return found
+
+
+def _thumb(jpeg: bytes | None, side: int = 160) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(jpeg)).convert("RGB") if jpeg else None
+    except OSError:
+        image = None
+    return (image or Image.new("RGB", (side, side), (200, 200, 200))).resize((side, side))
+
+
+def write_sheet_png(rows: list[dict], images: dict[str, bytes], path: Path) -> None:
+    """Figure 4 as a PNG: one row per web image, its texts green (kept) or red (removed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(rows))
+    fig, axes = plt.subplots(n, 2, figsize=(10, 1.9 * n), gridspec_kw={"width_ratios": [1, 4]}, squeeze=False)
+    for ax_img, ax_txt in axes:
+        ax_img.axis("off"), ax_txt.axis("off")
+    for (ax_img, ax_txt), row in zip(axes, rows):
+        ax_img.imshow(_thumb(images.get(row["key"])))
+        for i, t in enumerate(row["texts"]):
+            label = "web" if t["source"] == "web" else "synthetic"
+            ax_txt.text(0.0, 0.8 - 0.3 * i, f"{label} ({t['itm']:.2f}): {t['text']}", fontsize=9,
+                        color="#1a7f37" if t["kept"] else "#cf222e", transform=ax_txt.transAxes, va="center")
+    fig.suptitle("CapFilt examples: green kept, red removed (ITM match probability)", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_sheet_html(rows: list[dict], images: dict[str, bytes], path: Path, title: str) -> None:
+    """Figure 4 as a self-contained HTML page (images inlined), well-formed XHTML-style markup."""
+    parts = ['<!DOCTYPE html>', '<html lang="en">', "<head>", '<meta charset="utf-8" />',
+             f"<title>{html.escape(title)}</title>",
+             "<style>td{vertical-align:top;padding:4px}.kept{color:#1a7f37}.removed{color:#cf222e}</style>",
+             "</head>", "<body>", f"<h1>{html.escape(title)}</h1>",
+             "<table>", "<tr><th>image</th><th>texts (ITM match probability)</th></tr>"]
+    for row in rows:
+        buf = io.BytesIO()
+        _thumb(images.get(row["key"]), 128).save(buf, format="PNG")
+        src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        texts = "".join(
+            f'<div class="{"kept" if t["kept"] else "removed"}">{t["source"]} ({t["itm"]:.2f}): '
+            f'{html.escape(t["text"])}</div>' for t in row["texts"])
+        parts.append(f'<tr><td><img src="{src}" alt="{html.escape(row["key"])}" width="128" height="128" /></td>'
+                     f"<td>{texts}</td></tr>")
+    parts += ["</table>", "</body>", "</html>"]
+    atomic_write_bytes(path, ("\n".join(parts) + "\n").encode("utf-8"))

@@ -1,0 +1,117 @@
+"""Rank, world and device from whatever launched this process; we run no cluster manager of our own.
+
+Every launcher already tells a process who it is, each in its own variables:
+
+| launcher                                   | rank                     | world                     | local rank      |
+|--------------------------------------------|--------------------------|---------------------------|-----------------|
+| torchrun, the DeepSpeed launcher, `--procs` | RANK                     | WORLD_SIZE                | LOCAL_RANK      |
+| Slurm job array (`sbatch --array`)         | SLURM_ARRAY_TASK_ID - min | SLURM_ARRAY_TASK_COUNT    | SLURM_LOCALID   |
+| Slurm tasks (`srun --ntasks`)              | SLURM_PROCID             | SLURM_NTASKS              | SLURM_LOCALID   |
+| Kubernetes Indexed Job                     | JOB_COMPLETION_INDEX     | (not exported: unknown)   | 0               |
+| nothing                                    | 0                        | 1                         | 0               |
+
+CapFilt's ranks claim shards instead of being dealt them, so an unknown world (a Kubernetes Indexed
+Job exports no completion count) is fine: the world only spreads the ranks' starting points.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+DEVICE_CHOICES = "auto | cpu | cuda | cuda:N"
+PRECISION_CHOICES = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Who this process is among the job's processes."""
+
+    rank: int
+    world: int | None   # None: the launcher does not say (Kubernetes Indexed Job)
+    local_rank: int     # the process's index on its machine: which local GPU it takes
+    launcher: str
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
+    value = env[name]
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer; "
+                         "it is set by the launcher: check how this process was started") from None
+    if number < 0:
+        raise ValueError(f"environment variable {name}={value!r} must not be negative")
+    return number
+
+
+def ranks_from_env(env: Mapping[str, str] | None = None) -> Ranks:
+    """This process's rank, world size and local rank, read from its launcher's variables."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in env else "env"
+        ranks = Ranks(_int(env, "RANK"), _int(env, "WORLD_SIZE"),
+                      _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else 0, launcher)
+    elif "SLURM_ARRAY_TASK_ID" in env:
+        if "SLURM_ARRAY_TASK_COUNT" not in env:
+            raise ValueError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not (Slurm >= 18.08 sets both)")
+        first = _int(env, "SLURM_ARRAY_TASK_MIN") if "SLURM_ARRAY_TASK_MIN" in env else 0
+        ranks = Ranks(_int(env, "SLURM_ARRAY_TASK_ID") - first, _int(env, "SLURM_ARRAY_TASK_COUNT"),
+                      _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0, "slurm-array")
+    elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        ranks = Ranks(_int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS"),
+                      _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0, "slurm")
+    elif "JOB_COMPLETION_INDEX" in env:
+        ranks = Ranks(_int(env, "JOB_COMPLETION_INDEX"), None, 0, "kubernetes")
+    else:
+        ranks = Ranks(0, 1, 0, "none")
+    if ranks.world is not None and not 0 <= ranks.rank < ranks.world:
+        raise ValueError(f"rank {ranks.rank} is outside a world of {ranks.world} ({ranks.launcher} launcher "
+                         "variables disagree)")
+    return ranks
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """The device a model runs on: `auto` takes this rank's local GPU when CUDA is present, else the CPU."""
+    spec = spec.strip().lower()
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec not in ("auto", "cuda") and not spec.startswith("cuda:"):
+        raise ValueError(f"device {spec!r} is not one of {DEVICE_CHOICES}")
+    available = torch.cuda.is_available()
+    if spec == "auto" and not available:
+        return torch.device("cpu")
+    if not available:
+        raise ValueError(f"device {spec!r} was asked for, but CUDA is not available on this machine "
+                         f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}); "
+                         "use --device cpu or --device auto")
+    count = torch.cuda.device_count()
+    if spec in ("auto", "cuda"):
+        # a launcher that gives each rank its own CUDA_VISIBLE_DEVICES leaves one device per rank: index 0
+        return torch.device("cuda", local_rank % count)
+    index = spec.split(":", 1)[1]
+    if not index.isdigit() or int(index) >= count:
+        raise ValueError(f"device {spec!r}: this machine has {count} CUDA device(s), cuda:0 .. cuda:{count - 1}")
+    return torch.device("cuda", int(index))
+
+
+def resolve_precision(spec: str, device: torch.device) -> str:
+    """`auto` is bf16 autocast on a GPU and fp32 on a CPU; `bf16` and `fp32` are taken as asked."""
+    if spec not in PRECISION_CHOICES:
+        raise ValueError(f"precision {spec!r} is not one of {' | '.join(PRECISION_CHOICES)}")
+    if spec == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return spec
+
+
+def autocast(precision: str, device: torch.device):
+    """The context models run in: as they are (fp32) or under bf16 autocast."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
