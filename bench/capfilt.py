@@ -4,7 +4,7 @@ filter of a preset at an image size. Weights are random: speed does not depend o
 caption is decoded to its full length (min_length = max_length), the worst case.
 
     python bench/capfilt.py                                  # tiny at 96 px, base at 384 px (CPU)
-    python bench/capfilt.py --device cuda --cases base:384:64:bf16
+    python bench/capfilt.py --device cuda --cases base:384:2048:bf16:8 --batch 256
 
 Writes bench/results/capfilt_<device>.json. The yardstick: the reference release's pieces (one
 nucleus caption + two ITM passes per image, base, 384 px) cost about 6 s per image on a 2-core CPU.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from blip.capfilt import Member, Work, bootstrap_web_shard
+from blip.capfilt.scoring import Member, RunSettings, bootstrap_web_shard
 from blip.config import load_params
 from blip.data.prepare import prepare
 from blip.data.shards import read_manifest
@@ -40,21 +40,22 @@ def member(preset: str, task: str, image_size: int, device: str) -> Member:
     torch.manual_seed(0)
     model = Blip(BlipConfig(task=task, image_size=image_size, vision=arch.vision, text=arch.text,
                             embed_dim=arch.embed_dim, queue_size=arch.queue_size)).to(device).eval()
-    return Member(BlipInference(model, build_tokenizer(), torch.device(device)), f"{preset}-{task}")
+    return Member(BlipInference(model, build_tokenizer(), torch.device(device), precision="fp32"), f"{preset}-{task}")
 
 
 def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int, device: str, web: str,
-             precision: str) -> dict:
+             precision: str, workers: int) -> dict:
     params = load_params(ROOT / "params.yaml")
-    cfg = dataclasses.replace(params.capfilt, batch_size=batch, max_length=20, min_length=20, precision=precision)
+    cfg = dataclasses.replace(params.capfilt, batch_size=batch, max_length=20, min_length=20)
+    run = RunSettings(cfg=cfg, threshold=0.5, seed=0, round=1, max_words=params.ingest.max_words,
+                      max_chars=params.ingest.max_caption_chars, precision=precision, loader_workers=workers)
     captioner, filt = member(preset, "captioner", image_size, device), member(preset, "filter", image_size, device)
-    entry = read_manifest(web)["shards"][0]
+    shard = f"{web}/{read_manifest(web)['shards'][0]['name']}"
     times = []
     for r in range(repeats + 1):  # the first pass warms up
         start = time.perf_counter()
-        _, stats = bootstrap_web_shard(Work(0, "web", f"{web}/{entry['name']}", entry["sha256"]), [captioner], [filt], cfg, 0.5, 0, 1,
-                                       params.ingest.max_words, params.ingest.max_caption_chars, 0,
-                                       limit=images)
+        with torch.inference_mode():
+            _, stats = bootstrap_web_shard(shard, [captioner], [filt], run, 0, limit=images)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         if r:
@@ -62,6 +63,7 @@ def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int
     n = stats.counts["web_total"]
     median = statistics.median(times)
     return {"preset": preset, "image_size": image_size, "precision": precision, "images": n, "batch": batch,
+            "loader_workers": workers,
             "seconds_median": round(median, 2), "images_per_s": round(n / median, 3),
             "s_per_image": round(median / n, 3), "seconds_all": [round(t, 2) for t in times]}
 
@@ -69,8 +71,9 @@ def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--cases", nargs="+", default=["tiny:96:256:fp32", "base:384:16:fp32", "base:384:16:bf16"],
-                    help="preset:image_size:images:precision (fp32 | bf16 autocast)")
+    ap.add_argument("--cases", nargs="+", default=["tiny:96:256:fp32:0", "tiny:96:256:fp32:2", "base:384:16:fp32:0",
+                                                   "base:384:16:fp32:2", "base:384:16:bf16:0", "base:384:16:bf16:2"],
+                    help="preset:image_size:images:precision:loader_workers (precision fp32 | bf16 autocast)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
@@ -83,9 +86,9 @@ def main() -> None:
                                     ingest=dataclasses.replace(params.ingest, shard_size=256)), tmp)
         results = []
         for case in args.cases:
-            preset, size, n, precision = case.split(":")
+            preset, size, n, precision, workers = case.split(":")
             row = run_case(preset, int(size), int(n), min(args.batch, int(n)), args.repeats, args.device,
-                           f"{tmp}/web", precision)
+                           f"{tmp}/web", precision, int(workers))
             print(json.dumps(row), flush=True)
             results.append(row)
     out = ROOT / "bench" / "results" / f"capfilt_{args.device.split(':')[0]}.json"

@@ -99,6 +99,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+DEVICE_HELP = "auto | cpu | cuda | cuda:N (auto: this rank's GPU when CUDA is present, else the CPU)"
+
 STAGE_DEFAULTS = {  # stage -> (task, preset section, datasets, init model, output model)
     "pretrain": ("pretrain", "pretrain", ["data/human/train", "data/web"], None, "models/pretrain"),
     "finetune_captioner": ("captioner", "finetune_captioner", ["data/human/train"], "models/pretrain",
@@ -143,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def evaluate_model(model_path: str, data: str, params, k_test: int | None = None,
-                   limit: int | None = None) -> tuple[dict, list[dict]]:
+                   limit: int | None = None, device: str | None = None) -> tuple[dict, list[dict]]:
     """Caption metrics for a captioner, retrieval recalls for a filter, both for a pre-trained model."""
     from blip.evaluate.captioning import evaluate_captioning
     from blip.evaluate.common import load_eval_set
@@ -151,18 +153,23 @@ def evaluate_model(model_path: str, data: str, params, k_test: int | None = None
     from blip.inference import load
     from blip.models.generate import GenerationSettings
 
-    blip = load(model_path)
+    from blip.launch import autocast
+
+    blip = load(model_path, device=device or params.inference.device, precision=params.inference.precision)
     evalset = load_eval_set(data, params.ingest.max_words, limit)
-    metrics: dict = {"model": model_path, "data": data, "task": blip.model.cfg.task}
+    metrics: dict = {"model": model_path, "data": data, "task": blip.model.cfg.task,
+                     "device": str(blip.device), "precision": blip.precision}
     examples: list[dict] = []
-    if blip.model.cfg.has_decoder:
-        settings = GenerationSettings("beam", num_beams=3, max_length=20, min_length=5)
-        caption_metrics, examples = evaluate_captioning(blip.model, blip.tokenizer, evalset, blip.transform, settings)
-        metrics.update(caption_metrics)
-    if blip.model.cfg.has_encoder:
-        k = k_test or params.active.finetune_filter.k_test
-        metrics.update(evaluate_retrieval(blip.model, blip.tokenizer, evalset, blip.transform, k,
-                                          params.model.text_len.retrieval))
+    with autocast(blip.precision, blip.device):
+        if blip.model.cfg.has_decoder:
+            settings = GenerationSettings("beam", num_beams=3, max_length=20, min_length=5)
+            caption_metrics, examples = evaluate_captioning(blip.model, blip.tokenizer, evalset, blip.transform,
+                                                            settings)
+            metrics.update(caption_metrics)
+        if blip.model.cfg.has_encoder:
+            k = k_test or params.active.finetune_filter.k_test
+            metrics.update(evaluate_retrieval(blip.model, blip.tokenizer, evalset, blip.transform, k,
+                                              params.model.text_len.retrieval))
     return metrics, examples
 
 
@@ -170,7 +177,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from blip.tracking import Tracker, data_hashes, git_commit
 
     params = load_params(args.params)
-    metrics, examples = evaluate_model(args.model, args.data, params, args.k_test, args.limit)
+    metrics, examples = evaluate_model(args.model, args.data, params, args.k_test, args.limit, args.device)
     _write_metrics(args.metrics, metrics)
     tracker = Tracker(params.tracking.uri, params.tracking.experiment, args.name or f"evaluate {args.model}")
     tracker.tags({"stage": "evaluate", "model": args.model, "git_commit": git_commit(), **data_hashes([args.data])})
@@ -182,110 +189,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spawn_capfilt_workers(procs: int, threshold: float) -> None:
-    """Run this same capfilt command as `procs` worker processes (each owns shards i % procs) and wait."""
-    import os
-    import subprocess
-
-    threads = str(max(1, (os.cpu_count() or 1) // procs))
-    workers = [subprocess.Popen([sys.executable, "-m", "blip.cli", *sys.argv[1:], "--threshold", repr(threshold),
-                                 "--worker-rank", str(r), "--world", str(procs)],
-                                env={**os.environ, "OMP_NUM_THREADS": threads}) for r in range(procs)]
-    codes = [w.wait() for w in workers]
-    if any(codes):
-        raise RuntimeError(f"capfilt worker(s) failed with exit codes {codes}; finished shards are kept, "
-                           "re-run the same command to resume")
-
-
 def cmd_capfilt(args: argparse.Namespace) -> int:
-    import math
-    import os
-
-    import torch
-
-    from blip import capfilt as cf
-    from blip.capfilt_report import example_images, statistics, write_sheet_html, write_sheet_png
-    from blip.tracking import Tracker, data_hashes, git_commit
+    from blip.capfilt.job import CapfiltJob, run_capfilt
 
     params = load_params(args.params)
-    cfg = params.capfilt
-    captioner_paths = (args.captioner or ["models/captioner"]) + list(cfg.captioners)
-    filter_paths = (args.filter or ["models/filter"]) + list(cfg.filters)
-    web = args.input or ["data/web"]
-    human = args.human if args.human is not None else ([] if args.input else ["data/human/train"])
-    out = Path(args.output)
-    work = cf.plan(web, human)
-    calibration = None
-    threshold = args.threshold if args.threshold is not None else cfg.threshold
-    if args.threshold is None and cfg.calibrate:
-        filters = [cf.load_member(p) for p in filter_paths]
-        calibration = cf.calibrate_threshold(filters, args.calibrate_on, cfg.target_precision, params.seed,
-                                             params.ingest.max_words, cfg.filter_combine, cfg.precision)
-        threshold = calibration["threshold"]
-        print(f"capfilt: calibrated threshold {threshold} (precision {calibration['precision']}, "
-              f"recall {calibration['recall']} on {args.calibrate_on})")
-    # samples record probabilities to 6 decimals: a threshold with more would let a kept text's
-    # recorded probability fall under it
-    threshold = math.floor(threshold * 1e6) / 1e6
-    ids = [cf.model_id(p) for p in captioner_paths + filter_paths]
-    stamp = cf.fingerprint(work, ids, cfg, threshold, params.seed, args.round)
-    run = dict(cfg=cfg, threshold=threshold, seed=params.seed, round_=args.round,
-               max_words=params.ingest.max_words, max_chars=params.ingest.max_caption_chars)
-
-    def work_here(rank: int, world: int) -> None:
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or torch.get_num_threads())
-        captioners = [cf.load_member(p) for p in captioner_paths]
-        filters = [cf.load_member(p) for p in filter_paths]
-        cf.run_worker(work, rank, world, out, captioners, filters, **run)
-
-    if args.worker_rank is not None:  # one of several workers: the folder was prepared by the launcher
-        if cf.stamp_matches(out, stamp) is False:
-            raise RuntimeError(f"{out} holds shards of another capfilt job; remove it or run without --worker-rank")
-        cf.claim_output(out, stamp)
-        work_here(args.worker_rank, args.world)
-        return 0
-
-    start = time.time()
-    cf.prepare_output(out, stamp)
-    procs = args.procs or cfg.procs
-    if procs > 1:
-        _spawn_capfilt_workers(procs, threshold)
-    else:
-        work_here(0, 1)
-    seconds = time.time() - start
-    fields = {"threshold": threshold, "calibration": calibration, "fingerprint": stamp, "round": args.round,
-              "captioners": ids[:len(captioner_paths)], "filters": ids[len(captioner_paths):],
-              "method": cfg.method, "captions_per_image": cfg.captions_per_image, "inputs": web + human}
-    manifest = cf.finalize(work, out, fields)
-    stats = statistics(manifest["capfilt"]["counts"])
-    web_images = stats["web"]["total"]
-    metrics = {**stats, "threshold": threshold, "calibration": calibration, "samples": manifest["samples"],
-               "seconds": round(seconds, 1), "web_images_per_s": round(web_images / max(seconds, 1e-9), 2)}
-    _write_metrics(args.metrics, metrics)
-    report = Path(args.report)
-    report.mkdir(parents=True, exist_ok=True)
-    rows = cf.examples(out, work, cfg.examples)
-    images = example_images([w.path for w in work if w.source == "web"], [r["key"] for r in rows])
-    write_sheet_png(rows, images, report / "examples.png")
-    write_sheet_html(rows, images, report / "examples.html", f"CapFilt round {args.round}: {out}")
-    tracker = Tracker(params.tracking.uri, params.tracking.experiment, args.name)
-    tracker.params({"capfilt": {k: v for k, v in vars(cfg).items() if not isinstance(v, list)},
-                    "threshold": threshold, "round": args.round, "inputs": ",".join(web + human)})
-    tracker.tags({"stage": "capfilt", "git_commit": git_commit(), "captioner": "+".join(fields["captioners"]),
-                  "filter": "+".join(fields["filters"]), **data_hashes(web + human)})
-    from blip.tracking import flatten
-
-    tracker.metrics({k: float(v) for k, v in flatten(metrics).items()
-                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    for path in (report / "examples.png", report / "examples.html"):
-        tracker.artifact(path, "capfilt")
-    if args.metrics:
-        tracker.artifact(args.metrics)
-    tracker.end()
-    print(f"capfilt: {manifest['samples']} samples -> {out} in {seconds:.0f} s "
-          f"({metrics['web_images_per_s']} web images/s); kept web {stats['web']['kept']}/{stats['web']['total']}, "
-          f"synthetic {stats['synthetic']['kept']}/{stats['synthetic']['total']} (noise ratio "
-          f"{stats['noise_ratio']}), human {stats['human']['kept']}; examples in {report}")
+    job = CapfiltJob(params, captioners=(args.captioner or ["models/captioner"]) + list(params.capfilt.captioners),
+                     filters=(args.filter or ["models/filter"]) + list(params.capfilt.filters),
+                     web=args.input or ["data/web"],
+                     human=args.human if args.human is not None else ([] if args.input else ["data/human/train"]),
+                     output=Path(args.output), round=args.round, threshold=args.threshold,
+                     calibrate_on=args.calibrate_on, metrics=Path(args.metrics) if args.metrics else None,
+                     report=Path(args.report) if args.report else None, name=args.name, device=args.device)
+    run_capfilt(job, args.procs or params.capfilt.procs, args.argv)
     return 0
 
 
@@ -465,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="MLflow run name")
     p.add_argument("--k-test", type=int, default=None, help="ITC candidates re-ranked by ITM")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
+    p.add_argument("--device", default=None, help=f"{DEVICE_HELP} (default: params inference.device)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("capfilt", help="stage / user command: caption and filter web shards (CapFilt)")
@@ -476,14 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "none when --input is given)")
     p.add_argument("--output", default="data/bootstrapped")
     p.add_argument("--round", type=int, default=1)
-    p.add_argument("--procs", type=int, default=None, help="worker processes (default: capfilt.procs)")
+    p.add_argument("--procs", type=int, default=None,
+                   help="local ranks (default: capfilt.procs); under torchrun, Slurm or k8s the launcher starts them")
     p.add_argument("--threshold", type=float, default=None, help="ITM threshold (default: capfilt params)")
     p.add_argument("--calibrate-on", default="data/human/val", help="human split for capfilt.calibrate")
     p.add_argument("--metrics", default="metrics/capfilt.json")
     p.add_argument("--report", default="reports/capfilt", help="folder for the examples sheet")
     p.add_argument("--name", default="capfilt", help="MLflow run name")
-    p.add_argument("--worker-rank", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--device", default=None, help=f"{DEVICE_HELP} (default: params inference.device)")
     p.set_defaults(func=cmd_capfilt)
 
     p = sub.add_parser("compare", help="baseline vs bootstrapped evaluation, as JSON and a markdown table")
@@ -512,14 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-length", type=int, default=5)
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=None, help="seed for nucleus sampling")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_caption)
 
     p = sub.add_parser("score", help="ITM probability and ITC similarity of texts with an image")
     p.add_argument("image")
     p.add_argument("texts", nargs="+")
     p.add_argument("--model", required=True)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("verify", help="check finished datasets: checksums, counts, decodable images")
@@ -534,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `blip` command."""
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv  # what local ranks re-run
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, RuntimeError) as e:

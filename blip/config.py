@@ -193,14 +193,22 @@ class CapfiltConfig:
     max_length: int               # generation length, prompt tokens included
     min_length: int
     batch_size: int               # images per generation / scoring batch
-    precision: str                # fp32 | bf16 (autocast of captioner and filter)
-    procs: int                    # local worker processes; each owns whole input shards
+    procs: int                    # local worker processes (the laptop's launcher); they claim shards
+    lease_seconds: float          # a claimed shard's lease; a rank silent this long loses it
+    poll_seconds: float           # how often a rank with nothing to claim looks again
     captioners: list[str]         # extra captioner models whose captions are pooled (ensemble)
     filters: list[str]            # extra filter models; their probabilities are combined
     filter_combine: str           # mean (average probability) | vote (majority of filters)
     calibrate: bool               # pick the threshold on the human val set for target_precision
     target_precision: float
     examples: int                 # web images shown in the examples sheet
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+    device: str          # auto | cpu | cuda | cuda:N (auto: the rank's local GPU when CUDA is present)
+    precision: str       # auto (bf16 autocast on a GPU, fp32 on a CPU) | bf16 | fp32
+    loader_workers: int  # CPU processes decoding and resizing images while the models run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +250,7 @@ class Params:
     model: ModelConfig
     train: TrainConfig
     tracking: TrackingConfig
+    inference: InferenceConfig
     capfilt: CapfiltConfig
     contracts: ContractsConfig
     retrain: RetrainConfig

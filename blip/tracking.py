@@ -1,7 +1,7 @@
 """MLflow tracking of every stage run: params, lineage tags, per-step metrics, artifacts.
 
 The tracking URI comes from MLFLOW_TRACKING_URI, else params.yaml `tracking.uri` (a local sqlite file
-by default: no server needed; a server URL works the same). When a pipeline run has opened a parent
+by default: no server needed; a server URL works the same; `off` tracks nothing). When a pipeline run has opened a parent
 run (MLFLOW_PARENT_RUN_ID), each stage becomes a nested run under it. Only rank 0 talks to MLflow.
 """
 
@@ -67,14 +67,16 @@ class Tracker:
     """One MLflow run for one stage; every method is a no-op when disabled (ranks other than 0)."""
 
     def __init__(self, uri: str, experiment: str, run_name: str, enabled: bool = True):
-        self.enabled = enabled
+        uri = os.environ.get("MLFLOW_TRACKING_URI", uri)
+        # "off": no tracking, and MLflow is never imported (the GPU check kit runs without it)
+        self.enabled = enabled and uri != "off"
         self.run_id: str | None = None
-        if not enabled:
+        if not self.enabled:
             return
         import mlflow
 
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", uri))
+        mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(experiment)
         parent = os.environ.get(PARENT_ENV)
         tags = {"mlflow.parentRunId": parent} if parent else None

@@ -86,17 +86,19 @@ def run_stage(stage: str, repo: str, env: dict) -> None:
 @flow(name="blip-capfilt", log_prints=True)
 def pipeline(preset: str = "tiny", web_shards: str | None = None, human_karpathy: str | None = None,
              human_images: str | None = None, threshold: float | None = None, rounds: int | None = None,
-             stages: list[str] | None = None, repo: str = ".") -> list[str]:
+             capfilt_procs: int | None = None, stages: list[str] | None = None, repo: str = ".") -> list[str]:
     """Run the chain (or the named stages) with these parameters written to params.yaml first.
 
     `rounds` > 1 bootstraps again after round 1 (the `rounds` stage): each round captions and
-    filters the web data with the models fine-tuned from the previous round's retrained model."""
+    filters the web data with the models fine-tuned from the previous round's retrained model.
+    `capfilt_procs` runs CapFilt as that many local ranks, one per GPU of the worker's node; ranks
+    launched elsewhere on the same shared output (infra/launch_capfilt.sh) join the same job."""
     import mlflow
 
     overrides = {"preset": preset}
     for key, value in (("data.web_shards", web_shards), ("data.human_karpathy", human_karpathy),
                        ("data.human_images", human_images), ("capfilt.threshold", threshold),
-                       ("rounds", rounds)):
+                       ("rounds", rounds), ("capfilt.procs", capfilt_procs)):
         if value is not None:
             overrides[key] = value
     set_params(Path(repo) / "params.yaml", overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,8 +18,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from blip.capfilt import lowest_threshold
-from blip.capfilt_report import statistics
+from blip.capfilt.scoring import lowest_threshold
+from blip.capfilt.report import statistics
 from blip.data.shards import DatasetWriter, iter_samples, read_manifest
 from tests.conftest import ROOT, raw_params
 
@@ -142,27 +143,56 @@ def test_corrupt_web_samples_are_skipped_and_counted(tmp_path, models, prepared)
     assert counts["skipped_bad_image_or_metadata"] == 1 and counts["skipped_caption_empty"] == 1
 
 
-def test_bf16_autocast_scores_close_to_fp32(models, prepared):
-    import dataclasses
-
-    from blip.capfilt import bootstrap_web_shard, load_member, plan
+def _settings(**overrides):
+    from blip.capfilt.scoring import RunSettings
     from blip.config import load_params
 
     cfg = load_params(ROOT / "params.yaml").capfilt
-    work = [w for w in plan([str(prepared / "web")], []) if w.source == "web"][0]
+    fields = dict(threshold=0.0, seed=0, round=1, max_words=30, max_chars=4000, precision="fp32", loader_workers=0)
+    cfg_fields = {k: overrides.pop(k) for k in list(overrides) if hasattr(cfg, k)}
+    return RunSettings(cfg=dataclasses.replace(cfg, **cfg_fields), **{**fields, **overrides})
+
+
+def test_bf16_autocast_scores_close_to_fp32(models, prepared):
+    from blip.capfilt.scoring import bootstrap_web_shard, load_member
+
+    shard = str(prepared / "web" / read_manifest(prepared / "web")["shards"][0]["name"])
     captioners, filters = [load_member(models[0])], [load_member(models[1])]
     runs = {}
     for precision in ("fp32", "bf16"):
-        run_cfg = dataclasses.replace(cfg, precision=precision, method="beam", batch_size=4, max_length=12)
-        kept, stats = bootstrap_web_shard(work, captioners, filters, run_cfg, 0.0, 0, 1, 30, 4000, 8, limit=8)
+        run = _settings(precision=precision, method="beam", batch_size=4, max_length=12)
+        kept, stats = bootstrap_web_shard(shard, captioners, filters, run, 8, limit=8)
         runs[precision] = [t for ex in stats.examples for t in ex["texts"]]
     fp32, bf16 = runs["fp32"], runs["bf16"]
     assert [t["source"] for t in fp32] == [t["source"] for t in bf16] and len(fp32) >= 16
     web = [(a, b) for a, b in zip(fp32, bf16) if a["source"] == "web"]  # same texts (captions may differ)
     assert len(web) == 8 and max(abs(a["itm"] - b["itm"]) for a, b in web) < 0.05
     with pytest.raises(ValueError, match="precision"):
-        bootstrap_web_shard(work, captioners, filters, dataclasses.replace(cfg, precision="fp16"), 0.0, 0, 1, 30,
-                            4000, 0, limit=2)
+        bootstrap_web_shard(shard, captioners, filters, _settings(precision="fp16"), 0, limit=2)
+
+
+def test_loader_workers_change_no_byte_and_batch_size_no_caption_or_decision(models, prepared):
+    from blip.capfilt.scoring import bootstrap_web_shard, load_member
+
+    shard = str(prepared / "web" / read_manifest(prepared / "web")["shards"][0]["name"])
+    captioners, filters = [load_member(models[0])], [load_member(models[1])]
+
+    def run(batch: int, workers: int) -> tuple[list[dict], dict]:
+        kept, stats = bootstrap_web_shard(shard, captioners, filters,
+                                          _settings(batch_size=batch, loader_workers=workers, max_length=12), 20)
+        return kept, stats.to_dict()
+
+    reference = run(8, 0)
+    assert reference[1]["counts"]["synthetic_total"] == 20  # one nucleus caption for each of the 20 images
+    assert run(8, 2) == reference and run(8, 3) == reference  # decoded in worker processes: the same bytes
+    # another batch size: sampling is keyed per image, so the same captions and decisions; the scores
+    # agree up to float rounding (a CPU's matrix kernels round differently for other batch shapes)
+    kept, stats = run(3, 1)
+    assert stats["counts"] == reference[1]["counts"]
+    assert [(s["__key__"], s["txt"]) for s in kept] == [(s["__key__"], s["txt"]) for s in reference[0]]
+    for a, b in zip(kept, reference[0]):
+        a, b = json.loads(a["json"]), json.loads(b["json"])
+        assert abs(a["itm"] - b["itm"]) < 1e-4 and abs(a["itc"] - b["itc"]) < 1e-4
 
 
 def test_calibrated_threshold_is_used_and_recorded(tmp_path, models, prepared):
@@ -201,3 +231,92 @@ def test_statistics_from_counts():
                                                           "uninformative": 1.0}
     assert s["truth"]["synthetic"]["false_captions"]["recall"] == 0.6667
     assert s["truth"]["kept_data_clean_share"]["web_after"] == round(5 / 6, 4)
+
+
+def _rank_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return {**env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra}
+
+
+def _wait_for(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a launcher and every process under it (torchrun starts its workers in sessions of their own)."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    for proc in [*parent.children(recursive=True), parent]:
+        proc.kill()
+
+
+def _same_dataset(out: Path, reference: Path) -> None:
+    assert _shard_digests(out) == _shard_digests(reference)
+    assert read_manifest(out) == read_manifest(reference)  # fingerprint, counts, threshold: all of it
+    assert not (out / "parts" / "claims").exists()  # the finished job leaves no lease behind
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_one_killed_the_other_finishes_the_same_bytes(tmp_path, models, prepared, uninterrupted):
+    from blip.train.engine import free_port
+
+    out, port = tmp_path / "boot", free_port()
+    params = _params_file(tmp_path, lease_seconds=4, poll_seconds=0.2, batch_size=8)
+    logs, nodes = [], []
+    for node in (0, 1):  # two "machines" on 127.0.0.1, one process each, one shared output folder
+        logs.append(tmp_path / f"node{node}.log")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
+               "-m", "blip.cli", *_args(models, prepared, out, params)]
+        nodes.append(subprocess.Popen(cmd, cwd=ROOT, env=_rank_env(), start_new_session=True,
+                                      stdout=open(logs[-1], "w"), stderr=subprocess.STDOUT))
+
+    def node1_holds_an_unfinished_shard_after_finishing_one() -> bool:
+        leases = []
+        for path in (out / "parts" / "claims").glob("shard-*.lease.0"):
+            try:
+                leases.append((path.name.split(".lease")[0], json.loads(path.read_text())))
+            except (FileNotFoundError, json.JSONDecodeError):  # being created or replaced this instant
+                continue
+        node1 = [(shard, lease["expires"]) for shard, lease in leases if "rank1" in lease["owner"]]
+        released = any(expires == 0 for _, expires in node1)
+        return released and any(expires > 0 and not (out / "parts" / f"{shard}.json").exists()
+                                for shard, expires in node1)
+
+    _wait_for(node1_holds_an_unfinished_shard_after_finishing_one, "node 1 to hold a shard")
+    _kill_tree(nodes[1].pid)  # the machine dies mid-shard: its lease is never renewed again
+    nodes[1].wait()
+    # node 0's rank finishes the job; its torchrun agent then waits in its exit barrier for the dead node's
+    # agent (up to 300 s, torch's default) before it exits 0: the launcher's business, not the job's
+    import psutil
+
+    agent = psutil.Process(nodes[0].pid)
+    _wait_for(lambda: (out / "manifest.json").exists() and not agent.children(), "node 0's rank to finish")
+    _kill_tree(nodes[0].pid)
+    node0 = logs[0].read_text()
+    assert "Traceback" not in node0 and f"capfilt: {read_manifest(uninterrupted)['samples']} samples -> " in node0, node0[-3000:]
+    assert "took over shard-" in node0 and "rank 0: shard-" in node0
+    _same_dataset(out, uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_rank_started_late_claims_shards_and_the_job_finishes_once(tmp_path, models, prepared, uninterrupted):
+    out = tmp_path / "boot"
+    params = _params_file(tmp_path, lease_seconds=30, poll_seconds=0.2, batch_size=8)
+    cmd = [sys.executable, "-m", "blip.cli", *_args(models, prepared, out, params)]
+    logs = [tmp_path / "rank0.log", tmp_path / "rank1.log"]
+    # a Slurm array whose second task waited in the queue
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=open(logs[0], "w"), stderr=subprocess.STDOUT,
+                             env=_rank_env(SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="2"))
+    _wait_for(lambda: list((out / "parts").glob("shard-*.json")), "the first rank's first shard")
+    late = subprocess.Popen(cmd, cwd=ROOT, stdout=open(logs[1], "w"), stderr=subprocess.STDOUT,
+                            env=_rank_env(SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="2"))
+    assert first.wait(timeout=300) == 0 and late.wait(timeout=300) == 0, logs[1].read_text()[-3000:]
+    texts = [log.read_text() for log in logs]
+    assert "rank 1: shard-" in texts[1]  # the late rank did part of the work
+    assert sum(t.count("samples -> ") for t in texts) == 1  # the finishing step ran once
+    _same_dataset(out, uninterrupted)

@@ -63,11 +63,12 @@ def test_flow_runs_stages_through_dvc_with_nested_mlflow_runs(prefect_api, tmp_p
     repo = _repo(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo}/mlruns.db")
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    state = pipeline(stages=["prepare", "validate_web"], threshold=0.6, rounds=2, repo=str(repo), return_state=True)
+    state = pipeline(stages=["prepare", "validate_web"], threshold=0.6, rounds=2, capfilt_procs=3, repo=str(repo),
+                     return_state=True)
     assert state.is_completed(), state
     assert (repo / "metrics/validate_web.json").is_file() and "preset: tiny" in (repo / "params.yaml").read_text()
     written = yaml.safe_load((repo / "params.yaml").read_text())  # flow parameters reach DVC as params
-    assert written["rounds"] == 2 and written["capfilt"]["threshold"] == 0.6
+    assert written["rounds"] == 2 and written["capfilt"]["threshold"] == 0.6 and written["capfilt"]["procs"] == 3
     mlflow.set_tracking_uri(f"sqlite:///{repo}/mlruns.db")
     runs = mlflow.search_runs(experiment_names=["blip-capfilt"])
     parent = runs[runs["tags.prefect_flow_run_id"].notna()].iloc[0]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blip.capfilt import model_id
+from blip.capfilt.scoring import model_id
 from tests.conftest import ROOT, raw_params
 from tests.test_train import small_training_params
 

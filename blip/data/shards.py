@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tarfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,7 +31,9 @@ class IncompleteDataset(FileNotFoundError):
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    # a name of this writer's own: several processes may commit the same file at once (a CapFilt shard
+    # finished by both a slow rank and the one that took it over); each renames whole bytes into place
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()

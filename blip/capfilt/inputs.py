@@ -1,0 +1,104 @@
+"""CapFilt's input pipeline: a shard's samples decoded and resized in CPU worker processes.
+
+The main process only runs models; `loader_workers` processes read the shard, decode each JPEG once,
+resize and normalise it once per distinct model input (image size, mean, std) and hand the tensors
+over. Worker w takes the samples whose index is w modulo the worker
+count and the DataLoader takes one item from each worker in turn, so the items arrive in shard order
+whatever the number of workers: the output cannot depend on it. Unusable samples arrive as a skip
+with its reason, so they keep their place in that order.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import multiprocessing
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from blip.data.shards import iter_tar_samples
+from blip.data.text import CaptionError, prepare_caption
+
+
+@dataclass
+class WebSample:
+    """One web sample ready for the models, or the reason it was skipped."""
+
+    key: str
+    skip: str | None = None           # a count name (skipped_<reason>) when the sample is unusable
+    jpeg: bytes = b""
+    text: str = ""
+    meta: dict | None = None
+    pixels: tuple[torch.Tensor, ...] = ()  # one normalised image per distinct model transform
+
+
+def decode_web_sample(sample: dict, transforms: list[Callable], max_words: int, max_chars: int) -> WebSample:
+    """A raw webdataset sample -> the image tensors, cleaned text and metadata; a skip when unusable."""
+    key = sample.get("__key__", "?")
+    try:
+        text, _ = prepare_caption(sample.get("txt", b""), max_words, max_chars)
+    except CaptionError as e:
+        return WebSample(key, skip=f"skipped_{e.reason}")
+    try:
+        if "jpg" not in sample:
+            raise OSError("no jpg member")
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        with Image.open(io.BytesIO(sample["jpg"])) as image:
+            image.load()
+            rgb = image.convert("RGB")
+        pixels = tuple(t(rgb) for t in transforms)
+    except (OSError, ValueError, Image.DecompressionBombError):  # JSONDecodeError is a ValueError
+        return WebSample(key, skip="skipped_bad_image_or_metadata")
+    return WebSample(key, jpeg=sample["jpg"], text=text, meta=meta, pixels=pixels)
+
+
+class ShardSamples(IterableDataset):
+    """A web shard's samples (its first `limit`), decoded; each worker takes every n-th one."""
+
+    def __init__(self, path: str, transforms: list[Callable], max_words: int, max_chars: int,
+                 limit: int | None = None):
+        self.path, self.transforms, self.limit = path, transforms, limit
+        self.max_words, self.max_chars = max_words, max_chars
+
+    def __iter__(self) -> Iterator[WebSample]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for i, sample in enumerate(itertools.islice(iter_tar_samples(self.path), self.limit)):
+            if i % workers == worker:
+                yield decode_web_sample(sample, self.transforms, self.max_words, self.max_chars)
+
+
+def _keep(item: WebSample) -> WebSample:
+    return item  # no collation: items stay whole, the batches are formed in the main process
+
+
+def web_batches(dataset: ShardSamples, batch_size: int, workers: int) -> Iterator[list[WebSample]]:
+    """The shard's samples in order, in lists of `batch_size` (skips included, so they are counted)."""
+    # forkserver: workers never inherit the parent's CUDA context (fork would); the server imports this
+    # module (torch, PIL) once, so a shard's workers start in milliseconds
+    multiprocessing.set_forkserver_preload([__name__])
+    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_keep,
+                        prefetch_factor=2 * batch_size if workers else None,
+                        multiprocessing_context="forkserver" if workers else None)
+    batch: list[WebSample] = []
+    for item in loader:
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def stack_pixels(batch: list[WebSample], which: int, device: torch.device) -> torch.Tensor:
+    """One model input (transform `which`) of a batch's usable samples, on `device` (copied asynchronously
+    from pinned memory to a GPU)."""
+    pixels = torch.stack([s.pixels[which] for s in batch])
+    if device.type == "cuda":
+        return pixels.pin_memory().to(device, non_blocking=True)
+    return pixels
