@@ -2,7 +2,7 @@
 # runs the test suite. Both set everything up first on a fresh machine (Python 3.11, no venv).
 UV := python3 -m uv
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench gpu-kit gpu-check
 
 setup:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
@@ -30,3 +30,11 @@ bench: setup
 	$(UV) run python bench/capfilt.py
 	$(UV) run python bench/contracts.py
 	$(UV) run python bench/chain.py
+
+# the GPU check (bench/gpu_check.py): here, with the project's environment; on a GPU machine without a
+# package registry, build the offline kit with `make gpu-kit` and run it there (infra/gpu_kit.sh)
+gpu-check: setup
+	$(UV) run python bench/gpu_check.py
+
+gpu-kit: setup
+	bash infra/gpu_kit.sh
