@@ -90,6 +90,7 @@ class Claims:
         self.folder, self.owner, self.ttl = Path(folder), owner, ttl
 
     def lease_path(self, task: str, generation: int) -> Path:
+        """The file of one generation of a task's lease."""
         return self.folder / f"{task}.lease.{generation}"
 
     def write_lease(self, path: Path, expires: float | None = None) -> None:

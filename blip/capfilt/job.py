@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from blip.capfilt.claims import Claims, LeaseLost, owner_id
+from blip.capfilt.claims import Claims, Lease, LeaseLost, owner_id
 from blip.capfilt.report import example_images, statistics, write_sheet_html, write_sheet_png
 from blip.capfilt.scoring import (SOURCES, Member, RunSettings, bootstrap_web_shard, calibrate_threshold,
                                   copy_human_shard, load_member, model_id)
@@ -93,6 +93,7 @@ class CapfiltJob:
 
     @property
     def calibrates(self) -> bool:
+        """Whether the threshold is calibrated on human val pairs (none given, params ask for it)."""
         return self.threshold is None and self.params.capfilt.calibrate
 
     def fingerprint(self, precision: str) -> str:
@@ -100,20 +101,21 @@ class CapfiltJob:
         cfg = {k: v for k, v in to_dict(self.params.capfilt).items() if k not in NOT_FINGERPRINTED}
         parts = {"inputs": [(w.source, w.path, w.sha256) for w in self.work],
                  "models": [model_id(p) for p in self.captioners + self.filters], "cfg": cfg,
-                 "threshold": None if self.calibrates else self._fixed_threshold(),
+                 "threshold": None if self.calibrates else self.fixed_threshold(),
                  "calibrate_on": self.calibrate_on if self.calibrates else None,
                  "seed": self.params.seed, "round": self.round, "precision": precision,
                  "max_words": self.params.ingest.max_words, "max_chars": self.params.ingest.max_caption_chars}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
-    def _fixed_threshold(self) -> float:
-        # samples record probabilities to 6 decimals: a threshold with more would let a kept text's
-        # recorded probability fall under it
+    def fixed_threshold(self) -> float:
+        """The threshold given or in params, floored to 6 decimals: samples record probabilities to 6
+        decimals, and a threshold with more would let a kept text's recorded probability fall under it."""
         t = self.params.capfilt.threshold if self.threshold is None else self.threshold
         return math.floor(t * 1e6) / 1e6
 
 
 def part_path(out_dir: Path, work: Work) -> Path:
+    """Where a shard's statistics go: their presence marks the shard done."""
     return out_dir / PARTS / f"{work.out_name}.json"
 
 
@@ -178,12 +180,13 @@ class Rank:
         return self._models
 
     def wait(self) -> None:
+        """Sleep until the next look at the claims."""
         time.sleep(self.job.params.capfilt.poll_seconds)
 
     def threshold(self) -> tuple[float, dict | None]:
         """The fixed threshold, or the calibrated one (computed by whichever rank claims it first)."""
         if not self.job.calibrates:
-            return self.job._fixed_threshold(), None
+            return self.job.fixed_threshold(), None
         path = self.out / CALIBRATION
         while not path.is_file():
             lease = self.claims.try_claim("calibration")
@@ -203,12 +206,13 @@ class Rank:
         return calibration["threshold"], calibration
 
     def settings(self, threshold: float) -> RunSettings:
+        """What every shard of this job is processed with, on this rank."""
         p = self.job.params
         return RunSettings(cfg=p.capfilt, threshold=threshold, seed=p.seed, round=self.job.round,
                            max_words=p.ingest.max_words, max_chars=p.ingest.max_caption_chars,
                            precision=self.precision, loader_workers=p.inference.loader_workers)
 
-    def process(self, w: Work, run: RunSettings, lease) -> None:
+    def process(self, w: Work, run: RunSettings, lease: Lease) -> None:
         """Bootstrap one shard and commit it: the shard first, then its part, which marks it done."""
         start = time.time()
         if w.source == "web":
