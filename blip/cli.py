@@ -144,40 +144,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate_model(model_path: str, data: str, params, k_test: int | None = None,
-                   limit: int | None = None, device: str | None = None) -> tuple[dict, list[dict]]:
-    """Caption metrics for a captioner, retrieval recalls for a filter, both for a pre-trained model."""
-    from blip.evaluate.captioning import evaluate_captioning
-    from blip.evaluate.common import load_eval_set
-    from blip.evaluate.retrieval import evaluate_retrieval
-    from blip.inference import load
-    from blip.models.generate import GenerationSettings
-
-    from blip.launch import autocast
-
-    blip = load(model_path, device=device or params.inference.device, precision=params.inference.precision)
-    evalset = load_eval_set(data, params.ingest.max_words, limit)
-    metrics: dict = {"model": model_path, "data": data, "task": blip.model.cfg.task,
-                     "device": str(blip.device), "precision": blip.precision}
-    examples: list[dict] = []
-    with autocast(blip.precision, blip.device):
-        if blip.model.cfg.has_decoder:
-            settings = GenerationSettings("beam", num_beams=3, max_length=20, min_length=5)
-            caption_metrics, examples = evaluate_captioning(blip.model, blip.tokenizer, evalset, blip.transform,
-                                                            settings)
-            metrics.update(caption_metrics)
-        if blip.model.cfg.has_encoder:
-            k = k_test or params.active.finetune_filter.k_test
-            metrics.update(evaluate_retrieval(blip.model, blip.tokenizer, evalset, blip.transform, k,
-                                              params.model.text_len.retrieval))
-    return metrics, examples
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from blip.tracking import Tracker, data_hashes, git_commit
 
+    from blip.evaluate.model import evaluate_model
+
     params = load_params(args.params)
-    metrics, examples = evaluate_model(args.model, args.data, params, args.k_test, args.limit, args.device)
+    metrics, examples, reports = evaluate_model(args.model, args.data, params, args.k_test, args.limit, args.device)
+    if not reports:  # rank 0 writes and tracks the result every rank holds
+        return 0
     _write_metrics(args.metrics, metrics)
     tracker = Tracker(params.tracking.uri, params.tracking.experiment, args.name or f"evaluate {args.model}")
     tracker.tags({"stage": "evaluate", "model": args.model, "git_commit": git_commit(), **data_hashes([args.data])})

@@ -115,3 +115,19 @@ def autocast(precision: str, device: torch.device):
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+
+
+def join_process_group(ranks: Ranks, device: torch.device) -> None:
+    """Join the launcher's process group, for work whose ranks exchange results (evaluation across ranks).
+
+    Only launchers with a rendezvous (torchrun, the DeepSpeed launcher) can: a Slurm array's or a
+    Kubernetes Indexed Job's ranks never meet. A world of one needs no group.
+    """
+    import torch.distributed as dist
+
+    if ranks.world == 1 or dist.is_initialized():
+        return
+    if ranks.launcher not in ("torchrun", "env") or "MASTER_ADDR" not in os.environ:
+        raise ValueError(f"this command's ranks exchange results, which needs a rendezvous; the {ranks.launcher} "
+                         "launcher gives none: launch it with torchrun or the DeepSpeed launcher")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

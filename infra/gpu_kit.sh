@@ -13,20 +13,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-dist/gpu-kit}"
-uv="python3 -m uv"
+# pip and uv from the base interpreter: inside `uv run` python3 is the project's venv, which has neither
+base="$(python3 -c 'import os, sys; print(os.path.join(sys.base_prefix, "bin", "python3"))')"
+uv="${UV:-$base -m uv}"
+pip="$base -m pip"
 rm -rf "$out"
 mkdir -p "$out/wheels" "$out/bench"
 $uv build --wheel -q -o "$out/wheels" .
 sdists="$(mktemp -d)"
 trap 'rm -rf "$sdists"' EXIT
 version() { $uv run --frozen --no-sync python -c "import importlib.metadata as m; print(m.version('$1'))"; }
-python3 -m pip download -q --no-deps --no-binary :all: "deepspeed==$(version deepspeed)" -d "$sdists"
+$pip download -q --no-deps --no-binary :all: "deepspeed==$(version deepspeed)" -d "$sdists"
 $uv build --wheel -q -o "$out/wheels" "$sdists"/deepspeed-*.tar.gz   # torch at build time (pyproject's [tool.uv])
 pins=()
 for pkg in webdataset braceexpand hjson pydantic pydantic-core annotated-types typing-inspection; do
   pins+=("$pkg==$(version "$pkg")")
 done
-python3 -m pip download -q --no-deps --only-binary :all: --python-version 3.12 --implementation cp --abi cp312 \
+$pip download -q --no-deps --only-binary :all: --python-version 3.12 --implementation cp --abi cp312 \
   --abi abi3 --abi none --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any \
   -d "$out/wheels" "${pins[@]}"
 printf '%s\n' "${pins[@]}" "deepspeed==$(version deepspeed)" > "$out/requirements.txt"

@@ -306,15 +306,20 @@ def test_two_torchrun_nodes_one_killed_the_other_finishes_the_same_bytes(tmp_pat
 @pytest.mark.slow
 def test_a_rank_started_late_claims_shards_and_the_job_finishes_once(tmp_path, models, prepared, uninterrupted):
     out = tmp_path / "boot"
-    params = _params_file(tmp_path, lease_seconds=30, poll_seconds=0.2, batch_size=8)
+    params = _params_file(tmp_path, lease_seconds=120, poll_seconds=0.2, batch_size=8)
     cmd = [sys.executable, "-m", "blip.cli", *_args(models, prepared, out, params)]
     logs = [tmp_path / "rank0.log", tmp_path / "rank1.log"]
+    parts = lambda: len(list((out / "parts").glob("shard-*.json")))  # noqa: E731
     # a Slurm array whose second task waited in the queue
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=open(logs[0], "w"), stderr=subprocess.STDOUT,
                              env=_rank_env(SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="2"))
-    _wait_for(lambda: list((out / "parts").glob("shard-*.json")), "the first rank's first shard")
+    _wait_for(lambda: parts() > 0, "the first rank's first shard")
+    first.send_signal(signal.SIGSTOP)  # held still, so the late rank surely finds work left on a busy machine
+    done_by_first = parts()
     late = subprocess.Popen(cmd, cwd=ROOT, stdout=open(logs[1], "w"), stderr=subprocess.STDOUT,
                             env=_rank_env(SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="2"))
+    _wait_for(lambda: parts() > done_by_first, "the late rank's first shard")
+    first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=300) == 0 and late.wait(timeout=300) == 0, logs[1].read_text()[-3000:]
     texts = [log.read_text() for log in logs]
     assert "rank 1: shard-" in texts[1]  # the late rank did part of the work

@@ -46,3 +46,40 @@ def test_evaluate_command_on_a_test_split(tmp_path, prepared):
     assert metrics["images"] == 6 and metrics["texts"] == 30
     for key in ("CIDEr", "BLEU-4", "METEOR", "ROUGE-L", "txt_r1", "img_r10", "r_mean"):
         assert key in metrics
+
+
+@pytest.mark.slow
+def test_evaluation_across_two_torchrun_ranks_gives_the_one_process_figures(tmp_path, prepared):
+    import os
+    import subprocess
+    import sys
+
+    from blip.cli import main
+    from blip.models.checkpoints import save_pretrained
+    from blip.tokenizer import build_tokenizer
+    from tests.conftest import ROOT
+    from tests.test_models import tiny
+
+    model = tmp_path / "model"
+    save_pretrained(tiny("pretrain"), model, build_tokenizer())
+    args = ["evaluate", "--model", str(model), "--data", str(prepared / "human/test"), "--k-test", "4"]
+    assert main([*args, "--metrics", str(tmp_path / "one.json")]) == 0
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")},
+           "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "blip.cli", *args, "--metrics", str(tmp_path / "two.json")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-2000:]
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert one["ranks"] == 1 and two["ranks"] == 2
+    figures = [k for k, v in one.items() if isinstance(v, float)]
+    assert {"CIDEr", "txt_r1", "img_r1", "r_mean"} <= set(figures)
+    assert {k: two[k] for k in figures} == {k: one[k] for k in figures}  # each rank re-ranked half the rows
+
+
+def test_evaluation_ranks_without_a_rendezvous_are_refused():
+    from blip.launch import Ranks, join_process_group
+
+    with pytest.raises(ValueError, match="torchrun or the DeepSpeed launcher"):
+        join_process_group(Ranks(3, 8, 0, "slurm-array"), torch.device("cpu"))
+    join_process_group(Ranks(0, 1, 0, "none"), torch.device("cpu"))  # a world of one needs no group

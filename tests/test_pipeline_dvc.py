@@ -93,3 +93,29 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     assert folders == {"blip-pretrained": "rounds/r2/models/pretrain", "blip-captioner": "models/captioner_retrain",
                        "blip-filter": "models/filter_retrain"}
     assert "Running stage" not in _run(dvc + ["repro"], repo)  # a second repro does nothing
+
+
+def test_prepare_stage_with_your_own_data_makes_no_world(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for package in ("blip", "data_contracts"):
+        shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    raw = raw_params()
+    raw["world"].update(image_size=64, human={"train": 12, "val": 4, "test": 4},
+                        web={**raw["world"]["web"], "images": 20, "shard_size": 10})
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    # the user's data: a Karpathy JSON with its images, and img2dataset shards (made here by the world)
+    _run([sys.executable, "-m", "blip.cli", "world", "--out", "own"], repo)
+    raw["data"] = {"human_karpathy": "own/human/karpathy.json", "human_images": "own/human", "human_name": "mine",
+                   "web_shards": "own/web"}
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    (repo / ".gitignore").write_text("mlruns.db\n")
+    _run(["git", "init", "-q"], repo)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    _commit(repo, "own data")
+    _run([sys.executable, "-m", "dvc", "repro", "prepare"], repo)
+    assert not (repo / "data" / "world").exists()
+    metrics = json.loads((repo / "metrics" / "prepare.json").read_text())
+    assert "world" not in metrics and metrics["human"]["train"]["samples"] == 12 and metrics["web"]["samples"] == 20
+    assert "Data and pipelines are up to date" in _run([sys.executable, "-m", "dvc", "status", "prepare"], repo)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.distributed
 
 from blip.evaluate.common import EvalSet, batched_images
 from blip.models.generate import GenerationSettings, generate
@@ -54,13 +55,18 @@ def score_captions(references: dict[str, list[str]], candidates: dict[str, str])
 
 @torch.no_grad()
 def evaluate_captioning(model, tokenizer, data: EvalSet, transform, settings: GenerationSettings,
-                        batch_size: int = 32) -> tuple[dict, list[dict]]:
-    """Beam-search captions for every image, scored against its human captions."""
+                        batch_size: int = 32, rank: int = 0, world: int = 1) -> tuple[dict, list[dict]]:
+    """Beam-search captions for every image, scored against its human captions. With several ranks (a
+    process group), each captions every `world`-th batch and every rank gets all the captions."""
     device = next(model.parameters()).device
     candidates: dict[str, str] = {}
-    for start, images in batched_images(data.images, transform, batch_size, device):
+    for start, images in batched_images(data.images, transform, batch_size, device, rank, world):
         for offset, caps in enumerate(generate(model, images, tokenizer, settings)):
             candidates[data.keys[start + offset]] = caps[0]
+    if world > 1:
+        shares: list[dict] = [{} for _ in range(world)]
+        torch.distributed.all_gather_object(shares, candidates)
+        candidates = {k: v for share in shares for k, v in share.items()}
     references = dict(zip(data.keys, data.captions))
     metrics = score_captions(references, candidates)
     # chance level: the same captions, each scored against another image's references

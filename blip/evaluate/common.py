@@ -33,7 +33,9 @@ def load_eval_set(dataset_dir: str | Path, max_words: int = 30, limit: int | Non
     return EvalSet(keys, images, captions)
 
 
-def batched_images(images: list[Image.Image], transform, batch_size: int, device: torch.device):
-    """Yield (start index, normalised batch) over a list of PIL images."""
-    for start in range(0, len(images), batch_size):
+def batched_images(images: list[Image.Image], transform, batch_size: int, device: torch.device, rank: int = 0,
+                   world: int = 1):
+    """Yield (start index, normalised batch) over a list of PIL images: every `world`-th batch from the
+    `rank`-th (so a batch holds the same images whatever the number of ranks)."""
+    for start in range(rank * batch_size, len(images), world * batch_size):
         yield start, torch.stack([transform(im) for im in images[start:start + batch_size]]).to(device)

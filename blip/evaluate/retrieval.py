@@ -6,6 +6,7 @@ finds one of its captions in its top k; IR@k: a caption finds its image in its t
 from __future__ import annotations
 
 import torch
+import torch.distributed
 
 from blip.evaluate.common import EvalSet, batched_images
 from blip.tokenizer import ENC_ID, tokenize
@@ -13,9 +14,11 @@ from blip.tokenizer import ENC_ID, tokenize
 
 @torch.no_grad()
 def retrieval_scores(model, tokenizer, data: EvalSet, transform, k_test: int, text_len: int = 35,
-                     batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor]:
+                     batch_size: int = 64, rank: int = 0,
+                     world: int = 1) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor]:
     """(image->text scores (N_img, N_txt), text->image scores (N_txt, N_img), image index of each text,
-    the ITC similarities alone)."""
+    the ITC similarities alone). With several ranks (a process group), each re-ranks every `world`-th
+    row with ITM, the costly part, as the release does; every rank ends with the whole result."""
     device = next(model.parameters()).device
     texts = [c for caps in data.captions for c in caps]
     txt2img = [i for i, caps in enumerate(data.captions) for _ in caps]
@@ -42,13 +45,16 @@ def retrieval_scores(model, tokenizer, data: EvalSet, transform, k_test: int, te
 
     k_i2t, k_t2i = min(k_test, sims.shape[1]), min(k_test, sims.shape[0])
     i2t = torch.full_like(sims, -100.0)
-    for i in range(sims.shape[0]):
+    for i in range(rank, sims.shape[0], world):
         top_sim, top = sims[i].topk(k_i2t)
         i2t[i, top] = itm_logit(torch.full_like(top, i), top).float() + top_sim
     t2i = torch.full_like(sims.T, -100.0)
-    for t in range(sims.shape[1]):
+    for t in range(rank, sims.shape[1], world):
         top_sim, top = sims[:, t].topk(k_t2i)
         t2i[t, top] = itm_logit(top, torch.full_like(top, t)).float() + top_sim
+    if world > 1:  # each row was filled by one rank; the others hold -100 there, below any score
+        torch.distributed.all_reduce(i2t, op=torch.distributed.ReduceOp.MAX)
+        torch.distributed.all_reduce(t2i, op=torch.distributed.ReduceOp.MAX)
     return i2t.cpu(), t2i.cpu(), txt2img, sims.cpu()
 
 
@@ -68,9 +74,11 @@ def recall_at_k(i2t: torch.Tensor, t2i: torch.Tensor, txt2img: list[int]) -> dic
     return out
 
 
-def evaluate_retrieval(model, tokenizer, data: EvalSet, transform, k_test: int, text_len: int = 35) -> dict:
-    """Retrieval recalls of a filter (or pre-trained) model on an evaluation set."""
-    i2t, t2i, txt2img, sims = retrieval_scores(model, tokenizer, data, transform, k_test, text_len)
+def evaluate_retrieval(model, tokenizer, data: EvalSet, transform, k_test: int, text_len: int = 35, rank: int = 0,
+                       world: int = 1) -> dict:
+    """Retrieval recalls of a filter (or pre-trained) model on an evaluation set (this rank's share of it)."""
+    i2t, t2i, txt2img, sims = retrieval_scores(model, tokenizer, data, transform, k_test, text_len, rank=rank,
+                                               world=world)
     metrics = recall_at_k(i2t, t2i, txt2img)
     itc_only = {f"itc_{k}": v for k, v in recall_at_k(sims, sims.T.contiguous(), txt2img).items()}
     return {**metrics, **itc_only, "k_test": k_test, "chance_txt_r1": 100.0 * len(data.captions[0]) / max(1, len(txt2img)),
