@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import os
 import platform
@@ -126,7 +125,7 @@ def step_pretrain(params, size: dict, data: list[str], workdir: Path) -> dict:
             "mfu": round(rate * flops_per_sample / peak, 4) if rate and peak else None, "peak_bf16": peak}
 
 
-def step_capfilt(params, size: dict, params_file: Path, data_dir: Path, workdir: Path) -> dict:
+def step_capfilt(params, size: dict, data_dir: Path, workdir: Path) -> dict:
     """The real CapFilt job over the web shards, then one steady pass over a shard with models loaded."""
     from blip.capfilt.job import CapfiltJob, run_capfilt
     from blip.capfilt.scoring import RunSettings, bootstrap_web_shard, load_member
@@ -258,7 +257,7 @@ def main() -> int:
         report["data_seconds"] = round(time.perf_counter() - t, 1)
         data = [str(work / "data" / "human" / "train"), str(work / "data" / "web")]
         steps = {"pretrain": lambda: step_pretrain(params, size, data, work),
-                 "capfilt": lambda: step_capfilt(params, size, params_file, work / "data", work),
+                 "capfilt": lambda: step_capfilt(params, size, work / "data", work),
                  "caption_and_retrieval": lambda: step_caption_and_retrieval(params, size, work / "data", work),
                  "kill_and_resume": lambda: step_kill_and_resume(params_file, data, work, size["resume_steps"])}
         for name, step in steps.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,16 @@ from blip.config import Params, params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_CAPTIONS = Path(os.environ.get("BLIP_REAL_CAPTIONS", ROOT.parent / "shared" / "datasets" / "real-captions"))
+
+
+def pipeline_checkout(root: Path) -> Path:
+    """A copy of the pipeline (library, contracts, dvc.yaml) in root/repo, for real DVC runs; no params yet."""
+    repo = root / "repo"
+    repo.mkdir()
+    for package in ("blip", "data_contracts"):
+        shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    return repo
 
 
 def raw_params() -> dict:

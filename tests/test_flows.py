@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import ROOT, raw_params
+from tests.conftest import pipeline_checkout, raw_params
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +26,7 @@ def prefect_api(tmp_path_factory):
 
 
 def _repo(tmp_path: Path, **contracts) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for package in ("blip", "data_contracts"):
-        shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo)
+    repo = pipeline_checkout(tmp_path)
     raw = raw_params()
     raw["world"]["human"] = {"train": 20, "val": 6, "test": 6}
     raw["world"]["web"].update(images=30, shard_size=15)

@@ -7,7 +7,6 @@ of bootstrapping included, and a second `dvc repro` does nothing.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from blip.capfilt.scoring import model_id
-from tests.conftest import ROOT, raw_params
+from tests.conftest import pipeline_checkout, raw_params
 from tests.test_train import small_training_params
 
 pytestmark = pytest.mark.slow
@@ -37,11 +36,7 @@ def _commit(repo: Path, message: str) -> None:
 
 @pytest.mark.timeout(1800)  # thirteen stages, ten training runs (about 5 minutes on 2 cores)
 def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for package in ("blip", "data_contracts"):
-        shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo)
+    repo = pipeline_checkout(tmp_path)
     raw = yaml.safe_load(small_training_params(tmp_path).read_text())
     raw["world"]["human"] = {"train": 24, "val": 8, "test": 8}
     raw["world"]["web"].update(images=48, shard_size=24)
@@ -96,11 +91,7 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
 
 
 def test_prepare_stage_with_your_own_data_makes_no_world(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for package in ("blip", "data_contracts"):
-        shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo)
+    repo = pipeline_checkout(tmp_path)
     raw = raw_params()
     raw["world"].update(image_size=64, human={"train": 12, "val": 4, "test": 4},
                         web={**raw["world"]["web"], "images": 20, "shard_size": 10})
