@@ -3,7 +3,7 @@
 A task (an input shard, the threshold calibration, the final manifest) is claimed by creating its
 lease file exclusively on the shared output storage: `<task>.lease.<generation>` holding the owner
 and an expiry. Exactly one creator of a given name succeeds, on a local or network file system
-(O_CREAT | O_EXCL) as with an object store's conditional put. The owner renews the expiry while it
+(a hard link, which fails when the name is taken) as with an object store's conditional put. The owner renews the expiry while it
 works (a heartbeat thread). Whether a task is done is told by its committed result, never by a
 lease; so leases are never deleted while the job runs (a released one is marked expired), which keeps
 each task's generations unbroken, and the finished job clears them all.
@@ -30,6 +30,21 @@ import uuid
 from pathlib import Path
 
 from blip.data.shards import atomic_write_json
+
+
+def create_new(path: Path, text: str) -> bool:
+    """Create `path` holding `text` unless it exists; False when it does. The file appears whole (written
+    under a name of its own, then hard-linked into place, which fails if the name is taken), so a reader
+    never sees it empty; link is atomic on local and network file systems alike."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def owner_id(rank: int) -> str:
@@ -98,13 +113,12 @@ class Claims:
         atomic_write_json(path, {"owner": self.owner, "expires": time.time() + self.ttl if expires is None else expires})
 
     def _create(self, task: str, generation: int) -> Lease | None:
-        path = self.lease_path(task, generation)
+        lease = json.dumps({"owner": self.owner, "expires": time.time() + self.ttl})
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except (FileExistsError, FileNotFoundError):  # taken, or the finished job cleared its claims
+            if not create_new(self.lease_path(task, generation), lease):
+                return None
+        except FileNotFoundError:  # the finished job cleared its claims
             return None
-        with os.fdopen(fd, "w") as f:
-            json.dump({"owner": self.owner, "expires": time.time() + self.ttl}, f)
         return Lease(self, task, generation)
 
     def _latest(self, task: str) -> int:
@@ -116,11 +130,7 @@ class Claims:
 
     def expired(self, task: str, generation: int) -> bool:
         """Whether a lease's expiry has passed."""
-        try:
-            lease = json.loads(self.lease_path(task, generation).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            # being written at this instant: judge by the file's age instead
-            return time.time() - self.lease_path(task, generation).stat().st_mtime > self.ttl
+        lease = json.loads(self.lease_path(task, generation).read_text())
         return time.time() > float(lease["expires"])
 
     def try_claim(self, task: str) -> Lease | None:
@@ -129,8 +139,3 @@ class Claims:
         if latest >= 0 and not self.expired(task, latest):
             return None
         return self._create(task, latest + 1)
-
-    def clear(self) -> None:
-        """Delete every lease (the job is finished: nobody may hold one any more)."""
-        for path in self.folder.glob("*.lease.*"):
-            path.unlink(missing_ok=True)

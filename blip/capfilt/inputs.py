@@ -83,7 +83,8 @@ def web_batches(dataset: ShardSamples, batch_size: int, workers: int) -> Iterato
     # module (torch, PIL) once, so a shard's workers start in milliseconds
     multiprocessing.set_forkserver_preload([__name__])
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_keep,
-                        prefetch_factor=2 * batch_size if workers else None,
+                        # about two batches decoded ahead in all (a 384 px image is 1.8 MB as a tensor)
+                        prefetch_factor=max(2, 2 * batch_size // workers) if workers else None,
                         multiprocessing_context="forkserver" if workers else None)
     batch: list[WebSample] = []
     for item in loader:

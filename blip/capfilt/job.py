@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from blip.capfilt.claims import Claims, Lease, LeaseLost, owner_id
+from blip.capfilt.claims import Claims, Lease, LeaseLost, create_new, owner_id
 from blip.capfilt.report import example_images, statistics, write_sheet_html, write_sheet_png
 from blip.capfilt.scoring import (SOURCES, Member, RunSettings, bootstrap_web_shard, calibrate_threshold,
                                   copy_human_shard, load_member, model_id)
@@ -137,16 +137,8 @@ def clear_other_job(out_dir: Path, stamp: str) -> None:
 def join_output(out_dir: Path, stamp: str) -> None:
     """Stamp the output folder with this job, or refuse one that holds another job's shards."""
     (out_dir / CLAIMS).mkdir(parents=True, exist_ok=True)
-    found = _stamp(out_dir)
-    if found is None:
-        try:  # the first rank to arrive stamps the folder; the others read its stamp
-            fd = os.open(out_dir / PARTS / "fingerprint", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            with os.fdopen(fd, "w") as f:
-                f.write(stamp + "\n")
-            found = stamp
-        except FileExistsError:
-            time.sleep(0.1)  # being written by another rank this instant
-            found = _stamp(out_dir)
+    # the first rank to arrive stamps the folder; the others read its stamp
+    found = stamp if create_new(out_dir / PARTS / "fingerprint", stamp + "\n") else _stamp(out_dir)
     if found != stamp:
         raise RuntimeError(f"{out_dir} holds shards of another capfilt job (other inputs, models or params); "
                            "give this job another --output, or delete that folder")
@@ -229,9 +221,9 @@ class Rank:
         self.log(f"[capfilt] rank {self.ranks.rank}: {w.out_name} ({w.source}) {entry['samples']} samples kept, "
                  f"{images / max(time.time() - start, 1e-9):.1f} images/s")
 
-    def claim_shards(self, run: RunSettings) -> int:
-        """Claim and process shards until every one is done; returns how many this rank did."""
-        work, done, count = self.job.work, set(), 0
+    def claim_shards(self, run: RunSettings) -> None:
+        """Claim and process shards until every one is done (by this rank or others)."""
+        work, done = self.job.work, set()
         # ranks start their scans at different places, so they rarely race for the same shard
         world = self.ranks.world or len(work)
         offset = (self.ranks.rank % world) * len(work) // world
@@ -255,11 +247,10 @@ class Rank:
                         continue
                     try:
                         self.process(w, run, lease)
-                        count += 1
                     except LeaseLost as e:  # the rank that took it over writes the same bytes
                         self.log(f"[capfilt] rank {self.ranks.rank}: {e}")
             if len(done) == len(work):
-                return count
+                return
             if not claimed:  # every unfinished shard is held by a live rank: wait for it, or its lease to expire
                 self.wait()
 
@@ -292,13 +283,7 @@ class Rank:
 
     def _start_clock(self) -> None:
         """Record when the job first started (for images/s over the whole job, restarts included)."""
-        started = self.out / CLAIMS / "started"
-        try:
-            fd = os.open(started, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{time.time()}\n")
+        create_new(self.out / CLAIMS / "started", f"{time.time()}\n")
 
 
 def manifest_from_parts(job: CapfiltJob, out_dir: Path, fields: dict) -> dict:

@@ -13,6 +13,7 @@ its scores do, in the last float digit (matrix kernels round differently for oth
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -219,7 +220,16 @@ def copy_human_shard(path: str, round_: int) -> tuple[list[dict], ShardStats]:
 def model_id(path: str) -> str:
     """A model's provenance id: its folder name and a digest of its weights."""
     weights = Path(path) / "model.safetensors"
-    return f"{Path(path).name}@{sha256_file(weights)[:12] if weights.is_file() else 'external'}"
+    if not weights.is_file():
+        return f"{Path(path).name}@external"
+    stat = weights.stat()
+    return f"{Path(path).name}@{_digest(weights, stat.st_size, stat.st_mtime_ns)[:12]}"
+
+
+@functools.cache
+def _digest(weights: Path, size: int, mtime_ns: int) -> str:
+    # a job asks for each model's id several times (fingerprint, loading, manifest): hash a GB file once
+    return sha256_file(weights)
 
 
 def load_member(path: str, device: torch.device | str = "cpu") -> Member:

@@ -53,9 +53,6 @@ class GenerationSettings:
         return dict(do_sample=False, num_beams=1, repetition_penalty=1.0 if penalty is None else penalty)
 
 
-_MASK64 = (1 << 64) - 1
-
-
 def _signed(c: int) -> int:
     """A 64-bit constant as the int64 torch stores it."""
     return c - (1 << 64) if c >= 1 << 63 else c
