@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from blip.capfilt.scoring import Member, RunSettings, bootstrap_web_shard
+from blip.capfilt.scoring import Member, RunSettings, score_web_shard
 from blip.config import load_params
 from blip.data.prepare import prepare
 from blip.data.shards import read_manifest
@@ -47,7 +47,7 @@ def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int
              precision: str, workers: int) -> dict:
     params = load_params(ROOT / "params.yaml")
     cfg = dataclasses.replace(params.capfilt, batch_size=batch, max_length=20, min_length=20)
-    run = RunSettings(cfg=cfg, threshold=0.5, seed=0, round=1, max_words=params.ingest.max_words,
+    run = RunSettings(cfg=cfg, seed=0, round=1, max_words=params.ingest.max_words,
                       max_chars=params.ingest.max_caption_chars, precision=precision, loader_workers=workers)
     captioner, filt = member(preset, "captioner", image_size, device), member(preset, "filter", image_size, device)
     shard = f"{web}/{read_manifest(web)['shards'][0]['name']}"
@@ -55,7 +55,7 @@ def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int
     for r in range(repeats + 1):  # the first pass warms up
         start = time.perf_counter()
         with torch.inference_mode():
-            _, stats = bootstrap_web_shard(shard, [captioner], [filt], run, 0, limit=images)
+            _, stats = score_web_shard(shard, [captioner], [filt], run, limit=images)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         if r:

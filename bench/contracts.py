@@ -35,7 +35,7 @@ def synthetic_rows(n: int, seed: int = 0) -> pd.DataFrame:
     words = rng.integers(3, 25, size=n)
     return pd.DataFrame({"key": [f"{i:09d}" for i in range(n)], "shard": [f"shard-{i // 10000:06d}.tar" for i in range(n)],
                          "caption": ["a small red circle above a blue square"] * n, "utf8": True, "words": words,
-                         "source": source, "itm": itm, "has_image": True, "in_eval": False})
+                         "source": source, "score": itm, "itm": itm, "has_image": True, "in_eval": False})
 
 
 def main() -> None:

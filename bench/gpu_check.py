@@ -65,7 +65,7 @@ def check_params(size: dict, workdir: Path, vocab: str | None) -> Path:
                         if size["device"] == "cuda" else 1)
     raw["tracking"]["uri"] = "off"
     raw["tokenizer"]["vocab"] = vocab
-    raw["capfilt"].update(batch_size=size["capfilt_batch"], calibrate=False, lease_seconds=300)
+    raw["capfilt"].update(batch_size=size["capfilt_batch"], lease_seconds=300)
     raw["inference"].update(device=size["device"], loader_workers=size["loader_workers"])
     n = size["capfilt_images"]
     raw["world"].update(image_size=size["capfilt_size"], human={"train": 64, "val": 16, "test": size["retrieval_pairs"]},
@@ -128,31 +128,31 @@ def step_pretrain(params, size: dict, data: list[str], workdir: Path) -> dict:
 def step_capfilt(params, size: dict, data_dir: Path, workdir: Path) -> dict:
     """The real CapFilt job over the web shards, then one steady pass over a shard with models loaded."""
     from blip.capfilt.job import CapfiltJob, run_capfilt
-    from blip.capfilt.scoring import RunSettings, bootstrap_web_shard, load_member
+    from blip.capfilt.scoring import RunSettings, load_member, score_web_shard
     from blip.data.shards import read_manifest
     from blip.launch import resolve_precision
 
     captioner = random_model(params, "captioner", size["capfilt_size"], workdir / "captioner")
     filt = random_model(params, "filter", size["capfilt_size"], workdir / "filter")
-    job = CapfiltJob(params, [captioner], [filt], web=[str(data_dir / "web")], human=[],
-                     output=workdir / "boot", metrics=workdir / "capfilt.json", report=None, name="gpu_check")
+    job = CapfiltJob(params, [captioner], [filt], web=[str(data_dir / "web")], output=workdir / "scores",
+                     calibrate_on=str(data_dir / "human/val"), metrics=workdir / "capfilt.json", name="gpu_check")
     start = time.perf_counter()
     run_capfilt(job)
     wall = time.perf_counter() - start
     metrics = json.loads((workdir / "capfilt.json").read_text())
     device = torch.device(size["device"])
     members = [load_member(captioner, device)], [load_member(filt, device)]
-    run = RunSettings(cfg=params.capfilt, threshold=0.5, seed=0, round=1, max_words=30, max_chars=4000,
+    run = RunSettings(cfg=params.capfilt, seed=0, round=1, max_words=30, max_chars=4000,
                       precision=resolve_precision("auto", device), loader_workers=size["loader_workers"])
     shard = str(data_dir / "web" / read_manifest(data_dir / "web")["shards"][0]["name"])
     with torch.inference_mode():
-        bootstrap_web_shard(shard, *members, run, 0, limit=size["capfilt_batch"])  # warm-up
+        score_web_shard(shard, *members, run, limit=size["capfilt_batch"])  # warm-up
         sync(size["device"])
         start = time.perf_counter()
-        _, stats = bootstrap_web_shard(shard, *members, run, 0)
+        _, stats = score_web_shard(shard, *members, run)
         sync(size["device"])
     steady = time.perf_counter() - start
-    images = metrics["web"]["total"]
+    images = metrics["images"]
     return {"images": images, "image_size": size["capfilt_size"], "batch": size["capfilt_batch"],
             "precision": run.precision, "job_seconds": round(wall, 2), "job_images_per_s": round(images / wall, 2),
             "steady_images": stats.counts["web_total"],

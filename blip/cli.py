@@ -65,12 +65,13 @@ def verify(dataset_dirs: list[str], decode_sample: int, seed: int) -> dict:
 
     from PIL import Image
 
-    from blip.data.shards import iter_samples, read_manifest, verify_dataset
+    from blip.data.shards import FORMAT, iter_samples, read_manifest, verify_dataset
+    from blip.selection.dataset import SELECTION_FORMAT
 
     report = {}
     for d in dataset_dirs:
         problems = verify_dataset(d)
-        manifest = read_manifest(d)
+        manifest = read_manifest(d, (FORMAT, SELECTION_FORMAT))
         # reservoir-free sampling: pick sample indices up front, decode only those
         picks = set(random.Random(seed).sample(range(manifest["samples"]), min(decode_sample, manifest["samples"])))
         for i, sample in enumerate(iter_samples(d)):
@@ -170,12 +171,28 @@ def cmd_capfilt(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     job = CapfiltJob(params, captioners=(args.captioner or ["models/captioner"]) + list(params.capfilt.captioners),
                      filters=(args.filter or ["models/filter"]) + list(params.capfilt.filters),
-                     web=args.input or ["data/web"],
-                     human=args.human if args.human is not None else ([] if args.input else ["data/human/train"]),
-                     output=Path(args.output), round=args.round, threshold=args.threshold,
+                     web=args.input or ["data/web"], output=Path(args.output), round=args.round,
                      calibrate_on=args.calibrate_on, metrics=Path(args.metrics) if args.metrics else None,
-                     report=Path(args.report) if args.report else None, name=args.name, device=args.device)
+                     name=args.name, device=args.device)
     run_capfilt(job, args.procs or params.capfilt.procs, args.argv)
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from blip.selection.job import SelectJob, run_select
+
+    job = SelectJob(load_params(args.params), scores=args.scores, human=args.human, output=args.output,
+                    threshold=args.threshold, metrics=Path(args.metrics) if args.metrics else None,
+                    report=Path(args.report) if args.report else None, name=args.name)
+    run_select(job)
+    return 0
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    from blip.selection.dataset import materialize
+
+    manifest = materialize(args.dataset, args.out, args.shard_size or load_params(args.params).ingest.shard_size)
+    print(f"materialize: {manifest['samples']} samples in {len(manifest['shards'])} shards -> {args.out}")
     return 0
 
 
@@ -193,9 +210,9 @@ def compare(metrics_dir: Path) -> dict:
         out[run] = row
     out["delta"] = {k: round(out["bootstrapped"][k] - out["baseline"][k], 4)
                     for k in out["baseline"] if isinstance(out["baseline"][k], (int, float))}
-    capfilt = metrics_dir / "capfilt.json"
-    if capfilt.is_file():
-        c = json.loads(capfilt.read_text())
+    selected = metrics_dir / "select.json"
+    if selected.is_file():
+        c = json.loads(selected.read_text())
         out["capfilt"] = {"web_kept": c["web"]["kept"], "web_total": c["web"]["total"],
                           "synthetic_kept": c["synthetic"]["kept"], "noise_ratio": c["noise_ratio"],
                           "web_removed_share": c["web_removed_share"], "threshold": c["threshold"],
@@ -215,20 +232,20 @@ def compare_table(result: dict) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from blip.data.shards import atomic_write_bytes
+    from blip.data import storage
 
     result = compare(Path(args.metrics_dir))
     _write_metrics(args.out, result)
     table = compare_table(result)
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(Path(args.table), table.encode())
+        storage.write_bytes(Path(args.table), table.encode())
     print(table)
     return 0
 
 
 def cmd_rounds(args: argparse.Namespace) -> int:
-    from blip.data.shards import atomic_write_bytes
+    from blip.data import storage
     from blip.rounds import rounds_table, run_rounds
 
     params = load_params(args.params)
@@ -236,7 +253,7 @@ def cmd_rounds(args: argparse.Namespace) -> int:
     rows = run_rounds(params.rounds, out, args.params, continue_pretraining=bool(params.retrain.init_from))
     table = rounds_table(rows)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "rounds.md", table.encode())
+    storage.write_bytes(out / "rounds.md", table.encode())
     _write_metrics(args.metrics, {"rounds": params.rounds, "per_round": rows})
     print(table)
     return 0
@@ -251,8 +268,8 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     reg = params.registry
-    models, data, capfilt_metrics = last_round(params.rounds, Path(args.rounds_dir))
-    capfilt = json.loads(capfilt_metrics.read_text())
+    models, data, select_metrics = last_round(params.rounds, Path(args.rounds_dir))
+    capfilt = json.loads(select_metrics.read_text())
     lineage = {"git_commit": git_commit(), **data_hashes([str(data)]), "bootstrap_round": str(max(1, params.rounds)),
                "capfilt.noise_ratio": capfilt["noise_ratio"], "capfilt.web_removed_share": capfilt["web_removed_share"],
                "capfilt.threshold": capfilt["threshold"]}
@@ -358,24 +375,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help=f"{DEVICE_HELP} (default: params inference.device)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("capfilt", help="stage / user command: caption and filter web shards (CapFilt)")
+    p = sub.add_parser("capfilt", help="stage / user command: caption web images and score every text (CapFilt)")
     p.add_argument("--captioner", nargs="+", default=None, help="captioner model(s) (default: models/captioner)")
     p.add_argument("--filter", nargs="+", default=None, help="filter model(s) (default: models/filter)")
     p.add_argument("--input", nargs="+", default=None, help="web dataset folder(s) (default: data/web)")
-    p.add_argument("--human", nargs="*", default=None,
-                   help="human-annotated dataset(s) passed through (default: data/human/train for the stage, "
-                        "none when --input is given)")
-    p.add_argument("--output", default="data/bootstrapped")
+    p.add_argument("--output", default="data/scores", help="folder for the score tables")
     p.add_argument("--round", type=int, default=1)
     p.add_argument("--procs", type=int, default=None,
                    help="local ranks (default: capfilt.procs); under torchrun, Slurm or k8s the launcher starts them")
-    p.add_argument("--threshold", type=float, default=None, help="ITM threshold (default: capfilt params)")
-    p.add_argument("--calibrate-on", default="data/human/val", help="human split for capfilt.calibrate")
+    p.add_argument("--calibrate-on", default="data/human/val", help="human split whose pairs select calibrates on")
     p.add_argument("--metrics", default="metrics/capfilt.json")
-    p.add_argument("--report", default="reports/capfilt", help="folder for the examples sheet")
     p.add_argument("--name", default="capfilt", help="MLflow run name")
     p.add_argument("--device", default=None, help=f"{DEVICE_HELP} (default: params inference.device)")
     p.set_defaults(func=cmd_capfilt)
+
+    p = sub.add_parser("select", help="stage / user command: choose the kept texts from capfilt's score tables")
+    p.add_argument("--scores", default="data/scores", help="capfilt's output folder")
+    p.add_argument("--human", nargs="*", default=["data/human/train"],
+                   help="human-annotated dataset(s) taken whole (default: %(default)s)")
+    p.add_argument("--output", default="data/bootstrapped")
+    p.add_argument("--threshold", type=float, default=None, help="a fixed score threshold (default: params select)")
+    p.add_argument("--metrics", default="metrics/select.json")
+    p.add_argument("--report", default="reports/capfilt", help="folder for the examples sheet")
+    p.add_argument("--name", default="select", help="MLflow run name")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("materialize", help="write a selected (bootstrapped) dataset as standalone shards")
+    p.add_argument("dataset")
+    p.add_argument("out")
+    p.add_argument("--shard-size", type=int, default=None, help="samples per shard (default: ingest.shard_size)")
+    p.set_defaults(func=cmd_materialize)
 
     p = sub.add_parser("compare", help="baseline vs bootstrapped evaluation, as JSON and a markdown table")
     p.add_argument("--metrics-dir", default="metrics")

@@ -186,7 +186,6 @@ class TrackingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CapfiltConfig:
-    threshold: float              # a text is kept when its ITM match probability reaches this
     method: str                   # nucleus | beam: how the captioner writes synthetic captions
     captions_per_image: int       # synthetic captions per web image (the paper: 1)
     top_p: float                  # nucleus sampling
@@ -197,11 +196,23 @@ class CapfiltConfig:
     lease_seconds: float          # a claimed shard's lease; a rank silent this long loses it
     poll_seconds: float           # how often a rank with nothing to claim looks again
     captioners: list[str]         # extra captioner models whose captions are pooled (ensemble)
-    filters: list[str]            # extra filter models; their probabilities are combined
-    filter_combine: str           # mean (average probability) | vote (majority of filters)
-    calibrate: bool               # pick the threshold on the human val set for target_precision
+    filters: list[str]            # extra filter models, each scoring every candidate text
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectConfig:
+    threshold: float                  # keep a text whose score reaches this (when calibrate is false)
+    calibrate: bool                   # the threshold: the lowest one reaching target_precision on human val pairs
     target_precision: float
-    examples: int                 # web images shown in the examples sheet
+    filter_combine: str               # mean (of the filters' scores) | vote (majority of filters at the threshold)
+    itm_weight: float                 # a filter's score: itm_weight x ITM probability + itc_weight x ITC similarity
+    itc_weight: float
+    top_percent: float | None         # keep only the best this % of all candidate texts (None: no such cut)
+    max_texts_per_image: int | None   # the best this many texts of an image (None: no cap)
+    max_web: int | None               # the best this many web texts over the whole dataset (None: no cap)
+    max_synthetic: int | None
+    web_share: float | None           # web texts' share of the kept web + synthetic texts (None: as selected)
+    examples: int                     # web images shown in the examples sheet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +263,7 @@ class Params:
     tracking: TrackingConfig
     inference: InferenceConfig
     capfilt: CapfiltConfig
+    select: SelectConfig
     contracts: ContractsConfig
     retrain: RetrainConfig
     rounds: int

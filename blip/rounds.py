@@ -20,7 +20,7 @@ from pathlib import Path
 
 # round 1's outputs, written by the main chain's stages
 FIRST = {"pretrain": "models/retrain", "captioner": "models/captioner_retrain", "filter": "models/filter_retrain",
-         "capfilt": "metrics/capfilt.json", "eval_captioner": "metrics/eval_bootstrapped_captioner.json",
+         "select": "metrics/select.json", "eval_captioner": "metrics/eval_bootstrapped_captioner.json",
          "eval_filter": "metrics/eval_bootstrapped_filter.json"}
 
 
@@ -41,7 +41,7 @@ class Round:
     @property
     def outputs(self) -> dict[str, Path]:
         return {"pretrain": self.path("models/pretrain"), "captioner": self.path("models/captioner"),
-                "filter": self.path("models/filter"), "capfilt": self.path("metrics/capfilt.json"),
+                "filter": self.path("models/filter"), "select": self.path("metrics/select.json"),
                 "eval_captioner": self.path("metrics/eval_captioner.json"),
                 "eval_filter": self.path("metrics/eval_filter.json")}
 
@@ -49,7 +49,7 @@ class Round:
 def round_steps(rnd: Round, previous: dict, params_file: str, continue_pretraining: bool) -> list[tuple[str, list[str]]]:
     """The commands of one round, in order, as (step name, argv)."""
     blip = [sys.executable, "-m", "blip.cli", "--params", params_file]
-    out, name, data = rnd.outputs, f"round{rnd.r}", str(rnd.path("data"))
+    out, name, data, scores = rnd.outputs, f"round{rnd.r}", str(rnd.path("data")), str(rnd.path("scores"))
 
     def train(stage: str, model: str, init: str, *extra: str) -> list[str]:
         return blip + [stage, "--name", f"{name}_{model}", "--init-from", init, "--out", str(out[model]),
@@ -60,8 +60,10 @@ def round_steps(rnd: Round, previous: dict, params_file: str, continue_pretraini
     pretrain = train("pretrain", "pretrain", str(previous["pretrain"]) if continue_pretraining else "", "--data", data)
     return [
         ("capfilt", blip + ["capfilt", "--captioner", str(previous["captioner"]), "--filter", str(previous["filter"]),
-                            "--output", data, "--metrics", str(out["capfilt"]), "--report", str(rnd.path("reports/capfilt")),
+                            "--output", scores, "--metrics", str(rnd.path("metrics/capfilt.json")),
                             "--round", str(rnd.r), "--name", f"{name}-capfilt"]),
+        ("select", blip + ["select", "--scores", scores, "--output", data, "--metrics", str(out["select"]),
+                           "--report", str(rnd.path("reports/capfilt")), "--name", f"{name}-select"]),
         ("validate", [sys.executable, "-m", "data_contracts", "--params", params_file, "bootstrapped", data,
                       "--results", str(rnd.path("metrics/validate.json")),
                       "--docs", str(rnd.path("reports/contracts")), "--mlflow-run", f"{name}-validate"]),
@@ -77,7 +79,7 @@ def round_steps(rnd: Round, previous: dict, params_file: str, continue_pretraini
 
 def summarise(r: int, outputs: dict) -> dict:
     """One round's row: CapFilt's statistics and the retrained model's evaluation."""
-    capfilt = json.loads(Path(outputs["capfilt"]).read_text())
+    capfilt = json.loads(Path(outputs["select"]).read_text())
     cap = json.loads(Path(outputs["eval_captioner"]).read_text())
     ret = json.loads(Path(outputs["eval_filter"]).read_text())
     row = {"round": r, "web_removed_share": capfilt["web_removed_share"], "noise_ratio": capfilt["noise_ratio"],
@@ -114,19 +116,19 @@ class Registered:
 
 def last_round(rounds: int, out_root: Path) -> tuple[dict[str, Registered], Path, Path]:
     """What the register stage registers after the last round: the captioner and filter that bootstrapped
-    its data and the model pre-trained on that data; with the data folder and its CapFilt statistics."""
+    its data and the model pre-trained on that data; with the data folder and its selection statistics."""
     if rounds <= 1:
         return ({"captioner": Registered(Path("models/captioner"), Path("metrics/eval_baseline_captioner.json")),
                  "filter": Registered(Path("models/filter"), Path("metrics/eval_baseline_filter.json")),
                  "pretrained": Registered(Path(FIRST["pretrain"]), Path(FIRST["eval_filter"]))},
-                Path("data/bootstrapped"), Path(FIRST["capfilt"]))
+                Path("data/bootstrapped"), Path(FIRST["select"]))
     last = Round(rounds, out_root)
     previous = FIRST if rounds == 2 else Round(rounds - 1, out_root).outputs
     return ({"captioner": Registered(Path(previous["captioner"]), Path(previous["eval_captioner"])),
              "filter": Registered(Path(previous["filter"]), Path(previous["eval_filter"])),
              # the pre-trained model is judged by the filter fine-tuned from it, as in round 1
              "pretrained": Registered(last.outputs["pretrain"], last.outputs["eval_filter"])},
-            last.path("data"), last.outputs["capfilt"])
+            last.path("data"), last.outputs["select"])
 
 
 def rounds_table(rows: list[dict]) -> str:

@@ -8,7 +8,6 @@ so `dvc repro` and the Prefect flow stop before anything trains on the data. Wri
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -3,8 +3,8 @@
 Three kinds of dataset, three suites over the same tables (see tables.py):
 - human:         the human-annotated set (COCO's role);
 - web:           raw web pairs after ingestion;
-- bootstrapped:  CapFilt's output: adds provenance, ITM scores, kept-at-threshold and the share
-                 bounds that catch a filter that keeps or removes everything.
+- bootstrapped:  select's output: adds provenance, scores, kept-at-threshold and the share bounds
+                 that catch a filter that keeps or removes everything.
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ def rows_suite(kind: str, cfg: ContractsConfig, threshold: float | None) -> gx.E
         gxe.ExpectColumnValuesToBeInSet(column="in_eval", value_set=[False]),
     ]
     if kind == "bootstrapped":
-        ex += [gxe.ExpectColumnValuesToBeBetween(column="itm", min_value=0.0, max_value=1.0),
-               # nulls (human pairs carry no score) are not checked by GX's between-expectations
-               gxe.ExpectColumnValuesToBeBetween(column="itm", min_value=threshold, meta={"check": "kept_at_threshold"})]
+        # nulls (human pairs carry no score) are not checked by GX's between-expectations
+        ex.append(gxe.ExpectColumnValuesToBeBetween(column="itm", min_value=0.0, max_value=1.0))
+        if threshold is not None:
+            ex.append(gxe.ExpectColumnValuesToBeBetween(column="score", min_value=threshold,
+                                                        meta={"check": "kept_at_threshold"}))
     return gx.ExpectationSuite(name=f"{kind}_rows", expectations=ex)
 
 

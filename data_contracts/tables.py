@@ -16,7 +16,9 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from blip.data.shards import iter_tar_samples, read_manifest, sha256_file
+from blip.data import storage
+from blip.data.shards import FORMAT, iter_raw_samples, iter_tar_samples, read_manifest
+from blip.selection.dataset import SELECTION_FORMAT
 
 
 def eval_image_hashes(dataset_dirs: list[str]) -> set[str]:
@@ -24,7 +26,7 @@ def eval_image_hashes(dataset_dirs: list[str]) -> set[str]:
     hashes = set()
     for d in dataset_dirs:
         for entry in read_manifest(d)["shards"]:
-            for sample in iter_tar_samples(Path(d) / entry["name"]):
+            for sample in iter_tar_samples(storage.join(d, entry["name"])):
                 if "jpg" in sample:
                     hashes.add(hashlib.sha256(sample["jpg"]).hexdigest())
     return hashes
@@ -39,37 +41,45 @@ def _text(raw: bytes | None) -> tuple[str | None, bool]:
         return raw.decode("utf-8", errors="replace"), False
 
 
+def _files(dataset_dir: str, manifest: dict) -> list[tuple[str, str]]:
+    """Every file the dataset's manifest vouches for, with its sha256: its shards; or, for a selection,
+    the input shards it points at and its selection tables."""
+    if manifest["format"] == FORMAT:
+        return [(storage.join(dataset_dir, e["name"]), e["sha256"]) for e in manifest["shards"]]
+    files = [(p["url"], p["sha256"]) for p in manifest["parts"]]
+    return files + [(storage.join(dataset_dir, p["selection"]["name"]), p["selection"]["sha256"])
+                    for p in manifest["parts"] if p["kind"] == "web"]
+
+
 def build_tables(dataset_dir: str | Path, eval_hashes: set[str], image_sample: int,
                  seed: int) -> dict[str, pd.DataFrame]:
-    """The rows, summary and images tables of a finished dataset."""
-    dataset_dir = Path(dataset_dir)
-    manifest = read_manifest(dataset_dir)
+    """The rows, summary and images tables of a finished dataset (plain shards or a selection)."""
+    dataset_dir = str(dataset_dir)
+    manifest = read_manifest(dataset_dir, (FORMAT, SELECTION_FORMAT))
+    files = _files(dataset_dir, manifest)
+    checksums_ok = all(storage.exists(path) and storage.sha256(path) == sha for path, sha in files)
     picks = set(random.Random(seed).sample(range(manifest["samples"]), min(image_sample, manifest["samples"])))
-    rows, images, checksums_ok, i = [], [], True, 0
-    for entry in manifest["shards"]:
-        path = dataset_dir / entry["name"]
-        if not path.is_file() or sha256_file(path) != entry["sha256"]:
-            checksums_ok = False
-            continue
-        for sample in iter_tar_samples(path):
+    rows, images = [], []
+    if checksums_ok:
+        for i, (shard, sample) in enumerate(iter_raw_samples(dataset_dir)):
             caption, utf8 = _text(sample.get("txt"))
             meta = json.loads(sample["json"]) if "json" in sample else {}
             jpg = sample.get("jpg")
-            rows.append({"key": sample["__key__"], "shard": entry["name"], "caption": caption, "utf8": utf8,
+            rows.append({"key": sample["__key__"], "shard": shard, "caption": caption, "utf8": utf8,
                          "words": len(caption.split()) if caption else 0,
-                         "source": meta.get("source"), "itm": meta.get("itm"),
+                         "source": meta.get("source"), "score": meta.get("score"), "itm": meta.get("itm"),
                          "has_image": jpg is not None,
                          "in_eval": jpg is not None and hashlib.sha256(jpg).hexdigest() in eval_hashes})
             if i in picks:
                 images.append(_image_row(sample["__key__"], jpg))
-            i += 1
     summary = {"rows_match_manifest": len(rows) == manifest["samples"], "checksums_ok": checksums_ok,
-               "shards": len(manifest["shards"])}
-    stats = manifest.get("capfilt", {}).get("counts")
-    if stats is not None:  # a bootstrapped dataset: its statistics and what its rows say must agree
+               "files": len(files)}
+    selection = manifest.get("selection")
+    if selection is not None:  # a bootstrapped dataset: its statistics and what its rows say must agree
+        stats = selection["counts"]
         web_total, syn_total = stats.get("web_total", 0), stats.get("synthetic_total", 0)
         summary.update(
-            threshold=manifest["capfilt"]["threshold"],
+            threshold=selection["threshold"],
             web_removed_share=stats.get("web_removed", 0) / web_total if web_total else None,
             noise_ratio=stats.get("synthetic_removed", 0) / syn_total if syn_total else None,
             synthetic_share=sum(r["source"] == "synthetic" for r in rows) / max(1, len(rows)),

@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 
 from blip.tracking import PARENT_ENV  # every stage's MLflow run nests under the run this names
 
-STAGES = ["prepare", "validate_web", "pretrain", "finetune_captioner", "finetune_filter", "capfilt",
+STAGES = ["prepare", "validate_web", "pretrain", "finetune_captioner", "finetune_filter", "capfilt", "select",
           "validate_bootstrapped", "retrain", "finetune_captioner_retrain", "finetune_filter_retrain",
           "evaluate", "rounds", "register"]
 
@@ -97,10 +97,12 @@ def pipeline(preset: str = "tiny", web_shards: str | None = None, human_karpathy
 
     overrides = {"preset": preset}
     for key, value in (("data.web_shards", web_shards), ("data.human_karpathy", human_karpathy),
-                       ("data.human_images", human_images), ("capfilt.threshold", threshold),
+                       ("data.human_images", human_images), ("select.threshold", threshold),
                        ("rounds", rounds), ("capfilt.procs", capfilt_procs)):
         if value is not None:
             overrides[key] = value
+    if threshold is not None:  # a threshold given is the threshold used, not a calibrated one
+        overrides["select.calibrate"] = False
     set_params(Path(repo) / "params.yaml", overrides)
     from blip.config import load_params
 

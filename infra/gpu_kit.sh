@@ -7,9 +7,10 @@
 #
 # Wheels for CPython 3.12 on x86-64 Linux: this project (installed without its dependency pins: the GPU
 # image's own torch stack is used), DeepSpeed (built here from its sdist, pure Python: its ops are
-# compiled on first use there), webdataset and the few dependencies of those the image lacks. MLflow,
-# DVC, Prefect and great-expectations are not needed by the check (it runs with tracking off). The BERT
-# vocabulary file comes along, as the tokenizer never downloads.
+# compiled on first use there), webdataset, pyarrow (CapFilt's score tables; glibc 2.28 or later) and the
+# few dependencies of those the image lacks. MLflow, DVC, Prefect and great-expectations are not needed by
+# the check (it runs with tracking off). The BERT vocabulary file comes along, as the tokenizer never
+# downloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-dist/gpu-kit}"
@@ -26,11 +27,12 @@ version() { $uv run --frozen --no-sync python -c "import importlib.metadata as m
 $pip download -q --no-deps --no-binary :all: "deepspeed==$(version deepspeed)" -d "$sdists"
 $uv build --wheel -q -o "$out/wheels" "$sdists"/deepspeed-*.tar.gz   # torch at build time (pyproject's [tool.uv])
 pins=()
-for pkg in webdataset braceexpand hjson pydantic pydantic-core annotated-types typing-inspection; do
+for pkg in webdataset braceexpand hjson pydantic pydantic-core annotated-types typing-inspection pyarrow; do
   pins+=("$pkg==$(version "$pkg")")
 done
 $pip download -q --no-deps --only-binary :all: --python-version 3.12 --implementation cp --abi cp312 \
-  --abi abi3 --abi none --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any \
+  --abi abi3 --abi none --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux_2_28_x86_64 --platform any \
   -d "$out/wheels" "${pins[@]}"
 printf '%s\n' "${pins[@]}" "deepspeed==$(version deepspeed)" > "$out/requirements.txt"
 $uv run --frozen --no-sync python -c "from blip.tokenizer import resolve_vocab; print(resolve_vocab(None))" | xargs -I{} cp {} "$out/vocab.txt"

@@ -9,7 +9,7 @@
 #   infra/launch_capfilt.sh local N   [blip capfilt args...]              # N local ranks (laptop, one node)
 #
 # torchrun: on each of NNODES nodes, with the same MASTER_ADDR / MASTER_PORT and that node's NODE_RANK:
-#   NNODES=4 NODE_RANK=0 MASTER_ADDR=node-1 infra/launch_capfilt.sh torchrun --output /shared/boot ...
+#   NNODES=4 NODE_RANK=0 MASTER_ADDR=node-1 infra/launch_capfilt.sh torchrun --output /shared/scores ...
 # Slurm job arrays and Kubernetes Indexed Jobs: infra/capfilt-slurm-array.sbatch, infra/capfilt-k8s-indexed-job.yaml.
 #
 # The output folder (and the inputs) must be the same path on every node: a shared file system.

@@ -1,4 +1,5 @@
-"""CapFilt: caption and filter web shards, resumably, on any number of processes."""
+"""CapFilt: caption web images and score every text into tables, resumably, on any number of processes;
+then select the bootstrapped dataset from the tables."""
 
 from __future__ import annotations
 
@@ -14,19 +15,22 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from PIL import Image
 
-from blip.capfilt.scoring import lowest_threshold
+from blip.capfilt.job import SCORES_FORMAT
 from blip.capfilt.report import statistics
 from blip.data.shards import DatasetWriter, iter_samples, read_manifest
+from blip.selection.dataset import SELECTION_FORMAT
 from tests.conftest import ROOT, raw_params
 
 
-def _params_file(tmp_path: Path, **capfilt) -> Path:
+def _params_file(tmp_path: Path, select: dict | None = None, **capfilt) -> Path:
     raw = copy.deepcopy(raw_params())
-    raw["capfilt"].update({"batch_size": 8, "max_length": 12, "examples": 6, "calibrate": False, **capfilt})
+    raw["capfilt"].update({"batch_size": 8, "max_length": 12, **capfilt})
+    raw["select"].update({"examples": 6, "calibrate": False, **(select or {})})
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -47,48 +51,118 @@ def models(tmp_path_factory) -> tuple[str, str]:
 
 def _args(models, prepared: Path, out: Path, params: Path, *extra: str) -> list[str]:
     return ["--params", str(params), "capfilt", "--captioner", models[0], "--filter", models[1],
-            "--input", str(prepared / "web"), "--human", str(prepared / "human/train"), "--output", str(out),
-            "--metrics", str(out.parent / f"{out.name}.json"), "--report", str(out.parent / f"{out.name}_report"),
-            *extra]
+            "--input", str(prepared / "web"), "--calibrate-on", str(prepared / "human/val"), "--output", str(out),
+            "--metrics", str(out.parent / f"{out.name}.json"), *extra]
 
 
-def _shard_digests(out: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("shard-*.tar"))}
+def _select(prepared: Path, scores: Path, out: Path, params: Path, *extra: str) -> None:
+    from blip.cli import main
+
+    assert main(["--params", str(params), "select", "--scores", str(scores), "--human", str(prepared / "human/train"),
+                 "--output", str(out), "--metrics", str(out.parent / f"{out.name}.json"),
+                 "--report", str(out.parent / f"{out.name}_report"), *extra]) == 0
+
+
+def _table_digests(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.parquet"))}
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, models, prepared) -> Path:
-    """One process, start to finish: the reference output."""
+    """One process, start to finish: the reference score tables."""
     from blip.cli import main
 
     tmp = tmp_path_factory.mktemp("capfilt_ref")
-    out = tmp / "boot"
+    out = tmp / "scores"
     assert main(_args(models, prepared, out, _params_file(tmp))) == 0
     return out
 
 
-def test_bootstrapped_dataset_records_provenance(uninterrupted, prepared):
-    manifest = read_manifest(uninterrupted)
-    counts = manifest["capfilt"]["counts"]
+@pytest.fixture(scope="module")
+def selected(tmp_path_factory, prepared, uninterrupted) -> Path:
+    """The bootstrapped dataset selected from the reference tables at the fixed threshold 0.5."""
+    tmp = tmp_path_factory.mktemp("select_ref")
+    _select(prepared, uninterrupted, tmp / "boot", _params_file(tmp))
+    return tmp / "boot"
+
+
+def test_score_tables_hold_every_candidate_with_its_provenance(uninterrupted, prepared):
+    manifest = read_manifest(uninterrupted, (SCORES_FORMAT,))
+    web = {s["__key__"]: s for s in iter_samples(prepared / "web")}
+    assert manifest["counts"]["images"] == len(web) == manifest["counts"]["web_total"]
+    assert manifest["rows"] == 2 * len(web)  # the web text and one synthetic caption per image, none dropped
+    for entry in manifest["tables"]:
+        rows = pq.read_table(uninterrupted / entry["name"]).to_pylist()
+        assert len(rows) == entry["rows"] and entry["input"]["url"].startswith(str(prepared / "web"))
+        for row in rows:
+            sample = web[row["key"]]
+            assert row["source"] == ("web" if row["candidate"] == 0 else "synthetic")
+            if row["source"] == "web":
+                assert row["text"] == sample["txt"] and row["captioner"] == ""
+            else:
+                assert row["captioner"].startswith("captioner@")
+            assert row["image_sha256"] == hashlib.sha256(sample["jpg"]).hexdigest()
+            assert row["shard"] == entry["input"]["url"] and row["round"] == 1
+            assert row["filters"].startswith("filter@") and row["words"] == len(row["text"].split())
+            assert 0 <= row["itm"][0] <= 1 and -1 <= row["itc"][0] <= 1
+            assert row["truth"] in ("clean", "mismatched", "partial", "uninformative", "true", "false")
+    calibration = pq.read_table(uninterrupted / manifest["calibration"]["name"])
+    assert set(calibration["label"].to_pylist()) == {0, 1} and calibration.num_rows == manifest["calibration"]["rows"]
+
+
+def test_bootstrapped_dataset_records_provenance(selected, uninterrupted, prepared):
+    manifest = read_manifest(selected, (SELECTION_FORMAT,))
+    counts = manifest["selection"]["counts"]
     web_in = read_manifest(prepared / "web")["samples"]
     assert counts["web_total"] == web_in and counts["synthetic_total"] == web_in  # one caption per image
     assert counts["human_total"] == read_manifest(prepared / "human/train")["samples"]
+    assert manifest["selection"]["threshold"] == 0.5
     by_source = {"human": 0, "web": 0, "synthetic": 0}
-    for sample in iter_samples(uninterrupted):
+    for sample in iter_samples(selected):  # joined: each selected text with its input shard's image
         meta = sample["json"]
         by_source[meta["source"]] += 1
         assert sample["txt"].strip()
         if meta["source"] != "human":
-            assert meta["itm"] >= manifest["capfilt"]["threshold"]  # only kept texts are written
+            assert meta["score"] >= 0.5 and meta["score"] == meta["itm"]  # ITM alone, one filter
             assert -1.0 <= meta["itc"] <= 1.0 and meta["round"] == 1
-            assert meta["filter"].startswith("filter@") and meta["image_key"] in sample["__key__"]
+            assert meta["filters"].startswith("filter@") and meta["image_key"] in sample["__key__"]
             assert meta["captioner"].startswith("captioner@") == (meta["source"] == "synthetic")
+            assert meta["shard"].startswith(str(prepared / "web"))  # the input's own shard and key
+            assert meta["origin"]["orig_key"] and meta["origin"]["orig_shard"].endswith(".tar")  # before ingestion
     assert by_source == manifest["by_source"]
     assert sum(by_source.values()) == manifest["samples"]
+    assert not list(selected.glob("*.tar"))  # no image copied
+    from blip.cli import main
+
+    assert main(["verify", str(selected)]) == 0  # input shards and selection tables match their sha256
 
 
-def test_report_figures_and_examples_sheet(uninterrupted):
-    metrics = json.loads((uninterrupted.parent / "boot.json").read_text())
+def test_materialized_shards_hold_the_same_samples(selected, tmp_path):
+    from blip.cli import main
+
+    assert main(["materialize", str(selected), str(tmp_path / "standalone"), "--shard-size", "50"]) == 0
+    standalone = read_manifest(tmp_path / "standalone")
+    assert standalone["selection"] == read_manifest(selected, (SELECTION_FORMAT,))["selection"]
+    assert [(s["__key__"], s["txt"], s["jpg"]) for s in iter_samples(tmp_path / "standalone")] == \
+        [(s["__key__"], s["txt"], s["jpg"]) for s in iter_samples(selected)]
+
+
+def test_training_loader_joins_the_selection_with_the_web_shards(selected, small):
+    from blip.data.loader import build_loader
+    from blip.data.transforms import build_transform
+    from blip.selection.dataset import training_data
+
+    data = training_data([str(selected)])
+    loader, _ = build_loader(data.shards, build_transform("eval", 32, small.loader), 8, train=False, seed=0,
+                             num_workers=2, max_words=small.ingest.max_words, joiner=data.joiner)
+    seen = {(k, m["source"], c) for batch in loader for k, m, c in zip(batch.keys, batch.meta, batch.captions)}
+    expected = {(s["__key__"], s["json"]["source"], s["txt"]) for s in iter_samples(selected)}
+    assert len(seen) == data.samples == len(expected) and {(k, src) for k, src, _ in seen} == \
+        {(k, src) for k, src, _ in expected}
+
+
+def test_report_figures_and_examples_sheet(selected):
+    metrics = json.loads((selected.parent / "boot.json").read_text())
     for source in ("web", "synthetic", "human"):
         s = metrics[source]
         assert s["kept"] + s["removed"] == s["total"]
@@ -96,7 +170,7 @@ def test_report_figures_and_examples_sheet(uninterrupted):
     truth = metrics["truth"]  # the built-in world records what every web text really is
     assert set(truth["web"]["removed_share_by_kind"]) == {"clean", "mismatched", "partial", "uninformative"}
     assert "precision" in truth["web"]["noisy_texts"] and "recall" in truth["synthetic"]["false_captions"]
-    report = uninterrupted.parent / "boot_report"
+    report = selected.parent / "boot_report"
     with Image.open(report / "examples.png") as png:
         assert png.width >= 600 and png.height >= 6 * 100
     page = (report / "examples.html").read_text(encoding="utf-8")
@@ -106,22 +180,23 @@ def test_report_figures_and_examples_sheet(uninterrupted):
 
 
 def test_killed_two_process_run_resumes_to_the_same_bytes(tmp_path, models, prepared, uninterrupted):
-    out = tmp_path / "boot"
+    out = tmp_path / "scores"
     cmd = [sys.executable, "-m", "blip.cli", *_args(models, prepared, out, _params_file(tmp_path), "--procs", "2")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
-    parts, total = out / "parts", len(_shard_digests(uninterrupted))
+    parts, total = out / "parts", len(read_manifest(uninterrupted, (SCORES_FORMAT,))["tables"])
     deadline = time.time() + 300
-    while not list(parts.glob("shard-*.json")) and time.time() < deadline and proc.poll() is None:
+    while not list(parts.glob("scores-*.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers, mid-run
     proc.wait()
-    finished = len(list(parts.glob("shard-*.json")))
+    finished = len(list(parts.glob("scores-*.json")))
     assert 0 < finished < total, f"the kill should land mid-run ({finished} of {total} shards finished)"
-    assert not (out / "manifest.json").exists()  # an unfinished dataset stays unreadable
+    assert not (out / "manifest.json").exists()  # an unfinished output stays unreadable
     assert subprocess.run(cmd, cwd=ROOT, env=env).returncode == 0
-    assert _shard_digests(out) == _shard_digests(uninterrupted)
-    assert read_manifest(out)["shards"] == read_manifest(uninterrupted)["shards"]
+    assert _table_digests(out) == _table_digests(uninterrupted)
+    scores = lambda d: read_manifest(d, (SCORES_FORMAT,))  # noqa: E731
+    assert scores(out)["tables"] == scores(uninterrupted)["tables"]
 
 
 def test_corrupt_web_samples_are_skipped_and_counted(tmp_path, models, prepared):
@@ -134,12 +209,12 @@ def test_corrupt_web_samples_are_skipped_and_counted(tmp_path, models, prepared)
     web.write("broken_jpeg", b"\xff\xd8 not really a jpeg", "a red circle", {"source": "web"})
     web.write("empty_text", good[0]["jpg"], "  ...  ", {"source": "web"})
     web.finish({"dataset": "test"})
-    out = tmp_path / "boot"
+    out = tmp_path / "scores"
     args = _args(models, prepared, out, _params_file(tmp_path))
     args[args.index("--input") + 1] = str(tmp_path / "web")
     assert main(args) == 0
-    counts = read_manifest(out)["capfilt"]["counts"]
-    assert counts["web_total"] == 6
+    counts = read_manifest(out, (SCORES_FORMAT,))["counts"]
+    assert counts["web_total"] == 6 and counts["images"] == 6
     assert counts["skipped_bad_image_or_metadata"] == 1 and counts["skipped_caption_empty"] == 1
 
 
@@ -148,73 +223,62 @@ def _settings(**overrides):
     from blip.config import load_params
 
     cfg = load_params(ROOT / "params.yaml").capfilt
-    fields = dict(threshold=0.0, seed=0, round=1, max_words=30, max_chars=4000, precision="fp32", loader_workers=0)
+    fields = dict(seed=0, round=1, max_words=30, max_chars=4000, precision="fp32", loader_workers=0)
     cfg_fields = {k: overrides.pop(k) for k in list(overrides) if hasattr(cfg, k)}
     return RunSettings(cfg=dataclasses.replace(cfg, **cfg_fields), **{**fields, **overrides})
 
 
 def test_bf16_autocast_scores_close_to_fp32(models, prepared):
-    from blip.capfilt.scoring import bootstrap_web_shard, load_member
+    from blip.capfilt.scoring import load_member, score_web_shard
 
     shard = str(prepared / "web" / read_manifest(prepared / "web")["shards"][0]["name"])
     captioners, filters = [load_member(models[0])], [load_member(models[1])]
     runs = {}
     for precision in ("fp32", "bf16"):
         run = _settings(precision=precision, method="beam", batch_size=4, max_length=12)
-        kept, stats = bootstrap_web_shard(shard, captioners, filters, run, 8, limit=8)
-        runs[precision] = [t for ex in stats.examples for t in ex["texts"]]
+        table, _ = score_web_shard(shard, captioners, filters, run, limit=8)
+        runs[precision] = table.to_pylist()
     fp32, bf16 = runs["fp32"], runs["bf16"]
     assert [t["source"] for t in fp32] == [t["source"] for t in bf16] and len(fp32) >= 16
     web = [(a, b) for a, b in zip(fp32, bf16) if a["source"] == "web"]  # same texts (captions may differ)
-    assert len(web) == 8 and max(abs(a["itm"] - b["itm"]) for a, b in web) < 0.05
+    assert len(web) == 8 and max(abs(a["itm"][0] - b["itm"][0]) for a, b in web) < 0.05
     with pytest.raises(ValueError, match="precision"):
-        bootstrap_web_shard(shard, captioners, filters, _settings(precision="fp16"), 0, limit=2)
+        score_web_shard(shard, captioners, filters, _settings(precision="fp16"), limit=2)
 
 
-def test_loader_workers_change_no_byte_and_batch_size_no_caption_or_decision(models, prepared):
-    from blip.capfilt.scoring import bootstrap_web_shard, load_member
+def test_loader_workers_change_no_byte_and_batch_size_no_caption(models, prepared):
+    from blip.capfilt.scoring import load_member, score_web_shard
 
     shard = str(prepared / "web" / read_manifest(prepared / "web")["shards"][0]["name"])
     captioners, filters = [load_member(models[0])], [load_member(models[1])]
 
     def run(batch: int, workers: int) -> tuple[list[dict], dict]:
-        kept, stats = bootstrap_web_shard(shard, captioners, filters,
-                                          _settings(batch_size=batch, loader_workers=workers, max_length=12), 20)
-        return kept, stats.to_dict()
+        table, stats = score_web_shard(shard, captioners, filters,
+                                       _settings(batch_size=batch, loader_workers=workers, max_length=12), limit=20)
+        return table.to_pylist(), stats.to_dict()
 
     reference = run(8, 0)
     assert reference[1]["counts"]["synthetic_total"] == 20  # one nucleus caption for each of the 20 images
-    assert run(8, 2) == reference and run(8, 3) == reference  # decoded in worker processes: the same bytes
-    # another batch size: sampling is keyed per image, so the same captions and decisions; the scores
-    # agree up to float rounding (a CPU's matrix kernels round differently for other batch shapes)
-    kept, stats = run(3, 1)
+    assert run(8, 2) == reference and run(8, 3) == reference  # decoded in worker processes: the same rows
+    # another batch size: sampling is keyed per image, so the same captions; the scores agree up to float
+    # rounding (a CPU's matrix kernels round differently for other batch shapes)
+    rows, stats = run(3, 1)
     assert stats["counts"] == reference[1]["counts"]
-    assert [(s["__key__"], s["txt"]) for s in kept] == [(s["__key__"], s["txt"]) for s in reference[0]]
-    for a, b in zip(kept, reference[0]):
-        a, b = json.loads(a["json"]), json.loads(b["json"])
-        assert abs(a["itm"] - b["itm"]) < 1e-4 and abs(a["itc"] - b["itc"]) < 1e-4
+    assert [(r["key"], r["text"]) for r in rows] == [(r["key"], r["text"]) for r in reference[0]]
+    for a, b in zip(rows, reference[0]):
+        assert abs(a["itm"][0] - b["itm"][0]) < 1e-4 and abs(a["itc"][0] - b["itc"][0]) < 1e-4
 
 
-def test_calibrated_threshold_is_used_and_recorded(tmp_path, models, prepared):
-    from blip.cli import main
-
+def test_calibrated_threshold_is_used_and_recorded(tmp_path, prepared, uninterrupted):
     out = tmp_path / "boot"
-    params = _params_file(tmp_path, calibrate=True, target_precision=0.5)
-    assert main(_args(models, prepared, out, params, "--calibrate-on", str(prepared / "human/val"))) == 0
+    _select(prepared, uninterrupted, out, _params_file(tmp_path, select={"calibrate": True, "target_precision": 0.5}))
     metrics = json.loads((tmp_path / "boot.json").read_text())
     calibration = metrics["calibration"]
     assert calibration["precision"] >= 0.5 and calibration["pairs"] > 0
-    assert read_manifest(out)["capfilt"]["threshold"] == metrics["threshold"] == calibration["threshold"]
+    selection = read_manifest(out, (SELECTION_FORMAT,))["selection"]
+    assert selection["threshold"] == metrics["threshold"] == calibration["threshold"]
     kept = [s["json"] for s in iter_samples(out) if s["json"]["source"] != "human"]
-    assert all(k["itm"] >= metrics["threshold"] for k in kept)
-
-
-def test_lowest_threshold_reaching_a_precision():
-    scored = [(0.9, 1), (0.8, 1), (0.7, 0), (0.6, 1), (0.4, 0), (0.3, 1), (0.2, 0)]
-    assert lowest_threshold(scored, 0.75) == {"threshold": 0.6, "precision": 0.75, "recall": 0.75}
-    assert lowest_threshold([(0.12345678, 1)], 1.0)["threshold"] == 0.123456  # floored to 6 decimals
-    assert lowest_threshold(scored, 1.0)["threshold"] == 0.8
-    assert lowest_threshold([(0.5, 0), (0.4, 0)], 0.5) is None
+    assert kept and all(k["score"] >= metrics["threshold"] for k in kept)
 
 
 def test_statistics_from_counts():
@@ -255,8 +319,9 @@ def _kill_tree(pid: int) -> None:
 
 
 def _same_dataset(out: Path, reference: Path) -> None:
-    assert _shard_digests(out) == _shard_digests(reference)
-    assert read_manifest(out) == read_manifest(reference)  # fingerprint, counts, threshold: all of it
+    assert _table_digests(out) == _table_digests(reference)
+    scores = lambda d: read_manifest(d, (SCORES_FORMAT,))  # noqa: E731
+    assert scores(out) == scores(reference)  # fingerprint, counts, tables: all of it
     assert not (out / "parts" / "claims").exists()  # the finished job leaves no lease behind
 
 
@@ -264,7 +329,7 @@ def _same_dataset(out: Path, reference: Path) -> None:
 def test_two_torchrun_nodes_one_killed_the_other_finishes_the_same_bytes(tmp_path, models, prepared, uninterrupted):
     from blip.train.engine import free_port
 
-    out, port = tmp_path / "boot", free_port()
+    out, port = tmp_path / "scores", free_port()
     params = _params_file(tmp_path, lease_seconds=4, poll_seconds=0.2, batch_size=8)
     logs, nodes = [], []
     for node in (0, 1):  # two "machines" on 127.0.0.1, one process each, one shared output folder
@@ -277,7 +342,7 @@ def test_two_torchrun_nodes_one_killed_the_other_finishes_the_same_bytes(tmp_pat
 
     def node1_holds_an_unfinished_shard_after_finishing_one() -> bool:
         leases = []
-        for path in (out / "parts" / "claims").glob("shard-*.lease.0"):
+        for path in (out / "parts" / "claims").glob("scores-*.lease.0"):
             try:
                 leases.append((path.name.split(".lease")[0], json.loads(path.read_text())))
             except (FileNotFoundError, json.JSONDecodeError):  # being created or replaced this instant
@@ -298,18 +363,19 @@ def test_two_torchrun_nodes_one_killed_the_other_finishes_the_same_bytes(tmp_pat
     _wait_for(lambda: (out / "manifest.json").exists() and not agent.children(), "node 0's rank to finish")
     _kill_tree(nodes[0].pid)
     node0 = logs[0].read_text()
-    assert "Traceback" not in node0 and f"capfilt: {read_manifest(uninterrupted)['samples']} samples -> " in node0, node0[-3000:]
-    assert "took over shard-" in node0 and "rank 0: shard-" in node0
+    rows = read_manifest(uninterrupted, (SCORES_FORMAT,))["rows"]
+    assert "Traceback" not in node0 and f"capfilt: {rows} candidate texts" in node0, node0[-3000:]
+    assert "took over scores-" in node0 and "rank 0: scores-" in node0
     _same_dataset(out, uninterrupted)
 
 
 @pytest.mark.slow
 def test_a_rank_started_late_claims_shards_and_the_job_finishes_once(tmp_path, models, prepared, uninterrupted):
-    out = tmp_path / "boot"
+    out = tmp_path / "scores"
     params = _params_file(tmp_path, lease_seconds=120, poll_seconds=0.2, batch_size=8)
     cmd = [sys.executable, "-m", "blip.cli", *_args(models, prepared, out, params)]
     logs = [tmp_path / "rank0.log", tmp_path / "rank1.log"]
-    parts = lambda: len(list((out / "parts").glob("shard-*.json")))  # noqa: E731
+    parts = lambda: len(list((out / "parts").glob("scores-*.json")))  # noqa: E731
     # a Slurm array whose second task waited in the queue
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=open(logs[0], "w"), stderr=subprocess.STDOUT,
                              env=_rank_env(SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="2"))
@@ -322,6 +388,6 @@ def test_a_rank_started_late_claims_shards_and_the_job_finishes_once(tmp_path, m
     first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=300) == 0 and late.wait(timeout=300) == 0, logs[1].read_text()[-3000:]
     texts = [log.read_text() for log in logs]
-    assert "rank 1: shard-" in texts[1]  # the late rank did part of the work
-    assert sum(t.count("samples -> ") for t in texts) == 1  # the finishing step ran once
+    assert "rank 1: scores-" in texts[1]  # the late rank did part of the work
+    assert sum(t.count("candidate texts of") for t in texts) == 1  # the finishing step ran once
     _same_dataset(out, uninterrupted)

@@ -14,7 +14,8 @@ THRESHOLD = 0.5
 
 def _bootstrapped(out: Path, prepared: Path, *, web_itm: float = 0.9, caption: str | None = None,
                   duplicate_key: bool = False, leak_test_image: bool = False, keep_all: bool = False) -> Path:
-    """A CapFilt-shaped dataset over the small world: human pairs, kept web and synthetic texts."""
+    """A bootstrapped dataset as `blip materialize` writes it, over the small world: human pairs, kept web
+    and synthetic texts."""
     human = list(iter_samples(prepared / "human/train"))
     web = list(iter_samples(prepared / "web"))[:40]
     writer = DatasetWriter(out, shard_size=25)
@@ -25,22 +26,22 @@ def _bootstrapped(out: Path, prepared: Path, *, web_itm: float = 0.9, caption: s
         if keep_all or i % 4:  # 3 in 4 web texts kept
             itm = web_itm if i == 1 else 0.9
             writer.write(f"{s['__key__']}_web", s["jpg"], caption if (caption and i == 1) else s["txt"],
-                         {"source": "web", "itm": itm, "itc": 0.3, "round": 1})
+                         {"source": "web", "score": itm, "itm": itm, "itc": 0.3, "round": 1})
             kept["web"] += 1
         if keep_all or i % 5:  # 4 in 5 synthetic captions kept
             key = web[1]["__key__"] + "_web" if (duplicate_key and i == 2) else f"{s['__key__']}_syn0"
             writer.write(key, s["jpg"], "a red circle on a white background",
-                         {"source": "synthetic", "itm": 0.8, "itc": 0.3, "round": 1})
+                         {"source": "synthetic", "score": 0.8, "itm": 0.8, "itc": 0.3, "round": 1})
             kept["synthetic"] += 1
     if leak_test_image:
         test = next(iter_samples(prepared / "human/test"))
-        writer.write("leaked_test_image", test["jpg"], test["txt"], {"source": "synthetic", "itm": 0.9})
+        writer.write("leaked_test_image", test["jpg"], test["txt"], {"source": "synthetic", "score": 0.9, "itm": 0.9})
         kept["synthetic"] += 1
     n = len(web)
     counts = {"human_total": len(human), "human_kept": kept["human"], "web_total": n, "web_kept": kept["web"],
               "web_removed": n - kept["web"], "synthetic_total": n, "synthetic_kept": kept["synthetic"],
               "synthetic_removed": n - kept["synthetic"] if not leak_test_image else n - kept["synthetic"] + 1}
-    writer.finish({"by_source": kept, "capfilt": {"counts": counts, "threshold": THRESHOLD}})
+    writer.finish({"by_source": kept, "selection": {"counts": counts, "threshold": THRESHOLD}})
     return out
 
 
@@ -75,7 +76,7 @@ def test_good_datasets_pass_and_data_docs_are_written(tmp_path, prepared):
     ("leaked", dict(leak_test_image=True), {("expect_column_values_to_be_in_set", "in_eval")}),
     ("long_caption", dict(caption=" ".join(["word"] * 500)), {("expect_column_values_to_be_between", "words")}),
     ("duplicate_key", dict(duplicate_key=True), {("expect_column_values_to_be_unique", "key")}),
-    ("under_threshold", dict(web_itm=0.3), {("expect_column_values_to_be_between", "itm")}),
+    ("under_threshold", dict(web_itm=0.3), {("expect_column_values_to_be_between", "score")}),
 ])
 def test_each_break_fails_the_right_expectation(tmp_path, prepared, name, build, expected):
     code, report = _run("bootstrapped", _bootstrapped(tmp_path / name, prepared, **build), prepared, tmp_path)
@@ -102,7 +103,7 @@ def test_a_filter_that_removes_everything_fails(tmp_path, prepared):
         writer.write(s["__key__"], s["jpg"], s["txt"], {**s["json"], "source": "human"})
     counts = {"human_total": len(human), "human_kept": len(human), "web_total": 40, "web_removed": 40,
               "synthetic_total": 40, "synthetic_removed": 40}
-    writer.finish({"by_source": {"human": len(human)}, "capfilt": {"counts": counts, "threshold": THRESHOLD}})
+    writer.finish({"by_source": {"human": len(human)}, "selection": {"counts": counts, "threshold": THRESHOLD}})
     code, report = _run("bootstrapped", tmp_path / "empty", prepared, tmp_path)
     assert code == 1
     assert {("expect_column_values_to_be_between", "synthetic_share"),

@@ -63,7 +63,8 @@ def test_flow_runs_stages_through_dvc_with_nested_mlflow_runs(prefect_api, tmp_p
     assert state.is_completed(), state
     assert (repo / "metrics/validate_web.json").is_file() and "preset: tiny" in (repo / "params.yaml").read_text()
     written = yaml.safe_load((repo / "params.yaml").read_text())  # flow parameters reach DVC as params
-    assert written["rounds"] == 2 and written["capfilt"]["threshold"] == 0.6 and written["capfilt"]["procs"] == 3
+    assert written["rounds"] == 2 and written["capfilt"]["procs"] == 3
+    assert written["select"]["threshold"] == 0.6 and written["select"]["calibrate"] is False
     mlflow.set_tracking_uri(f"sqlite:///{repo}/mlruns.db")
     runs = mlflow.search_runs(experiment_names=["blip-capfilt"])
     parent = runs[runs["tags.prefect_flow_run_id"].notna()].iloc[0]

@@ -160,3 +160,21 @@ def test_killed_ingestion_leaves_no_readable_half_dataset(tmp_path, prepared):
     for shard in (tmp_path / "out").glob("shard-*.tar"):
         with tarfile.open(shard) as tar:  # every committed shard is a whole tar
             assert len(tar.getmembers()) % 3 == 0
+
+
+def test_a_new_version_never_overwrites_a_shard_an_older_manifest_references(tmp_path, params, prepared):
+    import dataclasses
+
+    from blip.data import storage
+
+    web = str(prepared / "world" / "web")
+    first = ingest_webdataset(web, tmp_path / "out", params.ingest)
+    old = {e["name"]: e["sha256"] for e in first["shards"]}
+    # the same data cut to 3 words a caption: every shard's content, so every shard's name, changes
+    second = ingest_webdataset(web, tmp_path / "out", dataclasses.replace(params.ingest, max_words=3))
+    assert not set(old) & {e["name"] for e in second["shards"]}
+    assert {name: storage.sha256(tmp_path / "out" / name) for name in old} == old  # the old version is whole
+    assert read_manifest(tmp_path / "out") == second and verify_dataset(tmp_path / "out") == []
+    # the same content again: the same names, the same bytes
+    again = ingest_webdataset(web, tmp_path / "again", dataclasses.replace(params.ingest, max_words=3))
+    assert again["shards"] == second["shards"]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from blip.data.loader import SharedEpoch, build_loader
+from blip.data.loader import build_loader
 from blip.data.shards import shard_paths
 from blip.data.transforms import BLIP_RANDAUGMENT_OPS, BlipRandAugment, build_transform
 

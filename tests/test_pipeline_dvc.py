@@ -1,7 +1,8 @@
 """The real DVC, in a temporary git repository, over the whole chain on a reduced preset.
 
 A filter that keeps everything (threshold 0) makes the bootstrapped contract fail: `dvc repro` stops
-there and retraining never runs. With a working threshold the chain runs to the end, a second round
+there and retraining never runs. A working threshold re-runs `select` but not `capfilt` (the scores are
+kept), and the chain runs to the end, a second round
 of bootstrapping included, and a second `dvc repro` does nothing.
 """
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -44,7 +46,8 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     raw["ingest"]["shard_size"] = 24
     raw["train"].update(procs=1, log_every=2, checkpoint_every=100)
     # keeps every text: a broken filter
-    raw["capfilt"].update(threshold=0.0, calibrate=False, batch_size=16, max_length=10)
+    raw["capfilt"].update(batch_size=16, max_length=10)
+    raw["select"].update(threshold=0.0, calibrate=False)
     raw["contracts"]["image_sample"] = 20
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     (repo / ".gitignore").write_text("mlruns.db\n")
@@ -54,7 +57,8 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
 
     dvc = [sys.executable, "-m", "dvc"]
     failed = _run(dvc + ["repro"], repo, ok=False)
-    assert "Running stage 'capfilt'" in failed and "Running stage 'validate_bootstrapped'" in failed
+    assert "Running stage 'capfilt'" in failed and "Running stage 'select'" in failed
+    assert "Running stage 'validate_bootstrapped'" in failed
     assert "web_removed_share" in failed  # the failed expectation is named in the output
     assert "Running stage 'retrain'" not in failed and not (repo / "models/retrain").exists()
     report = json.loads((repo / "metrics/validate_bootstrapped.json").read_text())
@@ -62,7 +66,23 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
 
     # a working filter threshold; the contract's share bounds are opened up because the few-step
     # models here score near chance (test_contracts covers the bounds themselves)
-    raw["capfilt"]["threshold"] = 0.3
+    # a new threshold re-runs select only: the models' scores are kept
+    scores = {p.name: p.stat().st_mtime_ns for p in (repo / "data/scores").iterdir()}
+    raw["select"]["threshold"] = 0.3
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    selected_only = _run(dvc + ["repro", "select"], repo)
+    assert "Running stage 'select'" in selected_only and "Running stage 'capfilt'" not in selected_only
+    assert "Running stage 'pretrain'" not in selected_only
+    assert {p.name: p.stat().st_mtime_ns for p in (repo / "data/scores").iterdir()} == scores
+    # the selected set is exactly the scored texts at or above the new threshold (one filter, ITM alone)
+    tables = json.loads((repo / "data/scores/manifest.json").read_text())["tables"]
+    expected = {(r["key"], r["candidate"]) for t in tables
+                for r in pq.read_table(repo / "data/scores" / t["name"]).to_pylist() if r["itm"][0] >= 0.3}
+    parts = json.loads((repo / "data/bootstrapped/manifest.json").read_text())["parts"]
+    selected = {(r["key"], r["candidate"]) for p in parts if p["kind"] == "web"
+                for r in pq.read_table(repo / "data/bootstrapped" / p["selection"]["name"]).to_pylist()}
+    assert selected == expected and expected
+
     raw["rounds"] = 2
     raw["contracts"].update(synthetic_share=[0.0, 1.0], web_removed_share=[0.0, 1.0], noise_ratio=[0.0, 1.0])
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -72,7 +92,7 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     assert set(compare) >= {"baseline", "bootstrapped", "delta", "capfilt"}
     assert "| TR@1 (%) |" in (repo / "reports/compare.md").read_text()
     # round 2 bootstrapped with the models fine-tuned from round 1's retrained model
-    round2 = json.loads((repo / "rounds/r2/data/manifest.json").read_text())["capfilt"]
+    round2 = json.loads((repo / "rounds/r2/data/manifest.json").read_text())["selection"]
     assert round2["round"] == 2
     assert round2["captioners"] == [model_id(str(repo / "models/captioner_retrain"))]
     assert round2["filters"] == [model_id(str(repo / "models/filter_retrain"))]

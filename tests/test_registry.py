@@ -101,12 +101,12 @@ def test_registered_model_serves_captions_and_scores(server, filter_model):
 def test_register_stage_takes_the_last_rounds_models():
     from blip.rounds import last_round
 
-    models, data, capfilt = last_round(1, Path("rounds"))
+    models, data, _ = last_round(1, Path("rounds"))
     assert models["captioner"].folder == Path("models/captioner")
     assert models["pretrained"].folder == Path("models/retrain") and data == Path("data/bootstrapped")
     # round 3 bootstrapped its data with round 2's fine-tuned models and pre-trained a new model on it
-    models, data, capfilt = last_round(3, Path("rounds"))
+    models, data, selection = last_round(3, Path("rounds"))
     assert models["captioner"].folder == Path("rounds/r2/models/captioner")
     assert models["filter"].evaluation == Path("rounds/r2/metrics/eval_filter.json")
     assert models["pretrained"].folder == Path("rounds/r3/models/pretrain")
-    assert data == Path("rounds/r3/data") and capfilt == Path("rounds/r3/metrics/capfilt.json")
+    assert data == Path("rounds/r3/data") and selection == Path("rounds/r3/metrics/select.json")

@@ -1,1 +1,1 @@
-"""CapFilt (BLIP sec. 3.3): caption noisy web images, filter web and synthetic texts, at any scale."""
+"""CapFilt (BLIP sec. 3.3), its expensive half: caption noisy web images and score every text, at any scale."""

@@ -1,12 +1,15 @@
-"""One CapFilt job on any number of ranks: claim shards, bootstrap them, finish once.
+"""One CapFilt scoring job on any number of ranks: claim shards, score them, finish once.
 
-Input shards are the unit of work. Output shard i is a pure function of input shard i, the models,
+Input web shards are the unit of work. Score table i (one row per candidate text: the web text and
+every synthetic caption, with every filter's scores) is a pure function of input shard i, the models,
 the params and the seed, so ranks need not agree on who does what: each claims the next free shard
-(claims.py), writes it atomically, then commits a small JSON of its statistics (`parts/`), which marks
-it done. Ranks may start late, stop, die or be added; a dead rank's shards are taken over when its
-lease expires. The rank that finds every shard done claims the finishing step: the manifest (the
-dataset's commit point), metrics, examples sheet and MLflow run. A re-run of the same command resumes
-whatever is unfinished, finishing step included.
+(claims.py), writes its table atomically, then commits a small JSON of its statistics (`parts/`), which
+marks it done. Ranks may start late, stop, die or be added; a dead rank's shards are taken over when
+its lease expires. The human val pairs that select calibrates on are scored once, the same way. The
+rank that finds every shard done claims the finishing step: metrics, MLflow run, then the manifest
+(the commit point). A re-run of the same command resumes whatever is unfinished.
+
+Which texts to keep is not decided here: `blip select` (blip/selection) reads the tables.
 
     blip capfilt                                     # one process (the DVC stage)
     blip capfilt --procs 4                           # four local ranks
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -27,91 +29,78 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 
 from blip.capfilt.claims import Claims, Lease, LeaseLost, create_new, owner_id
-from blip.capfilt.report import example_images, statistics, write_sheet_html, write_sheet_png
-from blip.capfilt.scoring import (SOURCES, Member, RunSettings, bootstrap_web_shard, calibrate_threshold,
-                                  copy_human_shard, load_member, model_id)
+from blip.capfilt.scoring import Member, RunSettings, calibration_table, load_member, model_id, score_web_shard
 from blip.config import Params, to_dict
-from blip.data.shards import MANIFEST, SHARD_PATTERN, atomic_write_json, read_manifest, write_shard
+from blip.data import storage
+from blip.data.parquet import write_table
+from blip.data.shards import MANIFEST, atomic_write_json, read_manifest
 from blip.launch import Ranks, ranks_from_env, resolve_device, resolve_precision
 
+SCORES_FORMAT = "blip-scores/1"
+TABLE_PATTERN = "scores-{:06d}.parquet"
+CALIBRATION = "calibration.parquet"  # the human val pairs, scored
 PARTS = "parts"                  # per-shard statistics: a shard is done when its part exists
 CLAIMS = f"{PARTS}/claims"       # leases and the start time, while the job runs
-CALIBRATION = f"{PARTS}/calibration.json"
 # settings the output does not depend on: a run may resume another's shards with other values. The batch
-# size stays in: captions and decisions do not depend on it (sampling is keyed per image), but a CPU's or
-# GPU's matrix kernels round differently for other batch shapes, so scores may differ in the last digit
+# size stays in: captions do not depend on it (sampling is keyed per image), but a CPU's or GPU's matrix
+# kernels round differently for other batch shapes, so scores may differ in the last digit
 NOT_FINGERPRINTED = ("procs", "lease_seconds", "poll_seconds")
 
 
 @dataclass
 class Work:
-    """One unit of work: an input shard and the output shard it becomes."""
+    """One unit of work: an input web shard and the score table it becomes."""
 
     index: int
-    source: str    # web | human
     path: str
     sha256: str    # as the input's manifest records it
+    samples: int
 
     @property
     def out_name(self) -> str:
-        return SHARD_PATTERN.format(self.index)
+        return TABLE_PATTERN.format(self.index)
 
 
-def plan(web_dirs: list[str], human_dirs: list[str]) -> list[Work]:
-    """Every input shard in a fixed order: web shards first, then the human-annotated ones."""
-    entries = [(source, str(Path(d) / e["name"]), e["sha256"])
-               for source, dirs in (("web", web_dirs), ("human", human_dirs))
-               for d in dirs for e in read_manifest(d)["shards"]]
+def plan(web_dirs: list[str]) -> list[Work]:
+    """Every input web shard, in manifest order."""
+    entries = [(storage.join(d, e["name"]), e["sha256"], e["samples"]) for d in web_dirs
+               for e in read_manifest(d)["shards"]]
     return [Work(i, *entry) for i, entry in enumerate(entries)]
 
 
 @dataclass
 class CapfiltJob:
-    """What to bootstrap with what, and where the results go; every rank builds the same job."""
+    """What to score with what, and where the tables go; every rank builds the same job."""
 
     params: Params
     captioners: list[str]
     filters: list[str]
     web: list[str]
-    human: list[str]
     output: Path
     round: int = 1
-    threshold: float | None = None      # None: params (fixed, or calibrated when capfilt.calibrate)
     calibrate_on: str = "data/human/val"
     metrics: Path | None = None
-    report: Path | None = None
     name: str = "capfilt"
     device: str | None = None           # None: params inference.device
     work: list[Work] = field(init=False)
 
     def __post_init__(self):
         self.output = Path(self.output)
-        self.work = plan(self.web, self.human)
-
-    @property
-    def calibrates(self) -> bool:
-        """Whether the threshold is calibrated on human val pairs (none given, params ask for it)."""
-        return self.threshold is None and self.params.capfilt.calibrate
+        self.work = plan(self.web)
 
     def fingerprint(self, precision: str) -> str:
-        """What finished shards must match to be reused: inputs, models, settings, seed, round, precision."""
+        """What finished tables must match to be reused: inputs, models, settings, seed, round, precision."""
         cfg = {k: v for k, v in to_dict(self.params.capfilt).items() if k not in NOT_FINGERPRINTED}
-        parts = {"inputs": [(w.source, w.path, w.sha256) for w in self.work],
+        parts = {"inputs": [(w.path, w.sha256) for w in self.work],
                  "models": [model_id(p) for p in self.captioners + self.filters], "cfg": cfg,
-                 "threshold": None if self.calibrates else self.fixed_threshold(),
-                 "calibrate_on": self.calibrate_on if self.calibrates else None,
-                 "seed": self.params.seed, "round": self.round, "precision": precision,
-                 "max_words": self.params.ingest.max_words, "max_chars": self.params.ingest.max_caption_chars}
+                 "calibrate_on": self.calibrate_on, "seed": self.params.seed, "round": self.round,
+                 "precision": precision, "max_words": self.params.ingest.max_words,
+                 "max_chars": self.params.ingest.max_caption_chars}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-    def fixed_threshold(self) -> float:
-        """The threshold given or in params, floored to 6 decimals: samples record probabilities to 6
-        decimals, and a threshold with more would let a kept text's recorded probability fall under it."""
-        t = self.params.capfilt.threshold if self.threshold is None else self.threshold
-        return math.floor(t * 1e6) / 1e6
 
 
 def part_path(out_dir: Path, work: Work) -> Path:
@@ -128,7 +117,8 @@ def clear_other_job(out_dir: Path, stamp: str) -> None:
     """A plain single run may reuse a folder that holds another job's output: clear it first."""
     if _stamp(out_dir) in (None, stamp):
         return
-    for old in list(out_dir.glob("shard-*.tar")) + list(out_dir.glob(".*.tmp")) + [out_dir / MANIFEST]:
+    for old in list(out_dir.glob("scores-*.parquet")) + list(out_dir.glob(".*.tmp")) + [out_dir / MANIFEST,
+                                                                                        out_dir / CALIBRATION]:
         old.unlink(missing_ok=True)
     for old in sorted((out_dir / PARTS).rglob("*"), reverse=True):
         old.rmdir() if old.is_dir() else old.unlink()
@@ -140,7 +130,7 @@ def join_output(out_dir: Path, stamp: str) -> None:
     # the first rank to arrive stamps the folder; the others read its stamp
     found = stamp if create_new(out_dir / PARTS / "fingerprint", stamp + "\n") else _stamp(out_dir)
     if found != stamp:
-        raise RuntimeError(f"{out_dir} holds shards of another capfilt job (other inputs, models or params); "
+        raise RuntimeError(f"{out_dir} holds tables of another capfilt job (other inputs, models or params); "
                            "give this job another --output, or delete that folder")
 
 
@@ -148,7 +138,7 @@ def finished(out_dir: Path, stamp: str) -> bool:
     """Whether this job's manifest is already written."""
     if not (out_dir / MANIFEST).is_file():
         return False
-    return json.loads((out_dir / MANIFEST).read_text()).get("capfilt", {}).get("fingerprint") == stamp
+    return json.loads((out_dir / MANIFEST).read_text()).get("fingerprint") == stamp
 
 
 class Rank:
@@ -175,10 +165,8 @@ class Rank:
         """Sleep until the next look at the claims."""
         time.sleep(self.job.params.capfilt.poll_seconds)
 
-    def threshold(self) -> tuple[float, dict | None]:
-        """The fixed threshold, or the calibrated one (computed by whichever rank claims it first)."""
-        if not self.job.calibrates:
-            return self.job.fixed_threshold(), None
+    def score_calibration_pairs(self) -> None:
+        """Score the human val pairs that select calibrates on (done by whichever rank claims it first)."""
         path = self.out / CALIBRATION
         while not path.is_file():
             lease = self.claims.try_claim("calibration")
@@ -187,39 +175,33 @@ class Rank:
                 continue
             with lease:
                 if not path.is_file():
-                    cfg, p = self.job.params.capfilt, self.job.params
+                    p = self.job.params
                     with torch.inference_mode():
-                        result = calibrate_threshold(self.models()[1], self.job.calibrate_on, cfg.target_precision,
-                                                     p.seed, p.ingest.max_words, cfg.filter_combine, self.precision)
-                    atomic_write_json(path, result)
-                    self.log(f"capfilt: calibrated threshold {result['threshold']} (precision {result['precision']}, "
-                             f"recall {result['recall']} on {self.job.calibrate_on})")
-        calibration = json.loads(path.read_text())
-        return calibration["threshold"], calibration
+                        table = calibration_table(self.models()[1], self.job.calibrate_on, p.seed, p.ingest.max_words,
+                                                  self.precision)
+                    write_table(path, table)
+                    self.log(f"capfilt: scored {table.num_rows} calibration pairs of {self.job.calibrate_on}")
 
-    def settings(self, threshold: float) -> RunSettings:
+    def settings(self) -> RunSettings:
         """What every shard of this job is processed with, on this rank."""
         p = self.job.params
-        return RunSettings(cfg=p.capfilt, threshold=threshold, seed=p.seed, round=self.job.round,
-                           max_words=p.ingest.max_words, max_chars=p.ingest.max_caption_chars,
-                           precision=self.precision, loader_workers=p.inference.loader_workers)
+        return RunSettings(cfg=p.capfilt, seed=p.seed, round=self.job.round, max_words=p.ingest.max_words,
+                           max_chars=p.ingest.max_caption_chars, precision=self.precision,
+                           loader_workers=p.inference.loader_workers)
 
     def process(self, w: Work, run: RunSettings, lease: Lease) -> None:
-        """Bootstrap one shard and commit it: the shard first, then its part, which marks it done."""
+        """Score one shard and commit it: the table first, then its part, which marks it done."""
         start = time.time()
-        if w.source == "web":
-            captioners, filters = self.models()
-            with torch.inference_mode():
-                samples, stats = bootstrap_web_shard(w.path, captioners, filters, run, run.cfg.examples,
-                                                     between_batches=lease.check)
-        else:
-            samples, stats = copy_human_shard(w.path, run.round)
-        entry = write_shard(self.out / w.out_name, samples)
-        atomic_write_json(part_path(self.out, w), {"shard": entry, "input": w.path, "source": w.source,
+        captioners, filters = self.models()
+        with torch.inference_mode():
+            table, stats = score_web_shard(w.path, captioners, filters, run, between_batches=lease.check)
+        entry = write_table(self.out / w.out_name, table)
+        atomic_write_json(part_path(self.out, w), {"table": entry, "input": {"url": w.path, "sha256": w.sha256,
+                                                                               "samples": w.samples},
                                                    **stats.to_dict()})
-        images = stats.counts.get("web_total", stats.counts.get("human_total", 0))
-        self.log(f"[capfilt] rank {self.ranks.rank}: {w.out_name} ({w.source}) {entry['samples']} samples kept, "
-                 f"{images / max(time.time() - start, 1e-9):.1f} images/s")
+        self.log(f"[capfilt] rank {self.ranks.rank}: {w.out_name} {stats.counts['images']} images, "
+                 f"{entry['rows']} candidate texts, {stats.counts['images'] / max(time.time() - start, 1e-9):.1f} "
+                 "images/s")
 
     def claim_shards(self, run: RunSettings) -> None:
         """Claim and process shards until every one is done (by this rank or others)."""
@@ -254,7 +236,7 @@ class Rank:
             if not claimed:  # every unfinished shard is held by a live rank: wait for it, or its lease to expire
                 self.wait()
 
-    def finish(self, calibration: dict | None, threshold: float) -> dict | None:
+    def finish(self) -> dict | None:
         """Claim the finishing step and do it; None when another rank is doing it."""
         lease = self.claims.try_claim("finish")
         if lease is None:
@@ -262,7 +244,7 @@ class Rank:
         with lease:
             if finished(self.out, self.stamp):
                 return None
-            return finish(self.job, self.out, self.stamp, threshold, calibration, self.log)
+            return finish(self.job, self.out, self.stamp, self.log)
 
     def run(self) -> dict | None:
         """This rank's part of the job, to the end: the manifest, written by this rank or another."""
@@ -272,11 +254,11 @@ class Rank:
             return None
         join_output(self.out, self.stamp)
         self._start_clock()
-        threshold, calibration = self.threshold()
-        run = self.settings(threshold)
+        self.score_calibration_pairs()
+        run = self.settings()
         while True:
             self.claim_shards(run)
-            result = self.finish(calibration, threshold)
+            result = self.finish()
             if result is not None or finished(self.out, self.stamp):
                 return result
             self.wait()  # another rank is finishing: wait for its manifest, or take over if it died
@@ -287,7 +269,7 @@ class Rank:
 
 
 def manifest_from_parts(job: CapfiltJob, out_dir: Path, fields: dict) -> dict:
-    """The manifest, from the per-shard parts (every shard must be done)."""
+    """The scores manifest, from the per-shard parts (every shard must be done)."""
     missing = [w.out_name for w in job.work if not part_path(out_dir, w).is_file()]
     if missing:
         raise RuntimeError(f"{out_dir}: {len(missing)} shard(s) not finished ({', '.join(missing[:5])}); "
@@ -296,53 +278,41 @@ def manifest_from_parts(job: CapfiltJob, out_dir: Path, fields: dict) -> dict:
     counts: Counter = Counter()
     for part in parts:
         counts.update(part["counts"])
-    return {"format": "blip-shards/1", "samples": sum(p["shard"]["samples"] for p in parts),
-            "shards": [p["shard"] for p in parts],
-            "by_source": {s: counts.get(f"{s}_kept", 0) for s in SOURCES},
-            "capfilt": {"counts": dict(sorted(counts.items())), **fields}}
+    path = out_dir / CALIBRATION
+    calibration = {"name": CALIBRATION, "rows": pq.read_metadata(path).num_rows, "bytes": path.stat().st_size,
+                   "sha256": storage.sha256(path)}
+    return {"format": SCORES_FORMAT, "rows": sum(p["table"]["rows"] for p in parts),
+            "tables": [{**p["table"], "input": p["input"], "counts": p["counts"]} for p in parts],
+            "calibration": calibration, "counts": dict(sorted(counts.items())), **fields}
 
 
-def examples(out_dir: Path, work: list[Work], n: int) -> list[dict]:
-    """The first `n` example images over the web shards, in shard order."""
-    rows = []
-    for w in work:
-        if w.source == "web" and len(rows) < n:
-            rows += json.loads(part_path(out_dir, w).read_text())["examples"]
-    return rows[:n]
-
-
-def finish(job: CapfiltJob, out_dir: Path, stamp: str, threshold: float, calibration: dict | None, log=print) -> dict:
-    """The finishing step: metrics, examples sheet, MLflow run, then the manifest (the commit point: a
-    finisher that dies before it is redone by the next rank or re-run); the job's claims are cleared."""
+def finish(job: CapfiltJob, out_dir: Path, stamp: str, log=print) -> dict:
+    """The finishing step: metrics, MLflow run, then the manifest (the commit point: a finisher that dies
+    before it is redone by the next rank or re-run); the job's claims are cleared."""
     from blip.tracking import Tracker, data_hashes, flatten, git_commit
 
-    cfg = job.params.capfilt
     started = out_dir / CLAIMS / "started"
     seconds = time.time() - (float(started.read_text()) if started.is_file() else time.time())
     ids = [model_id(p) for p in job.captioners + job.filters]
-    fields = {"threshold": threshold, "calibration": calibration, "fingerprint": stamp, "round": job.round,
-              "captioners": ids[:len(job.captioners)], "filters": ids[len(job.captioners):],
-              "method": cfg.method, "captions_per_image": cfg.captions_per_image, "inputs": job.web + job.human}
+    fields = {"fingerprint": stamp, "round": job.round, "captioners": ids[:len(job.captioners)],
+              "filters": ids[len(job.captioners):], "method": job.params.capfilt.method,
+              "captions_per_image": job.params.capfilt.captions_per_image, "inputs": job.web,
+              "calibrate_on": job.calibrate_on}
     manifest = manifest_from_parts(job, out_dir, fields)
-    stats = statistics(manifest["capfilt"]["counts"])
-    metrics = {**stats, "threshold": threshold, "calibration": calibration, "samples": manifest["samples"],
-               "seconds": round(seconds, 1), "web_images_per_s": round(stats["web"]["total"] / max(seconds, 1e-9), 2)}
+    counts = manifest["counts"]
+    metrics = {"images": counts.get("images", 0), "candidates": manifest["rows"],
+               "web_texts": counts.get("web_total", 0), "synthetic_texts": counts.get("synthetic_total", 0),
+               "skipped": {k[len("skipped_"):]: v for k, v in counts.items() if k.startswith("skipped_")},
+               "calibration_pairs": manifest["calibration"]["rows"], "seconds": round(seconds, 1),
+               "web_images_per_s": round(counts.get("images", 0) / max(seconds, 1e-9), 2)}
     if job.metrics:
         job.metrics.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(job.metrics, metrics)
     tracker = Tracker(job.params.tracking.uri, job.params.tracking.experiment, job.name)
-    if job.report:
-        job.report.mkdir(parents=True, exist_ok=True)
-        rows = examples(out_dir, job.work, cfg.examples)
-        images = example_images([w.path for w in job.work if w.source == "web"], [r["key"] for r in rows])
-        write_sheet_png(rows, images, job.report / "examples.png")
-        write_sheet_html(rows, images, job.report / "examples.html", f"CapFilt round {job.round}: {out_dir}")
-        for path in (job.report / "examples.png", job.report / "examples.html"):
-            tracker.artifact(path, "capfilt")
-    tracker.params({"capfilt": {k: v for k, v in vars(cfg).items() if not isinstance(v, list)},
-                    "threshold": threshold, "round": job.round, "inputs": ",".join(job.web + job.human)})
+    tracker.params({"capfilt": {k: v for k, v in vars(job.params.capfilt).items() if not isinstance(v, list)},
+                    "round": job.round, "inputs": ",".join(job.web)})
     tracker.tags({"stage": "capfilt", "git_commit": git_commit(), "captioner": "+".join(fields["captioners"]),
-                  "filter": "+".join(fields["filters"]), **data_hashes(job.web + job.human)})
+                  "filter": "+".join(fields["filters"]), **data_hashes(job.web)})
     tracker.metrics({k: float(v) for k, v in flatten(metrics).items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if job.metrics:
@@ -353,10 +323,8 @@ def finish(job: CapfiltJob, out_dir: Path, stamp: str, threshold: float, calibra
     shutil.rmtree(out_dir / CLAIMS, ignore_errors=True)
     for path in out_dir.glob(".*.tmp"):
         path.unlink(missing_ok=True)
-    log(f"capfilt: {manifest['samples']} samples -> {out_dir} in {seconds:.0f} s "
-        f"({metrics['web_images_per_s']} web images/s); kept web {stats['web']['kept']}/{stats['web']['total']}, "
-        f"synthetic {stats['synthetic']['kept']}/{stats['synthetic']['total']} (noise ratio "
-        f"{stats['noise_ratio']}), human {stats['human']['kept']}")
+    log(f"capfilt: {metrics['candidates']} candidate texts of {metrics['images']} web images -> {out_dir} "
+        f"in {seconds:.0f} s ({metrics['web_images_per_s']} web images/s)")
     return metrics
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from blip.data.shards import atomic_write_bytes, iter_tar_samples
+from blip.data import storage
+from blip.data.shards import iter_tar_samples
 
 WEB_KINDS = ("clean", "mismatched", "partial", "uninformative")
 
@@ -106,7 +107,7 @@ def write_sheet_png(rows: list[dict], images: dict[str, bytes], path: Path) -> N
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    storage.write_bytes(path, buf.getvalue())
 
 
 def write_sheet_html(rows: list[dict], images: dict[str, bytes], path: Path, title: str) -> None:
@@ -126,4 +127,4 @@ def write_sheet_html(rows: list[dict], images: dict[str, bytes], path: Path, tit
         parts.append(f'<tr><td><img src="{src}" alt="{html.escape(row["key"])}" width="128" height="128" /></td>'
                      f"<td>{texts}</td></tr>")
     parts += ["</table>", "</body>", "</html>"]
-    atomic_write_bytes(path, ("\n".join(parts) + "\n").encode("utf-8"))
+    storage.write_bytes(path, ("\n".join(parts) + "\n").encode("utf-8"))

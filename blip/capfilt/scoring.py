@@ -1,21 +1,21 @@
 """CapFilt's model work (BLIP sec. 3.3): caption web images, score every text with the filter.
 
-For every web image the captioner writes synthetic captions (nucleus sampling by default); the
-filter scores the web text and every synthetic text with its ITM head, and a text survives when its
-match probability reaches the threshold. Human-annotated pairs pass through unfiltered.
+For every web image the captioner writes synthetic captions (nucleus sampling by default); every
+filter scores the web text and every synthetic text with its ITM head (match probability) and its
+ITC heads (cosine similarity). Every candidate is recorded, however bad: which texts survive is
+decided later and cheaply by `select` (blip/selection), so a new threshold never re-runs a model.
 
 Each model's image tower runs once per image: the filter's image embeddings serve the web text and
 every synthetic caption. Sampling is keyed by (seed, round, image key, captioner), so an output
 shard depends only on its input shard, the models and the params: not on the number of loader
-workers, or which process ran it. Its captions and decisions do not depend on the batch size either;
-its scores do, in the last float digit (matrix kernels round differently for other batch shapes).
+workers, or which process ran it. Its captions do not depend on the batch size either; its scores
+do, in the last float digit (matrix kernels round differently for other batch shapes).
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import math
+import hashlib
 import random
 import zlib
 from collections import Counter
@@ -23,19 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
 import torch
 from webdataset.utils import make_seed
 
 from blip.capfilt.inputs import ShardSamples, WebSample, stack_pixels, web_batches
 from blip.config import CapfiltConfig
-from blip.data.shards import encode_sample, iter_tar_samples, sha256_file
+from blip.data import storage
 from blip.data.world import describes, scene_from_json
 from blip.inference import BlipInference, load
 from blip.launch import autocast
 from blip.models.blip import Blip
 from blip.models.generate import GenerationSettings, generate
-
-SOURCES = ("human", "web", "synthetic")
 
 
 @dataclass
@@ -64,7 +63,6 @@ class RunSettings:
     """What every shard of one CapFilt job is processed with."""
 
     cfg: CapfiltConfig
-    threshold: float
     seed: int
     round: int
     max_words: int
@@ -92,28 +90,17 @@ def filter_scores(filters: list[Member], pixels: list[torch.Tensor], pairs: list
     return probs, sims
 
 
-def combine(probs: list[float], threshold: float, how: str) -> tuple[float, bool]:
-    """The ensemble's probability and decision for one text (one filter: its own)."""
-    mean = sum(probs) / len(probs)
-    if how == "mean":
-        return mean, mean >= threshold
-    if how == "vote":
-        return mean, sum(p >= threshold for p in probs) * 2 > len(probs)
-    raise ValueError(f"capfilt.filter_combine must be 'mean' or 'vote', got {how!r}")
-
-
 class ShardStats:
-    """Counts for one output shard; summed over shards for the report."""
+    """Counts for one scored shard (images, candidates by source, skips); summed over shards."""
 
     def __init__(self):
         self.counts: Counter = Counter()
-        self.examples: list[dict] = []
 
     def add(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
 
     def to_dict(self) -> dict:
-        return {"counts": dict(sorted(self.counts.items())), "examples": self.examples}
+        return {"counts": dict(sorted(self.counts.items()))}
 
 
 def _world_truth(source: str, text: str, meta: dict) -> str | None:
@@ -146,19 +133,34 @@ def model_inputs(members: list[Member]) -> tuple[list, list[int]]:
     return transforms, which
 
 
-def bootstrap_web_shard(path: str, captioners: list[Member], filters: list[Member], run: RunSettings,
-                        n_examples: int, limit: int | None = None,
-                        between_batches: Callable[[], None] = lambda: None) -> tuple[list[dict], ShardStats]:
-    """Caption and filter one web shard (its first `limit` samples): the kept samples and statistics.
+def score_schema(filters: int) -> pa.Schema:
+    """A score table's columns: one row per candidate text (the web text, then each synthetic caption)."""
+    scores = pa.list_(pa.float32(), filters)  # one entry per filter, in the scores manifest's order
+    return pa.schema([
+        ("key", pa.string()), ("image", pa.int32()),      # the input sample's key; its index in the shard
+        ("candidate", pa.int16()), ("source", pa.string()),  # 0 = the web text, 1.. = synthetic captions
+        ("text", pa.string()), ("words", pa.int16()),
+        ("itm", scores), ("itc", scores),                 # ITM match probability, ITC cosine similarity
+        ("captioner", pa.string()), ("filters", pa.string()),
+        ("image_sha256", pa.string()), ("round", pa.int16()),
+        ("shard", pa.string()),                           # the input shard's URL
+        ("url", pa.string()), ("truth", pa.string()),     # the sample's source URL; the world's truth (else null)
+    ])
+
+
+def score_web_shard(path: str, captioners: list[Member], filters: list[Member], run: RunSettings,
+                    limit: int | None = None,
+                    between_batches: Callable[[], None] = lambda: None) -> tuple[pa.Table, ShardStats]:
+    """Caption and score one web shard (its first `limit` samples): every candidate text, however bad.
     `between_batches` runs after each batch (a claim's check that the shard is still ours)."""
-    stats, out = ShardStats(), []
-    cfg = run.cfg
-    settings = generation_settings(cfg)
-    filter_id = "+".join(f.model_id for f in filters)
+    stats, rows = ShardStats(), {name: [] for name in score_schema(len(filters)).names}
+    settings = generation_settings(run.cfg)
+    filter_ids = "+".join(f.model_id for f in filters)
     device = captioners[0].blip.device
     transforms, which = model_inputs(captioners + filters)
     dataset = ShardSamples(path, transforms, run.max_words, run.max_chars, limit)
-    for raw in web_batches(dataset, cfg.batch_size, run.loader_workers):
+    image = 0
+    for raw in web_batches(dataset, run.cfg.batch_size, run.loader_workers):
         batch: list[WebSample] = []
         for sample in raw:
             if sample.skip:
@@ -181,40 +183,21 @@ def bootstrap_web_shard(path: str, captioners: list[Member], filters: list[Membe
             probs, sims = filter_scores(filters, [pixels[w] for w in which[len(captioners):]], pairs)
         j = 0
         for i, cands in enumerate(candidates):
-            example = {"key": keys[i], "texts": []}
+            sample, digest = batch[i], hashlib.sha256(batch[i].jpeg).hexdigest()
+            stats.add("images")
             for n, (source, text, captioner_id) in enumerate(cands):
-                p, kept = combine([pf[j] for pf in probs], run.threshold, cfg.filter_combine)
-                s = sum(sf[j] for sf in sims) / len(sims)
-                j += 1
                 stats.add(f"{source}_total")
-                stats.add(f"{source}_kept" if kept else f"{source}_removed")
-                truth = _world_truth(source, text, batch[i].meta)
-                if truth is not None:
-                    stats.add(f"truth_{source}_{truth}_{'kept' if kept else 'removed'}")
-                example["texts"].append({"source": source, "text": text, "itm": round(p, 4), "kept": kept,
-                                         "truth": truth})
-                if kept:
-                    suffix = "web" if source == "web" else f"syn{n - 1}"
-                    meta = {"source": source, "itm": round(p, 6), "itc": round(s, 6), "captioner": captioner_id,
-                            "filter": filter_id, "round": run.round, "threshold": run.threshold, "image_key": keys[i],
-                            "origin": {k: v for k, v in batch[i].meta.items() if k in ("url", "truth")}}
-                    out.append(encode_sample(f"{keys[i]}_{suffix}", batch[i].jpeg, text, meta))
-            if len(stats.examples) < n_examples:
-                stats.examples.append(example)
+                for name, value in (("key", sample.key), ("image", image), ("candidate", n), ("source", source),
+                                    ("text", text), ("words", len(text.split())),
+                                    ("itm", [pf[j] for pf in probs]), ("itc", [sf[j] for sf in sims]),
+                                    ("captioner", captioner_id), ("filters", filter_ids), ("image_sha256", digest),
+                                    ("round", run.round), ("shard", path), ("url", sample.meta.get("url")),
+                                    ("truth", _world_truth(source, text, sample.meta))):
+                    rows[name].append(value)
+                j += 1
+            image += 1
         between_batches()
-    return out, stats
-
-
-def copy_human_shard(path: str, round_: int) -> tuple[list[dict], ShardStats]:
-    """Human-annotated pairs pass through unfiltered, marked as such."""
-    stats, out = ShardStats(), []
-    for sample in iter_tar_samples(path):
-        meta = json.loads(sample["json"])
-        meta.update(source="human", round=round_)
-        out.append(encode_sample(sample["__key__"], sample["jpg"], sample["txt"].decode("utf-8"), meta))
-        stats.add("human_total")
-        stats.add("human_kept")
-    return out, stats
+    return pa.Table.from_pydict(rows, schema=score_schema(len(filters))), stats
 
 
 def model_id(path: str) -> str:
@@ -229,7 +212,7 @@ def model_id(path: str) -> str:
 @functools.cache
 def _digest(weights: Path, size: int, mtime_ns: int) -> str:
     # a job asks for each model's id several times (fingerprint, loading, manifest): hash a GB file once
-    return sha256_file(weights)
+    return storage.sha256(weights)
 
 
 def load_member(path: str, device: torch.device | str = "cpu") -> Member:
@@ -238,9 +221,9 @@ def load_member(path: str, device: torch.device | str = "cpu") -> Member:
 
 
 @torch.no_grad()
-def calibrate_threshold(filters: list[Member], human_val: str, target_precision: float, seed: int,
-                        max_words: int, how: str, precision: str = "fp32", batch_size: int = 64) -> dict:
-    """The lowest threshold whose kept set reaches `target_precision` on human val pairs.
+def calibration_table(filters: list[Member], human_val: str, seed: int, max_words: int, precision: str = "fp32",
+                      batch_size: int = 64) -> pa.Table:
+    """Human val pairs scored by every filter, for select to calibrate a threshold on (label 1 = true pair).
 
     Positives: every image with each of its own captions. Negatives: the same captions paired with
     another image (a seeded cyclic shift, so no caption meets its own image).
@@ -252,35 +235,17 @@ def calibrate_threshold(filters: list[Member], human_val: str, target_precision:
     if n < 2:
         raise ValueError(f"{human_val}: calibration needs at least 2 images")
     shift = random.Random(seed).randrange(1, n)
-    scored: list[tuple[float, int]] = []
+    labels, itm, itc = [], [], []
     for start in range(0, n, batch_size):
         idx = list(range(start, min(n, start + batch_size)))
         images = [data.images[i] for i in idx]
         pairs = [(j, c) for j, i in enumerate(idx) for c in data.captions[i]]
-        pairs += [(j, c) for j, i in enumerate(idx) for c in data.captions[(i + shift) % n]]
-        with autocast(precision, filters[0].blip.device):  # scored as the shards will be
-            probs, _ = filter_scores(filters, [f.blip.images(images) for f in filters], pairs)
-        half = len(pairs) // 2
-        for k in range(len(pairs)):
-            scored.append((combine([p[k] for p in probs], 0.5, how)[0], int(k < half)))
-    best = lowest_threshold(scored, target_precision)
-    if best is None:
-        raise RuntimeError(f"no ITM threshold reaches precision {target_precision} on {human_val}; "
-                           "lower capfilt.target_precision or fine-tune the filter longer")
-    return {**best, "target_precision": target_precision, "pairs": len(scored)}
-
-
-def lowest_threshold(scored: list[tuple[float, int]], target_precision: float) -> dict | None:
-    """The lowest score t such that the pairs scoring >= t have precision >= target (None if none)."""
-    scored = sorted(scored, key=lambda x: -x[0])
-    positives = sum(label for _, label in scored)
-    best, tp = None, 0
-    for k, (score, label) in enumerate(scored):
-        tp += label
-        last_of_tie = k + 1 == len(scored) or scored[k + 1][0] != score
-        if last_of_tie and tp / (k + 1) >= target_precision:
-            # floored to the 6 decimals samples record their probabilities with, so that every kept
-            # text's recorded probability is still >= the threshold
-            best = {"threshold": math.floor(score * 1e6) / 1e6, "precision": round(tp / (k + 1), 4),
-                    "recall": round(tp / max(1, positives), 4)}
-    return best
+        negatives = [(j, c) for j, i in enumerate(idx) for c in data.captions[(i + shift) % n]]
+        with autocast(precision, filters[0].blip.device):  # scored as the shards are
+            probs, sims = filter_scores(filters, [f.blip.images(images) for f in filters], pairs + negatives)
+        labels += [1] * len(pairs) + [0] * len(negatives)
+        itm += [list(p) for p in zip(*probs)]
+        itc += [list(s) for s in zip(*sims)]
+    scores = pa.list_(pa.float32(), len(filters))
+    return pa.table({"label": pa.array(labels, pa.int8()), "itm": pa.array(itm, scores),
+                     "itc": pa.array(itc, scores)})

@@ -19,6 +19,7 @@ from typing import Iterator
 from webdataset.tariterators import base_plus_ext
 
 from blip.config import IngestConfig
+from blip.data import storage
 from blip.data.images import ImageError, clean_image
 from blip.data.shards import DatasetWriter, atomic_write_json
 from blip.data.text import CaptionError, prepare_caption
@@ -104,8 +105,7 @@ def _image_fields(img) -> dict:
 
 def read_karpathy(json_path: str | Path, default_split: str | None = None) -> list[dict]:
     """Entries {image, captions, split, image_id} from Karpathy's dataset_*.json or BLIP's list form."""
-    with open(json_path, encoding="utf-8") as f:
-        data = json.load(f)
+    data = json.loads(storage.read_bytes(json_path))
     grouped: dict[str, dict] = {}
     if isinstance(data, dict) and "images" in data:  # Karpathy's dataset_coco.json / dataset_flickr30k.json
         for im in data["images"]:
@@ -126,15 +126,19 @@ def read_karpathy(json_path: str | Path, default_split: str | None = None) -> li
     return list(grouped.values())
 
 
-def _safe_image_path(root: Path, rel: str) -> Path | None:
-    path = (root / rel).resolve()
-    return path if path.is_relative_to(root.resolve()) and not PurePosixPath(rel).is_absolute() else None
+def _safe_image_path(root: str, rel: str) -> str | None:
+    """The image's path or URL under `root`; None when `rel` would leave it."""
+    if storage.is_remote(root):
+        return None if _unsafe(rel) else storage.join(root, rel)
+    base = storage.local_path(root).resolve()
+    path = (base / rel).resolve()
+    return str(path) if path.is_relative_to(base) and not PurePosixPath(rel).is_absolute() else None
 
 
 def ingest_karpathy(json_path: str | Path, image_root: str | Path, out_dir: str | Path, cfg: IngestConfig,
                     dataset: str, default_split: str | None = None) -> dict[str, dict]:
     """Karpathy JSON + image root -> out_dir/<split>/ shards + manifest (+ karpathy.json for evaluation)."""
-    root, out_dir = Path(image_root), Path(out_dir)
+    root, out_dir = str(image_root), str(out_dir)
     entries = read_karpathy(json_path, default_split)
     run = Tally()  # the whole run: the skip threshold applies to it
     tallies = {s: Tally() for s in SPLITS}  # per split: what each split's manifest reports
@@ -155,7 +159,7 @@ def ingest_karpathy(json_path: str | Path, image_root: str | Path, out_dir: str 
 
     manifests = {}
     for split, items in by_split.items():
-        writer = DatasetWriter(out_dir / split, cfg.shard_size)
+        writer = DatasetWriter(storage.join(out_dir, split), cfg.shard_size)
         annotations = []
         for n, (entry, img) in enumerate(items):
             key = f"human-{split}-{n:07d}"
@@ -163,22 +167,22 @@ def ingest_karpathy(json_path: str | Path, image_root: str | Path, out_dir: str 
                     "image_id": entry["image_id"], "captions": entry["captions"], **_image_fields(img)}
             writer.write(key, img.jpeg, entry["captions"][0], meta)
             annotations.append({"image": key, "caption": entry["captions"], "image_id": entry["image_id"]})
-        atomic_write_json(out_dir / split / "karpathy.json", annotations)
+        atomic_write_json(storage.join(out_dir, split, "karpathy.json"), annotations)
         manifests[split] = writer.finish({
             "dataset": dataset, "split": split, "by_source": {"human": len(items)},
             "texts": sum(len(e["captions"]) for e, _ in items), "source_json": str(json_path),
             **tallies[split].fields()})
-    atomic_write_json(out_dir / "ingest_report.json", run.fields())
+    atomic_write_json(storage.join(out_dir, "ingest_report.json"), run.fields())
     return manifests
 
 
-def _karpathy_item(entry: dict, root: Path, cfg: IngestConfig, tally: Tally) -> tuple[dict, object] | None:
+def _karpathy_item(entry: dict, root: str, cfg: IngestConfig, tally: Tally) -> tuple[dict, object] | None:
     origin = str(entry["image"])
     path = _safe_image_path(root, origin)
     if path is None:
         tally.skip(origin, "path_escapes_root", f"outside {root}")
         return None
-    if not path.is_file():
+    if not storage.exists(path):
         tally.skip(origin, "missing_file")
         return None
     captions = _captions(entry["captions"], cfg, tally)
@@ -186,7 +190,7 @@ def _karpathy_item(entry: dict, root: Path, cfg: IngestConfig, tally: Tally) -> 
         tally.skip(origin, "no_valid_caption")
         return None
     try:
-        img = clean_image(path.read_bytes(), cfg)
+        img = clean_image(storage.read_bytes(path), cfg)
     except ImageError as e:
         tally.skip(origin, e.reason, e.detail)
         return None
@@ -197,11 +201,16 @@ def _karpathy_item(entry: dict, root: Path, cfg: IngestConfig, tally: Tally) -> 
 # ------------------------------------------------------------------------------------ web shards
 
 def expand_shards(spec: str | list[str]) -> list[str]:
-    """Shard paths from a list, a glob ('web/*.tar') or a folder; sorted, so order is stable."""
+    """Shard paths or URLs from a list, a glob ('web/*.tar', 's3://b/web/*.tar') or a folder; sorted, so
+    order is stable."""
     specs = [spec] if isinstance(spec, str) else list(spec)
     paths: list[str] = []
     for s in specs:
-        paths += sorted(glob.glob(str(Path(s) / "*.tar"))) if Path(s).is_dir() else sorted(glob.glob(s))
+        if storage.is_remote(s):
+            folder, pattern = (s.rsplit("/", 1) if s.endswith(".tar") or "*" in s else (s, "*.tar"))
+            paths += [storage.join(folder, name) for name in storage.names(folder, pattern)]
+        else:
+            paths += sorted(glob.glob(str(Path(s) / "*.tar"))) if Path(s).is_dir() else sorted(glob.glob(s))
     if not paths:
         raise FileNotFoundError(f"no .tar shards found for {spec!r}")
     return paths
@@ -216,7 +225,7 @@ def read_web_shard(path: str, tally: Tally) -> Iterator[tuple[str, dict]]:
     """(origin, members-by-extension) per sample of one shard; a truncated or broken tar is counted."""
     current_key, current = None, {}
     try:
-        with tarfile.open(path, mode="r|*") as tar:
+        with storage.open_read(path) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -271,7 +280,7 @@ def ingest_webdataset(shards: str | list[str], out_dir: str | Path, cfg: IngestC
             if cut:
                 tally.normalised["caption_truncated"] += 1
             tally.count_fixes(img.fixes)
-            meta = {"source": source, "orig_key": key, "orig_shard": Path(shard).name, "url": meta_in.get("url"),
+            meta = {"source": source, "orig_key": key, "orig_shard": shard.rsplit("/", 1)[-1], "url": meta_in.get("url"),
                     **_image_fields(img)}
             if "truth" in meta_in:  # the built-in world's hidden truth, for evaluation only
                 meta["truth"] = meta_in["truth"]

@@ -22,9 +22,12 @@ from typing import Callable, Iterator
 import torch
 import webdataset as wds
 from webdataset.filters import _shuffle
+from webdataset.tariterators import group_by_keys, tar_file_expander
 from webdataset.utils import make_seed, pytorch_worker_info
 
+from blip.data import storage
 from blip.data.text import clean_caption
+from blip.selection.dataset import Joiner
 
 
 class SharedEpoch:
@@ -112,6 +115,36 @@ class _SkipBatches(wds.PipelineStage):
                 yield sample
 
 
+def _tar_samples(src: Iterator[dict], handler: Callable = wds.warn_and_continue) -> Iterator[dict]:
+    """Shard URLs -> samples, each shard streamed from a local file or object storage (storage.py)."""
+
+    def opened() -> Iterator[dict]:
+        for shard in src:
+            try:
+                yield {**shard, "stream": storage.open_read(shard["url"])}
+            except OSError as e:  # an unreachable shard: skipped with a warning, like a broken one
+                if not handler(e):
+                    return
+
+    yield from group_by_keys(tar_file_expander(opened(), handler=handler), handler=handler)
+
+
+class _Join(wds.PipelineStage):
+    """A selection dataset's join (blip/selection): each raw sample of a web shard becomes one sample per
+    selected text of its key; other shards' samples pass through. One shard's table is held at a time."""
+
+    def __init__(self, joiner: Joiner):
+        self.joiner = joiner
+
+    def run(self, src: Iterator[dict]) -> Iterator[dict]:
+        shard, table = None, None
+        for raw in src:
+            if raw["__url__"] != shard:
+                shard = raw["__url__"]
+                table = self.joiner.table(shard)
+            yield from self.joiner.samples(shard, raw, table)
+
+
 class _ToItem:
     """Decoded sample -> (image tensor, caption, key, meta); picks one of several human captions.
 
@@ -145,7 +178,7 @@ def _collate(items: list[tuple]) -> Batch:
 
 def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, train: bool, seed: int,
                    epoch: SharedEpoch, max_words: int, resampled: bool = False, shuffle_buffer: int = 1000,
-                   shuffle_initial: int = 100, skip_batches: int = 0) -> wds.DataPipeline:
+                   shuffle_initial: int = 100, skip_batches: int = 0, joiner: Joiner | None = None) -> wds.DataPipeline:
     """The sample pipeline: shards -> (rank, worker) split -> samples -> shuffle -> decode -> batches."""
     handler = wds.warn_and_continue
     if skip_batches and not resampled:
@@ -159,7 +192,9 @@ def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, t
         if train:
             stages.append(_EpochShardShuffle(seed, epoch))
         stages += [wds.split_by_node, wds.split_by_worker]
-    stages.append(wds.tarfile_to_samples(handler=handler))
+    stages.append(_tar_samples)
+    if joiner is not None:
+        stages.append(_Join(joiner))
     if train:
         stages.append(_SeededSampleShuffle(shuffle_buffer, shuffle_initial, seed, epoch, offset))
     if skip_batches:
@@ -175,11 +210,12 @@ def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, t
 def build_loader(shards: list[str], transform: Callable, batch_size: int, *, train: bool, seed: int,
                  num_workers: int, max_words: int, epoch: SharedEpoch | None = None, resampled: bool = False,
                  batches_per_epoch: int | None = None, shuffle_buffer: int = 1000,
-                 shuffle_initial: int = 100, skip_batches: int = 0) -> tuple[wds.WebLoader, SharedEpoch]:
+                 shuffle_initial: int = 100, skip_batches: int = 0,
+                 joiner: Joiner | None = None) -> tuple[wds.WebLoader, SharedEpoch]:
     """A WebLoader of `Batch`es and the epoch handle to advance it; resampled loaders need a length.
 
     `skip_batches` resumes an epoch mid-way: the loader yields what an uninterrupted one would have
-    yielded after that many batches (same samples, same augmentation).
+    yielded after that many batches (same samples, same augmentation). `joiner` reads selection datasets.
     """
     epoch = epoch or SharedEpoch()
     rank, world, _, _ = pytorch_worker_info()
@@ -188,7 +224,7 @@ def build_loader(shards: list[str], transform: Callable, batch_size: int, *, tra
                          "write more, smaller shards (ingest.shard_size) or use resampled mode")
     pipeline = build_pipeline(shards, transform, batch_size, train=train, seed=seed, epoch=epoch,
                               max_words=max_words, resampled=resampled, shuffle_buffer=shuffle_buffer,
-                              shuffle_initial=shuffle_initial, skip_batches=skip_batches)
+                              shuffle_initial=shuffle_initial, skip_batches=skip_batches, joiner=joiner)
     loader = wds.WebLoader(pipeline, batch_size=None, num_workers=num_workers,
                            persistent_workers=False)
     if resampled:

@@ -1,8 +1,9 @@
-"""Datasets as a folder of webdataset shards plus manifest.json, written atomically.
+"""Datasets as a folder of webdataset shards plus manifest.json, written atomically, locally or to
+object storage (every path may be an fsspec URL, see storage.py).
 
-A shard is written under a temporary name, fsynced, then renamed, so a reader never sees half a
-shard. The manifest is written last (same way): a folder without one is an unfinished dataset and
-every reader refuses it. Readers find shards through the manifest only, never by globbing.
+A shard is written atomically (storage.write_bytes), so a reader never sees half a shard. The
+manifest is written last (same way): a folder without one is an unfinished dataset and every reader
+refuses it. Readers find shards through the manifest only, never by globbing.
 Shards are byte-reproducible: fixed member order, mtime 0, fixed owner, sorted JSON.
 """
 
@@ -11,48 +12,29 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import webdataset as wds
 from webdataset.tariterators import base_plus_ext
 
+from blip.data import storage
+
 MANIFEST = "manifest.json"
 FORMAT = "blip-shards/1"
-SHARD_PATTERN = "shard-{:06d}.tar"
+# content-addressed: a shard's name carries its sha256, so a new version of a dataset never overwrites a
+# shard that an older manifest (or a selection built on it) still references
+SHARD_PATTERN = "shard-{:06d}-{{sha}}.tar"
 
 
 class IncompleteDataset(FileNotFoundError):
     """A dataset folder without a manifest: its writer did not finish."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one."""
-    # a name of this writer's own: several processes may commit the same file at once (a CapFilt shard
-    # finished by both a slow rank and the one that took it over); each renames whole bytes into place
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Atomically write `obj` as indented, key-sorted JSON."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Atomically write `obj` as indented, key-sorted JSON (locally or to object storage)."""
+    storage.write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
 def encode_sample(key: str, jpeg: bytes, caption: str, meta: dict) -> dict:
@@ -61,29 +43,34 @@ def encode_sample(key: str, jpeg: bytes, caption: str, meta: dict) -> dict:
             "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")}
 
 
-def write_shard(path: Path, samples: list[dict]) -> dict:
-    """Write encoded samples to one tar atomically; returns its manifest entry."""
+def write_shard(url: str | Path, samples: list[dict]) -> dict:
+    """Write encoded samples to one tar atomically ("{sha}" in `url`: the first 16 hex digits of its
+    sha256); returns its manifest entry."""
     buf = io.BytesIO()
     writer = wds.TarWriter(buf, mtime=0.0, encoder=False)
     for sample in samples:
         writer.write(sample)
     writer.close()
-    atomic_write_bytes(path, buf.getvalue())
-    return {"name": path.name, "samples": len(samples), "bytes": len(buf.getvalue()),
-            "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    url = str(url).replace("{sha}", digest[:16])
+    storage.write_bytes(url, data)
+    return {"name": url.rsplit("/", 1)[-1], "samples": len(samples), "bytes": len(data), "sha256": digest}
 
 
 class DatasetWriter:
     """Stream samples into numbered shards of `shard_size`; `finish` writes the manifest."""
 
     def __init__(self, out_dir: str | Path, shard_size: int):
-        self.out_dir = Path(out_dir)
+        self.out_dir = str(out_dir)
         self.shard_size = shard_size
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        # from now on the folder is unfinished: drop the old manifest first, then old shards
-        (self.out_dir / MANIFEST).unlink(missing_ok=True)
-        for old in list(self.out_dir.glob("shard-*.tar")) + list(self.out_dir.glob(".*.tmp")):
-            old.unlink()
+        storage.make_folder(self.out_dir)
+        # from now on the folder is unfinished: the old manifest goes, and what a killed writer left. The old
+        # shards stay: shards are immutable, and older manifests may still point at them
+        storage.remove(storage.join(self.out_dir, MANIFEST))
+        for old in storage.names(self.out_dir, ".*.tmp"):
+            storage.remove(storage.join(self.out_dir, old))
+        self.existing = set(storage.names(self.out_dir, "shard-*.tar"))
         self.shards: list[dict] = []
         self._pending: list[dict] = []
 
@@ -95,14 +82,15 @@ class DatasetWriter:
 
     def _flush(self) -> None:
         if self._pending:
-            path = self.out_dir / SHARD_PATTERN.format(len(self.shards))
-            self.shards.append(write_shard(path, self._pending))
+            url = storage.join(self.out_dir, SHARD_PATTERN.format(len(self.shards)))
+            self.shards.append(write_shard(url, self._pending))
             self._pending = []
 
     def abort(self) -> None:
-        """Remove every shard this writer committed: the run failed, nothing of it may be read."""
+        """Remove every shard this writer committed (but those an older version holds too): the run failed."""
         for entry in self.shards:
-            (self.out_dir / entry["name"]).unlink(missing_ok=True)
+            if entry["name"] not in self.existing:
+                storage.remove(storage.join(self.out_dir, entry["name"]))
         self.shards, self._pending = [], []
 
     def finish(self, fields: dict) -> dict:
@@ -110,40 +98,52 @@ class DatasetWriter:
         self._flush()
         manifest = {"format": FORMAT, "samples": sum(s["samples"] for s in self.shards),
                     "shards": self.shards, **fields}
-        atomic_write_json(self.out_dir / MANIFEST, manifest)
+        atomic_write_json(storage.join(self.out_dir, MANIFEST), manifest)
         return manifest
 
 
-def read_manifest(dataset_dir: str | Path) -> dict:
-    """The manifest of a finished dataset; IncompleteDataset if its writer never finished."""
-    path = Path(dataset_dir) / MANIFEST
-    if not path.is_file():
+def read_manifest(dataset_dir: str | Path, formats: tuple[str, ...] = (FORMAT,)) -> dict:
+    """The manifest of a finished dataset (of one of `formats`); IncompleteDataset if its writer never finished."""
+    path = storage.join(dataset_dir, MANIFEST)
+    if not storage.exists(path):
         raise IncompleteDataset(
             f"{dataset_dir}: no {MANIFEST}, so this dataset is unfinished (an interrupted run?). "
             "Re-run the stage that writes it (e.g. `dvc repro`).")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    manifest = json.loads(storage.read_bytes(path).decode("utf-8"))
+    if manifest.get("format") not in formats:
+        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {' or '.join(map(repr, formats))}")
     return manifest
 
 
 def shard_paths(dataset_dir: str | Path) -> list[str]:
     """Paths of a finished dataset's shards, in manifest order."""
-    return [str(Path(dataset_dir) / s["name"]) for s in read_manifest(dataset_dir)["shards"]]
+    return [storage.join(dataset_dir, s["name"]) for s in read_manifest(dataset_dir)["shards"]]
+
+
+def iter_raw_samples(dataset_dir: str | Path) -> Iterator[tuple[str, dict]]:
+    """(shard, raw sample) of a finished dataset in order: its shards', or a selection's joined samples."""
+    from blip.selection.dataset import SELECTION_FORMAT, iter_selected_samples
+
+    manifest = read_manifest(dataset_dir, (FORMAT, SELECTION_FORMAT))
+    if manifest["format"] == SELECTION_FORMAT:
+        yield from iter_selected_samples(dataset_dir, manifest)
+        return
+    for entry in manifest["shards"]:
+        for sample in iter_tar_samples(storage.join(dataset_dir, entry["name"])):
+            yield entry["name"], sample
 
 
 def iter_samples(dataset_dir: str | Path) -> Iterator[dict]:
-    """Raw samples (key, jpg bytes, txt str, json dict) of a finished dataset, in order."""
-    for path in shard_paths(dataset_dir):
-        for sample in iter_tar_samples(path):
-            yield {"__key__": sample["__key__"], "jpg": sample.get("jpg"),
-                   "txt": sample["txt"].decode("utf-8"), "json": json.loads(sample["json"])}
+    """Samples (key, jpg bytes, txt str, json dict) of a finished dataset, in order."""
+    for _, sample in iter_raw_samples(dataset_dir):
+        yield {"__key__": sample["__key__"], "jpg": sample.get("jpg"),
+               "txt": sample["txt"].decode("utf-8"), "json": json.loads(sample["json"])}
 
 
-def iter_tar_samples(path: str | Path) -> Iterator[dict]:
-    """Group a tar's members into samples by key (webdataset's rule), streaming."""
+def iter_tar_samples(url: str | Path) -> Iterator[dict]:
+    """Group a tar's members into samples by key (webdataset's rule), streaming from a file or object store."""
     current: dict | None = None
-    with tarfile.open(path, mode="r|*") as tar:
+    with storage.open_read(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
         for member in tar:
             key, ext = base_plus_ext(member.name)
             if not member.isfile() or key is None:
@@ -158,22 +158,40 @@ def iter_tar_samples(path: str | Path) -> Iterator[dict]:
         yield current
 
 
+def _check_file(url: str, sha256: str, problems: list[str]) -> bool:
+    """Whether the file at `url` exists with this sha256 (else a problem is recorded)."""
+    if not storage.exists(url):
+        problems.append(f"{url}: missing")
+        return False
+    if storage.sha256(url) != sha256:
+        problems.append(f"{url}: sha256 differs from the manifest")
+        return False
+    return True
+
+
 def verify_dataset(dataset_dir: str | Path) -> list[str]:
-    """Check every shard against the manifest (exists, sha256, sample count); returns problems."""
-    manifest = read_manifest(dataset_dir)
-    problems = []
-    for entry in manifest["shards"]:
-        path = Path(dataset_dir) / entry["name"]
-        if not path.is_file():
-            problems.append(f"{path}: missing")
-            continue
-        if sha256_file(path) != entry["sha256"]:
-            problems.append(f"{path}: sha256 differs from the manifest")
-            continue
-        n = sum(1 for _ in iter_tar_samples(path))
-        if n != entry["samples"]:
-            problems.append(f"{path}: {n} samples, manifest says {entry['samples']}")
-    total = sum(s["samples"] for s in manifest["shards"])
+    """Check every file a manifest vouches for (exists, sha256, sample count); returns problems. A
+    selection's input shards and its selection tables are checked alike."""
+    from blip.selection.dataset import SELECTION_FORMAT
+
+    manifest = read_manifest(dataset_dir, (FORMAT, SELECTION_FORMAT))
+    problems: list[str] = []
+    if manifest["format"] == SELECTION_FORMAT:
+        for part in manifest["parts"]:
+            _check_file(part["url"], part["sha256"], problems)
+            if part["kind"] == "web":
+                table = part["selection"]
+                _check_file(storage.join(dataset_dir, table["name"]), table["sha256"], problems)
+        parts = manifest["parts"]
+    else:
+        for entry in manifest["shards"]:
+            path = storage.join(dataset_dir, entry["name"])
+            if _check_file(path, entry["sha256"], problems):
+                n = sum(1 for _ in iter_tar_samples(path))
+                if n != entry["samples"]:
+                    problems.append(f"{path}: {n} samples, manifest says {entry['samples']}")
+        parts = manifest["shards"]
+    total = sum(s["samples"] for s in parts)
     if total != manifest["samples"]:
-        problems.append(f"{dataset_dir}: shards hold {total} samples, manifest says {manifest['samples']}")
+        problems.append(f"{dataset_dir}: its parts hold {total} samples, manifest says {manifest['samples']}")
     return problems

@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from blip.config import WorldConfig
-from blip.data.shards import atomic_write_bytes, atomic_write_json, write_shard
+from blip.data import storage
+from blip.data.shards import atomic_write_json, write_shard
 from blip.data.text import clean_caption
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "hexagon")
@@ -320,7 +321,7 @@ def write_human(cfg: WorldConfig, seed: int, out_dir: Path) -> dict:
         rng = rng_for(seed, HUMAN_STREAM, i)
         scene = sample_scene(rng, cfg.max_objects)
         name = f"images/{i:06d}.jpg"
-        atomic_write_bytes(out_dir / name, encode_jpeg(render(scene, cfg.image_size, rng), cfg.jpeg_quality))
+        storage.write_bytes(out_dir / name, encode_jpeg(render(scene, cfg.image_size, rng), cfg.jpeg_quality))
         entries.append({"image": name, "caption": human_captions(scene, rng), "split": split, "image_id": i})
     atomic_write_json(out_dir / "karpathy.json", entries)
     return {"entries": entries}

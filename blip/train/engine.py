@@ -30,11 +30,11 @@ from webdataset.utils import make_seed
 
 from blip.config import FilterStageConfig, Params, StageConfig, to_dict
 from blip.data.loader import build_loader
-from blip.data.shards import read_manifest, shard_paths
 from blip.data.transforms import build_transform
 from blip.models.blip import Blip, BlipConfig
 from blip.models.checkpoints import init_task_model, init_text_from_bert, save_pretrained
 from blip.models.vit import load_imagenet_weights, set_fused_attention
+from blip.selection.dataset import training_data
 from blip.tokenizer import build_tokenizer, tokenize
 from blip.tracking import Tracker, data_hashes, git_commit
 from blip.train.schedules import alpha_at, learning_rate
@@ -215,8 +215,8 @@ def train(job: TrainJob) -> dict:
                 "captioner": p.model.text_len.caption}[job.task]
     prompt = module.cfg.prompt if job.task == "captioner" else ""
     prompt_len = len(tokenizer(prompt).input_ids) - 1 if prompt else 0  # [CLS] + prompt, no [SEP]
-    shards = [s for d in job.data for s in shard_paths(d)]
-    samples = sum(read_manifest(d)["samples"] for d in job.data)
+    data = training_data(job.data)
+    samples = data.samples
     global_batch = stage.batch_size * world * stage.grad_accum
     steps_per_epoch = steps_for(samples, stage, world)
     micro_per_epoch = steps_per_epoch * stage.grad_accum
@@ -252,11 +252,12 @@ def train(job: TrainJob) -> dict:
     try:
         while micro < total_steps * stage.grad_accum:
             epoch, in_epoch = divmod(micro, micro_per_epoch)
-            loader, handle = build_loader(shards, transform, stage.batch_size, train=True, seed=p.seed,
+            loader, handle = build_loader(data.shards, transform, stage.batch_size, train=True, seed=p.seed,
                                           num_workers=p.train.num_workers, max_words=p.ingest.max_words,
                                           resampled=True, batches_per_epoch=micro_per_epoch,
                                           shuffle_buffer=p.loader.shuffle_buffer,
-                                          shuffle_initial=p.loader.shuffle_initial, skip_batches=in_epoch)
+                                          shuffle_initial=p.loader.shuffle_initial, skip_batches=in_epoch,
+                                          joiner=data.joiner)
             handle.set(epoch)
             for batch in loader:
                 step = micro // stage.grad_accum  # optimizer step this micro-batch belongs to

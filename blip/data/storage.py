@@ -1,0 +1,119 @@
+"""Where datasets live: a local folder or object storage (`s3://`, `gs://`, `az://`, `file://`), via fsspec.
+
+Every dataset path in the project may be a URL. Reads stream (a shard is never read whole into
+memory). Writes stay atomic: a local file is written under a temporary name, fsynced and renamed; an
+object store's PUT is atomic by itself (readers see the old object or the whole new one). Either way
+a dataset's manifest is written last: it is the commit point.
+
+Credentials and endpoints come from the usual places (AWS_* variables, ~/.aws, GOOGLE_APPLICATION_
+CREDENTIALS, ...); fsspec also reads FSSPEC_<PROTOCOL>_<OPTION>, e.g. FSSPEC_S3_ENDPOINT_URL for an
+S3-compatible server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import IO
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def is_remote(url: str | Path) -> bool:
+    """Whether `url` names object storage (anything but a local path or file:// URL)."""
+    protocol = str(url).split("://", 1)[0] if "://" in str(url) else "file"
+    return protocol not in ("file", "local")
+
+
+def local_path(url: str | Path) -> Path:
+    """A local path or file:// URL as a Path."""
+    text = str(url)
+    return Path(text[len("file://"):] if text.startswith("file://") else text)
+
+
+def _fs(url: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
+    # no listings cache: datasets are written by other processes (ranks, stages), and a cached folder
+    # listing would hide what they wrote since
+    return url_to_fs(str(url), use_listings_cache=False)
+
+
+def join(base: str | Path, *names: str) -> str:
+    """`base`/`names`, for a local folder or a URL alike."""
+    if is_remote(base):
+        return "/".join([str(base).rstrip("/"), *names])
+    return str(local_path(base).joinpath(*names))
+
+
+def open_read(url: str | Path) -> IO[bytes]:
+    """A binary stream of the file at `url` (the caller closes it)."""
+    if not is_remote(url):
+        return open(local_path(url), "rb")
+    fs, path = _fs(url)
+    return fs.open(path, "rb")
+
+
+def read_bytes(url: str | Path) -> bytes:
+    """The whole (small) file at `url`."""
+    with open_read(url) as f:
+        return f.read()
+
+
+def exists(url: str | Path) -> bool:
+    """Whether a file exists at `url`."""
+    if not is_remote(url):
+        return local_path(url).is_file()
+    fs, path = _fs(url)
+    return fs.isfile(path)
+
+
+def write_bytes(url: str | Path, data: bytes) -> None:
+    """Write `data` to `url` so that readers see either the old file or the whole new one."""
+    if is_remote(url):
+        fs, path = _fs(url)
+        fs.pipe_file(path, data)  # one PUT: atomic
+        return
+    path = local_path(url)
+    # a name of this writer's own: several processes may commit the same file at once (a CapFilt table
+    # finished by both a slow rank and the one that took it over); each renames whole bytes into place
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def remove(url: str | Path) -> None:
+    """Delete the file at `url` if it exists."""
+    if not is_remote(url):
+        local_path(url).unlink(missing_ok=True)
+        return
+    fs, path = _fs(url)
+    if fs.isfile(path):
+        fs.rm_file(path)
+
+
+def names(folder: str | Path, pattern: str) -> list[str]:
+    """Names of the files in `folder` matching a glob `pattern`, sorted."""
+    if not is_remote(folder):
+        return sorted(p.name for p in local_path(folder).glob(pattern))
+    fs, path = _fs(folder)
+    return sorted(Path(p).name for p in fs.glob(f"{path.rstrip('/')}/{pattern}"))
+
+
+def make_folder(folder: str | Path) -> None:
+    """Create a local folder (object storage has none to make)."""
+    if not is_remote(folder):
+        local_path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def sha256(url: str | Path) -> str:
+    """Hex sha256 of a file, streamed in chunks."""
+    h = hashlib.sha256()
+    with open_read(url) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

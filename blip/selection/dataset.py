@@ -1,0 +1,144 @@
+"""The bootstrapped dataset without copies: a manifest and selection tables over the input shards.
+
+`select` writes, per web shard with any text kept, a small Parquet table of the kept texts (key,
+candidate, text, scores, provenance), and a manifest listing parts:
+
+- web parts: an input shard's URL and sha256, and its selection table;
+- human parts: a human-annotated shard, taken whole.
+
+Readers join: they stream each web shard and emit, for every sample, one sample per selected text of
+its key (`<key>_web`, `<key>_syn0`, ...); samples with nothing selected are passed over. No image is
+ever copied; `blip materialize` writes standalone shards for those who want them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from blip.data import storage
+from blip.data.parquet import read_table
+from blip.data.shards import FORMAT, DatasetWriter, iter_tar_samples, read_manifest
+
+SELECTION_FORMAT = "blip-selection/1"
+TABLE_PATTERN = "selection-{:06d}-{{sha}}.parquet"  # content-addressed, as shards are
+
+
+def suffix(candidate: int) -> str:
+    """A selected text's key suffix: the web text, or the n-th synthetic caption."""
+    return "web" if candidate == 0 else f"syn{candidate - 1}"
+
+
+def selected_by_key(path: str | Path) -> dict[str, list[dict]]:
+    """A selection table's rows grouped by input key, in table order."""
+    by_key: dict[str, list[dict]] = defaultdict(list)
+    for row in read_table(path).to_pylist():
+        by_key[row["key"]].append(row)
+    return by_key
+
+
+def _encode(key: str, jpg: bytes, text: str, meta: dict) -> dict:
+    return {"__key__": key, "jpg": jpg, "txt": text.encode("utf-8"),
+            "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")}
+
+
+def join_web_sample(sample: dict, rows: list[dict], shard: str) -> Iterator[dict]:
+    """One raw sample per selected text of a web sample (none when nothing of it was selected)."""
+    origin = json.loads(sample["json"]) if "json" in sample else {}
+    for row in rows:
+        meta = {"source": row["source"], "score": row["score"], "itm": row["itm"], "itc": row["itc"],
+                "captioner": row["captioner"], "filters": row["filters"], "round": row["round"],
+                "image_key": row["key"], "candidate": row["candidate"], "shard": shard,
+                # the user's own sample: its source URL and its key and shard before ingestion
+                "origin": {k: v for k, v in origin.items() if k in ("url", "orig_key", "orig_shard", "truth")}}
+        yield _encode(f"{row['key']}_{suffix(row['candidate'])}", sample.get("jpg"), row["text"], meta)
+
+
+def human_sample(sample: dict, round_: int) -> dict:
+    """A human-annotated sample as the bootstrapped dataset carries it (marked human, with the round)."""
+    meta = json.loads(sample["json"]) if "json" in sample else {}
+    meta.update(source="human", round=round_)
+    return {**sample, "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")}
+
+
+@dataclass(frozen=True)
+class Joiner:
+    """Turns raw samples of any shard into the dataset's samples (picklable, for loader workers)."""
+
+    selections: dict[str, str]  # web shard URL -> its selection table
+    human: dict[str, int]       # human shard URL -> the round of the selection that takes it whole
+
+    def samples(self, shard: str, raw: dict, table: dict[str, list[dict]] | None) -> Iterator[dict]:
+        """The samples made of one raw sample of `shard` (`table`: that shard's selection, if it is a web part).
+        A shard of a plain dataset passes through as it is."""
+        if table is not None:
+            yield from join_web_sample(raw, table.get(raw["__key__"], []), shard)
+        elif shard in self.human:
+            yield human_sample(raw, self.human[shard])
+        else:
+            yield raw
+
+    def table(self, shard: str) -> dict[str, list[dict]] | None:
+        """The selection of a web part's shard (None for any other shard)."""
+        return selected_by_key(self.selections[shard]) if shard in self.selections else None
+
+
+def joiner(dataset_dir: str | Path, manifest: dict) -> Joiner:
+    """The joiner of a selection dataset."""
+    round_ = manifest["selection"]["round"]
+    return Joiner({p["url"]: storage.join(dataset_dir, p["selection"]["name"])
+                   for p in manifest["parts"] if p["kind"] == "web"},
+                  {p["url"]: round_ for p in manifest["parts"] if p["kind"] == "human"})
+
+
+def iter_selected_samples(dataset_dir: str | Path, manifest: dict) -> Iterator[tuple[str, dict]]:
+    """(part URL, raw sample) of a selection dataset, in manifest order."""
+    join = joiner(dataset_dir, manifest)
+    for part in manifest["parts"]:
+        table = join.table(part["url"])
+        for raw in iter_tar_samples(part["url"]):
+            yield from ((part["url"], s) for s in join.samples(part["url"], raw, table))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a training loader reads: shard URLs, how to join them, and the sample count."""
+
+    shards: list[str]
+    joiner: Joiner
+    samples: int
+
+
+def training_data(dataset_dirs: list[str]) -> TrainingData:
+    """The shards of finished datasets, plain or selections, for a training loader."""
+    shards, selections, human, samples = [], {}, {}, 0
+    for d in dataset_dirs:
+        manifest = read_manifest(d, (FORMAT, SELECTION_FORMAT))
+        samples += manifest["samples"]
+        if manifest["format"] == SELECTION_FORMAT:
+            shards += [p["url"] for p in manifest["parts"]]
+            join = joiner(d, manifest)
+            selections.update(join.selections)
+            human.update(join.human)
+        else:
+            shards += [storage.join(d, s["name"]) for s in manifest["shards"]]
+    return TrainingData(shards, Joiner(selections, human), samples)
+
+
+def materialize(dataset_dir: str | Path, out_dir: str | Path, shard_size: int) -> dict:
+    """Write a selection dataset as standalone shards (images copied), with the same manifest fields."""
+    from blip.data.shards import iter_raw_samples
+
+    manifest = read_manifest(dataset_dir, (SELECTION_FORMAT,))
+    writer = DatasetWriter(out_dir, shard_size)
+    try:
+        for _, raw in iter_raw_samples(dataset_dir):
+            writer.write(raw["__key__"], raw["jpg"], raw["txt"].decode("utf-8"), json.loads(raw["json"]))
+    except BaseException:
+        writer.abort()
+        raise
+    fields = {k: v for k, v in manifest.items() if k not in ("format", "samples", "parts")}
+    return writer.finish({**fields, "materialized_from": str(dataset_dir)})
