@@ -17,7 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from blip.data import storage
-from blip.data.shards import FORMAT, iter_raw_samples, iter_tar_samples, read_manifest
+from blip.data.shards import FORMAT, iter_raw_samples, iter_tar_samples, manifest_files, read_manifest
 from blip.selection.dataset import SELECTION_FORMAT
 
 
@@ -41,23 +41,13 @@ def _text(raw: bytes | None) -> tuple[str | None, bool]:
         return raw.decode("utf-8", errors="replace"), False
 
 
-def _files(dataset_dir: str, manifest: dict) -> list[tuple[str, str]]:
-    """Every file the dataset's manifest vouches for, with its sha256: its shards; or, for a selection,
-    the input shards it points at and its selection tables."""
-    if manifest["format"] == FORMAT:
-        return [(storage.join(dataset_dir, e["name"]), e["sha256"]) for e in manifest["shards"]]
-    files = [(p["url"], p["sha256"]) for p in manifest["parts"]]
-    return files + [(storage.join(dataset_dir, p["selection"]["name"]), p["selection"]["sha256"])
-                    for p in manifest["parts"] if p["kind"] == "web"]
-
-
 def build_tables(dataset_dir: str | Path, eval_hashes: set[str], image_sample: int,
                  seed: int) -> dict[str, pd.DataFrame]:
     """The rows, summary and images tables of a finished dataset (plain shards or a selection)."""
     dataset_dir = str(dataset_dir)
     manifest = read_manifest(dataset_dir, (FORMAT, SELECTION_FORMAT))
-    files = _files(dataset_dir, manifest)
-    checksums_ok = all(storage.exists(path) and storage.sha256(path) == sha for path, sha in files)
+    files = manifest_files(dataset_dir, manifest)
+    checksums_ok = all(storage.exists(url) and storage.sha256(url) == sha for url, sha, _ in files)
     picks = set(random.Random(seed).sample(range(manifest["samples"]), min(image_sample, manifest["samples"])))
     rows, images = [], []
     if checksums_ok:

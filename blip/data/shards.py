@@ -169,28 +169,30 @@ def _check_file(url: str, sha256: str, problems: list[str]) -> bool:
     return True
 
 
+def manifest_files(dataset_dir: str | Path, manifest: dict) -> list[tuple[str, str, dict]]:
+    """Every file a manifest vouches for, as (URL, sha256, its entry): its shards; or, for a selection,
+    the input shards it points at and its selection tables."""
+    if manifest["format"] == FORMAT:
+        return [(storage.join(dataset_dir, e["name"]), e["sha256"], e) for e in manifest["shards"]]
+    files = [(p["url"], p["sha256"], p) for p in manifest["parts"]]
+    return files + [(storage.join(dataset_dir, p["selection"]["name"]), p["selection"]["sha256"], p["selection"])
+                    for p in manifest["parts"] if p["kind"] == "web"]
+
+
 def verify_dataset(dataset_dir: str | Path) -> list[str]:
-    """Check every file a manifest vouches for (exists, sha256, sample count); returns problems. A
-    selection's input shards and its selection tables are checked alike."""
+    """Check every file a manifest vouches for (exists, sha256; a shard's sample count); returns problems."""
     from blip.selection.dataset import SELECTION_FORMAT
 
     manifest = read_manifest(dataset_dir, (FORMAT, SELECTION_FORMAT))
     problems: list[str] = []
-    if manifest["format"] == SELECTION_FORMAT:
-        for part in manifest["parts"]:
-            _check_file(part["url"], part["sha256"], problems)
-            if part["kind"] == "web":
-                table = part["selection"]
-                _check_file(storage.join(dataset_dir, table["name"]), table["sha256"], problems)
-        parts = manifest["parts"]
-    else:
-        for entry in manifest["shards"]:
-            path = storage.join(dataset_dir, entry["name"])
-            if _check_file(path, entry["sha256"], problems):
-                n = sum(1 for _ in iter_tar_samples(path))
-                if n != entry["samples"]:
-                    problems.append(f"{path}: {n} samples, manifest says {entry['samples']}")
-        parts = manifest["shards"]
+    for url, sha256, entry in manifest_files(dataset_dir, manifest):
+        if not storage.exists(url):
+            problems.append(f"{url}: missing")
+        elif storage.sha256(url) != sha256:
+            problems.append(f"{url}: sha256 differs from the manifest")
+        elif manifest["format"] == FORMAT and sum(1 for _ in iter_tar_samples(url)) != entry["samples"]:
+            problems.append(f"{url}: sample count differs from the manifest's {entry['samples']}")
+    parts = manifest["shards"] if manifest["format"] == FORMAT else manifest["parts"]
     total = sum(s["samples"] for s in parts)
     if total != manifest["samples"]:
         problems.append(f"{dataset_dir}: its parts hold {total} samples, manifest says {manifest['samples']}")

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from blip.data import storage
 from blip.data.parquet import read_table
-from blip.data.shards import FORMAT, DatasetWriter, iter_tar_samples, read_manifest
+from blip.data.shards import FORMAT, DatasetWriter, encode_sample, iter_tar_samples, read_manifest
 
 SELECTION_FORMAT = "blip-selection/1"
 TABLE_PATTERN = "selection-{:06d}-{{sha}}.parquet"  # content-addressed, as shards are
@@ -40,11 +40,6 @@ def selected_by_key(path: str | Path) -> dict[str, list[dict]]:
     return by_key
 
 
-def _encode(key: str, jpg: bytes, text: str, meta: dict) -> dict:
-    return {"__key__": key, "jpg": jpg, "txt": text.encode("utf-8"),
-            "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")}
-
-
 def join_web_sample(sample: dict, rows: list[dict], shard: str) -> Iterator[dict]:
     """One raw sample per selected text of a web sample (none when nothing of it was selected)."""
     origin = json.loads(sample["json"]) if "json" in sample else {}
@@ -54,7 +49,7 @@ def join_web_sample(sample: dict, rows: list[dict], shard: str) -> Iterator[dict
                 "image_key": row["key"], "candidate": row["candidate"], "shard": shard,
                 # the user's own sample: its source URL and its key and shard before ingestion
                 "origin": {k: v for k, v in origin.items() if k in ("url", "orig_key", "orig_shard", "truth")}}
-        yield _encode(f"{row['key']}_{suffix(row['candidate'])}", sample.get("jpg"), row["text"], meta)
+        yield encode_sample(f"{row['key']}_{suffix(row['candidate'])}", sample.get("jpg"), row["text"], meta)
 
 
 def human_sample(sample: dict, round_: int) -> dict:

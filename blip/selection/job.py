@@ -46,6 +46,8 @@ from blip.selection.rule import (
 )
 
 SCORE_COLUMNS = ["image", "candidate", "source", "itm", "itc"]
+# the final pass also writes the kept rows' text and provenance and counts the world's truth
+FINAL_COLUMNS = SCORE_COLUMNS + ["key", "text", "captioner", "filters", "round", "image_sha256", "truth"]
 SOURCES = ("web", "synthetic")
 
 
@@ -77,10 +79,10 @@ class Scored:
 
 
 def scored_tables(scores_dir: str, manifest: dict, cfg: SelectConfig, full: bool = False) -> Iterator[Scored]:
-    """The score tables in manifest order, one at a time (`full`: every column, for writing)."""
+    """The score tables in manifest order, one at a time (`full`: the columns the final pass writes)."""
     filters = len(manifest["filters"])
     for entry in manifest["tables"]:
-        table = read_table(storage.join(scores_dir, entry["name"]), None if full else SCORE_COLUMNS)
+        table = read_table(storage.join(scores_dir, entry["name"]), FINAL_COLUMNS if full else SCORE_COLUMNS)
         per_filter, score = scores(filter_matrix(table["itm"], filters), filter_matrix(table["itc"], filters), cfg)
         yield Scored(table, per_filter, score, sort_keys(score),
                      pc.equal(table["source"], "synthetic").to_numpy(zero_copy_only=False).astype(np.int8),
