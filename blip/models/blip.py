@@ -7,9 +7,20 @@
 ITC keeps momentum encoders (EMA of the online ones, never seen by the optimizer) and queues of their
 features, and mixes the momentum model's soft similarities into the targets (weight alpha). ITM
 classifies matched vs unmatched pairs on the [ENC] output, with one hard negative text per image and
-one hard negative image per text sampled from the in-batch contrastive similarities. Parameter names
-follow the reference release (visual_encoder, text_encoder, text_decoder, vision_proj, ..., *_m,
-image_queue), so its checkpoints load by name.
+one hard negative image per text sampled from contrastive similarities, by each release model's rule:
+
+    pretrain   online features against the batch's momentum features, softmax + 1e-4, the pair itself
+               excluded (BLIP_Pretrain)
+    filter     online against online features (every rank's with `negatives_all_ranks`), no floor, every
+               caption of the same image excluded (BLIP_Retrieval)
+
+One deliberate difference: in retrieval ITC every queued caption of the same image is a positive
+target. The release builds those targets and then overwrites them with the diagonal; we keep them, as
+its ITC comment intends. Parameter names follow the release (visual_encoder, text_encoder,
+text_decoder, vision_proj, ..., *_m, image_queue), so its checkpoints load by name.
+
+A filter loaded from a BLIP_ITM-style checkpoint (no momentum encoders, no queues) is built with
+`inference_only`: it scores and retrieves, and refuses to train.
 """
 
 from __future__ import annotations
@@ -28,10 +39,14 @@ from transformers.models.blip.modeling_blip_text import BlipTextLayer
 from blip.config import TextArch, VisionArch
 from blip.models.med import build_text_decoder, build_text_encoder, share_all_but_self_attention, text_config
 from blip.models.vit import create_vit, set_grad_checkpointing
-from blip.tokenizer import DEC_ID, ENC_ID, PAD_ID, VOCAB_SIZE
+from blip.tokenizer import CLS_ID, DEC_ID, ENC_ID, PAD_ID, VOCAB_SIZE
 
 Task = Literal["pretrain", "captioner", "filter"]
 TASKS = ("pretrain", "captioner", "filter")
+# the first token of ITM's image-grounded pass: [ENC] as the release trains and evaluates retrieval,
+# [CLS] as its BLIP_ITM demo feeds it
+ITMToken = Literal["enc", "cls"]
+_FIRST_TOKEN = {"enc": ENC_ID, "cls": CLS_ID}
 
 
 @dataclasses.dataclass
@@ -55,6 +70,7 @@ class BlipConfig:
     vocab_size: int = VOCAB_SIZE
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    inference_only: bool = False  # no momentum encoders or queues (a BLIP_ITM-style filter): cannot train
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -127,6 +143,7 @@ class Blip(nn.Module):
             self.itm_head = nn.Linear(cfg.text.hidden, 2)
             # shape (1,), not a 0-dim scalar as in the release: DeepSpeed broadcasts parameters as bytes
             self.temp = nn.Parameter(torch.full((1,), cfg.temp))
+        if cfg.has_encoder and not cfg.inference_only:
             # momentum encoders: EMA copies, excluded from the optimizer (requires_grad=False)
             self.visual_encoder_m = create_vit(cfg.vision, cfg.image_size, cfg.vision_ln_eps)
             self.vision_proj_m = nn.Linear(width, cfg.embed_dim)
@@ -148,7 +165,7 @@ class Blip(nn.Module):
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(online, momentum) module pairs; empty for the captioner."""
-        if not self.cfg.has_encoder:
+        if not self.cfg.has_encoder or self.cfg.inference_only:
             return []
         return [(self.visual_encoder, self.visual_encoder_m), (self.vision_proj, self.vision_proj_m),
                 (self.text_encoder, self.text_encoder_m), (self.text_proj, self.text_proj_m)]
@@ -202,18 +219,20 @@ class Blip(nn.Module):
         hidden = self.text_encoder(ids, attention_mask=mask).last_hidden_state
         return F.normalize(self.text_proj(hidden[:, 0]), dim=-1)
 
-    def itm_logits(self, image_embeds: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, 2) matched/unmatched logits: [ENC] + text, cross-attending to the image tokens."""
+    def itm_logits(self, image_embeds: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                   first_token: ITMToken = "enc") -> torch.Tensor:
+        """(B, 2) matched/unmatched logits: [ENC] (or [CLS]) + text, cross-attending to the image tokens."""
         ids = ids.clone()
-        ids[:, 0] = ENC_ID
+        ids[:, 0] = _FIRST_TOKEN[first_token]
         hidden = self.text_encoder(ids, attention_mask=mask, encoder_hidden_states=image_embeds,
                                    encoder_attention_mask=_ones(image_embeds)).last_hidden_state
         return self.itm_head(hidden[:, 0])
 
     @torch.no_grad()
-    def itm_score(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def itm_score(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                  first_token: ITMToken = "enc") -> torch.Tensor:
         """Probability that each (image, text) pair matches: softmax of the ITM logits, class 1."""
-        return self.itm_logits(self.image_embeds(images), ids, mask).softmax(-1)[:, 1]
+        return self.itm_logits(self.image_embeds(images), ids, mask, first_token).softmax(-1)[:, 1]
 
     @torch.no_grad()
     def itc_similarity(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -254,34 +273,51 @@ class Blip(nn.Module):
         loss_i2t = -(F.log_softmax(sim_i2t.float(), dim=1) * i2t_targets).sum(1).mean()
         loss_t2i = -(F.log_softmax(sim_t2i.float(), dim=1) * t2i_targets).sum(1).mean()
         self._dequeue_and_enqueue(image_feat_m, text_feat_m, idx)
-        return (loss_i2t + loss_t2i) / 2, image_feat, text_feat
+        return (loss_i2t + loss_t2i) / 2, (image_feat, text_feat, image_feat_m, text_feat_m)
 
-    def _itm(self, image_embeds, ids, mask, image_feat, text_feat, idx, negatives_all_ranks):
-        """Positive pairs vs one hard negative text per image and one hard negative image per text (a
-        share `itm_random_negatives` of them drawn uniformly from the batch instead)."""
+    @torch.no_grad()
+    def _draw_negatives(self, feats, idx, negatives_all_ranks: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(negative image per text, negative text per image): indices into the batch, or into the global
+        batch with `negatives_all_ranks`, drawn by the task's release rule (module docstring)."""
+        image_feat, text_feat, image_feat_m, text_feat_m = (f.detach() for f in feats)
+        n, device = len(image_feat), image_feat.device
+        if self.cfg.task == "pretrain":
+            own = torch.eye(n, dtype=torch.bool, device=device)
+            sim_t2i, sim_i2t, floor = text_feat @ image_feat_m.T, image_feat @ text_feat_m.T, 1e-4
+        else:
+            if negatives_all_ranks:
+                image_pool, text_pool = _gather(image_feat), _gather(text_feat)
+            else:
+                image_pool, text_pool = image_feat, text_feat
+            if idx is None:  # no image ids: only the pair itself is positive
+                offset = dist.get_rank() * n if negatives_all_ranks and dist.is_initialized() else 0
+                own = torch.zeros(n, len(image_pool), dtype=torch.bool, device=device)
+                own[torch.arange(n), torch.arange(n) + offset] = True
+            else:
+                pool_idx = _gather(idx) if negatives_all_ranks else idx
+                own = idx.view(-1, 1) == pool_idx.view(1, -1)
+            sim_t2i, sim_i2t, floor = text_feat @ image_pool.T, image_feat @ text_pool.T, 0.0
+        if own.all(1).any():
+            raise ValueError("ITM needs a negative for every pair, but a batch holds only captions of one image: "
+                             "shuffle the training data across images (or raise the batch size)")
+        temp, r = self.temperature().detach(), self.cfg.itm_random_negatives
+        w_t2i = negative_weights(sim_t2i, own, temp, r, floor)
+        w_i2t = negative_weights(sim_i2t, own, temp, r, floor)
+        return torch.multinomial(w_t2i.float(), 1).squeeze(1), torch.multinomial(w_i2t.float(), 1).squeeze(1)
+
+    def _itm(self, image_embeds, ids, mask, feats, idx, negatives_all_ranks, negatives):
+        """Positive pairs vs one negative text per image and one negative image per text: drawn, or given
+        as (image per text, text per image) indices (into the global batch with `negatives_all_ranks`)."""
         n = len(ids)
         enc_ids = ids.clone()
         enc_ids[:, 0] = ENC_ID
-        if negatives_all_ranks:  # draw negatives from the global batch (retrieval fine-tuning on COCO)
-            image_feat_w, text_feat_w = _gather(image_feat.detach()), _gather(text_feat.detach())
+        if negatives_all_ranks:  # the pool is the global batch (retrieval fine-tuning on COCO)
             pool_embeds, pool_ids, pool_mask = _gather_with_grad(image_embeds), _gather(enc_ids), _gather(mask)
-            pool_idx = _gather(idx) if idx is not None else None
         else:
-            image_feat_w, text_feat_w = image_feat.detach(), text_feat.detach()
-            pool_embeds, pool_ids, pool_mask, pool_idx = image_embeds, enc_ids, mask, idx
-        with torch.no_grad():
-            if idx is None:
-                rank = dist.get_rank() if negatives_all_ranks and dist.is_initialized() else 0
-                own = torch.zeros(n, len(pool_ids), dtype=torch.bool, device=ids.device)
-                own[torch.arange(n), torch.arange(n) + rank * n] = True
-            else:
-                own = idx.view(-1, 1) == pool_idx.view(1, -1)
-            temp = self.temperature().detach()
-            r = self.cfg.itm_random_negatives
-            w_t2i = negative_weights(text_feat.detach() @ image_feat_w.T, own, temp, r)
-            w_i2t = negative_weights(image_feat.detach() @ text_feat_w.T, own, temp, r)
-            neg_image = torch.multinomial(w_t2i.float(), 1).squeeze(1)  # for each text, an image
-            neg_text = torch.multinomial(w_i2t.float(), 1).squeeze(1)   # for each image, a text
+            pool_embeds, pool_ids, pool_mask = image_embeds, enc_ids, mask
+        neg_image, neg_text = negatives if negatives is not None else self._draw_negatives(feats, idx, negatives_all_ranks)
+        if neg_image.shape != (n,) or neg_text.shape != (n,):
+            raise ValueError(f"negatives must be two index tensors of shape ({n},), one entry per pair of the batch")
         all_ids = torch.cat([enc_ids, enc_ids, pool_ids[neg_text]])
         all_mask = torch.cat([mask, mask, pool_mask[neg_text]])
         # index_select, not pool_embeds[neg_image]: the backward of advanced indexing accumulates repeated
@@ -311,16 +347,26 @@ class Blip(nn.Module):
         return F.cross_entropy(logits.float(), labels[keep], label_smoothing=self.cfg.label_smoothing)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, alpha: float = 0.0,
-                idx: torch.Tensor | None = None, prompt_len: int = 0,
-                negatives_all_ranks: bool = False) -> dict[str, torch.Tensor]:
-        """The task's losses for a batch: {'itc', 'itm', 'lm'} as the task has them."""
+                idx: torch.Tensor | None = None, prompt_len: int = 0, negatives_all_ranks: bool = False,
+                negatives: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The task's losses for a batch: {'itc', 'itm', 'lm'} as the task has them.
+
+        `negatives` pins ITM's negatives: (image index per text, text index per image) into the batch.
+        """
+        if self.cfg.inference_only:
+            raise ValueError("this filter was loaded for inference only (a BLIP_ITM-style checkpoint: no momentum "
+                             "encoders, no queues), so it cannot be trained; fine-tune from a checkpoint that has "
+                             "them (a pre-trained or retrieval model)")
         if len(ids) < 2 and self.cfg.has_encoder:
             raise ValueError("ITC/ITM need at least 2 pairs per batch (hard negatives come from the batch)")
+        if negatives_all_ranks and self.cfg.task != "filter":
+            raise ValueError("negatives_all_ranks is the retrieval fine-tuning rule; pre-training draws its "
+                             "negatives within each rank's batch, as the release does")
         image_embeds = self.image_embeds(images)
         losses = {}
         if self.cfg.has_encoder:
-            losses["itc"], image_feat, text_feat = self._itc(image_embeds, images, ids, mask, alpha, idx)
-            losses["itm"] = self._itm(image_embeds, ids, mask, image_feat, text_feat, idx, negatives_all_ranks)
+            losses["itc"], feats = self._itc(image_embeds, images, ids, mask, alpha, idx)
+            losses["itm"] = self._itm(image_embeds, ids, mask, feats, idx, negatives_all_ranks, negatives)
         if self.cfg.has_decoder:
             losses["lm"] = self._lm(image_embeds, ids, mask, prompt_len)
         return losses
@@ -343,12 +389,16 @@ class Blip(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
 
-def negative_weights(sim: torch.Tensor, own: torch.Tensor, temp: torch.Tensor, random_share: float) -> torch.Tensor:
-    """Sampling weights of ITM negatives: softmax(sim / temp) with positives excluded (the release's hard
-    negatives); a share `random_share` of the draws uniform over the non-positives instead."""
-    w = (F.softmax(sim / temp, dim=1) + 1e-4).masked_fill(own, 0)
+def negative_weights(sim: torch.Tensor, own: torch.Tensor, temp: torch.Tensor, random_share: float,
+                     floor: float = 0.0) -> torch.Tensor:
+    """Sampling weights of ITM negatives: softmax(sim / temp) + floor, positives excluded (the release's
+    hard negatives); a share `random_share` of the draws uniform over the non-positives instead."""
+    w = (F.softmax(sim / temp, dim=1) + floor).masked_fill(own, 0)
+    # with no floor, a row whose positives take all the softmax mass underflows to zeros, which
+    # multinomial refuses: such a row draws uniformly among its negatives
+    uniform = (~own).float()
+    w = torch.where(w.sum(1, keepdim=True) > 0, w, uniform)
     if random_share > 0:
-        uniform = (~own).float()
         w = (1 - random_share) * w / w.sum(1, keepdim=True) + random_share * uniform / uniform.sum(1, keepdim=True)
     return w
 
