@@ -1,9 +1,11 @@
-"""Caption generation through transformers' GenerationMixin on our decoder.
+"""Caption generation on our decoder: beam search ranked as the release ranks it (blip.models.beam),
+sampling and greedy decoding through transformers' GenerationMixin.
 
-The image is encoded once; its tokens enter the decoder as `encoder_hidden_states`, and the decoder's
-EncoderDecoderCache computes each layer's cross-attention keys/values at the first step and reuses
-them (the reference release recomputes them over all image tokens at every step). Decoding starts
-from `[DEC]` + the prompt, stops at [SEP], and the prompt is stripped from the text, as the release.
+The image is encoded once; its tokens enter the decoder as `encoder_hidden_states`, and each layer's
+cross-attention keys/values are projected once per image, up front, and reused at every step (the
+reference release recomputes them over all image tokens at every step). Decoding starts from `[DEC]` +
+the prompt, stops at [SEP], and the prompt is stripped from the text, as the release. After [SEP]
+the ids are padded with [PAD], as the release's transformers pads them (transformers 5 repeats [SEP]).
 
 - beam search: 3 beams, no repetition penalty, length penalty 1.0 (captioning evaluation);
 - nucleus sampling: top-k 50 then top-p 0.9, repetition penalty 1.1 (CapFilt's synthetic captions).
@@ -24,6 +26,7 @@ import torch
 from transformers import DynamicCache, EncoderDecoderCache, LogitsProcessor
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
+from blip.models.beam import beam_search
 from blip.tokenizer import DEC_ID, PAD_ID, SEP_ID
 
 
@@ -39,18 +42,15 @@ class GenerationSettings:
     num_captions: int = 1  # captions per image (nucleus: independent samples; beam: the best beams)
 
     def generate_kwargs(self) -> dict:
+        """transformers' generate() arguments for nucleus sampling or greedy decoding."""
         penalty = self.repetition_penalty
         if self.method == "nucleus":
             return dict(do_sample=True, top_p=self.top_p, top_k=self.top_k, num_beams=1,
                         repetition_penalty=1.1 if penalty is None else penalty,
                         num_return_sequences=self.num_captions)
-        if self.method == "beam":
-            if self.num_captions > self.num_beams:
-                raise ValueError(f"beam search returns at most num_beams={self.num_beams} captions per image")
-            return dict(do_sample=False, num_beams=self.num_beams, length_penalty=1.0,
-                        repetition_penalty=1.0 if penalty is None else penalty,
-                        num_return_sequences=self.num_captions)
-        return dict(do_sample=False, num_beams=1, repetition_penalty=1.0 if penalty is None else penalty)
+        if self.method == "greedy":
+            return dict(do_sample=False, num_beams=1, repetition_penalty=1.0 if penalty is None else penalty)
+        raise ValueError(f"method {self.method!r} does not run through transformers' generate()")
 
 
 def _signed(c: int) -> int:
@@ -136,18 +136,50 @@ def keyed_kwargs(settings: GenerationSettings, seeds: torch.Tensor) -> dict:
                 logits_processor=[*warpers, TopPLogitsWarper(settings.top_p), KeyedSampler(row_seeds, settings.top_k)])
 
 
+def pad_after_sep(ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """[PAD] in every position after a row's first generated [SEP]."""
+    generated = ids[:, prompt_len:]
+    after = (generated == SEP_ID).int().cumsum(1) - (generated == SEP_ID).int() > 0
+    return torch.cat([ids[:, :prompt_len], generated.masked_fill(after, PAD_ID)], dim=1)
+
+
+def _beam_ids(model, image_embeds: torch.Tensor, input_ids: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:
+    """Beam search on the decoder, its self-attention cache reordered with the beams."""
+    decoder, rows = model.text_decoder, settings.num_beams
+    cache = image_kv_cache(decoder, image_embeds, rows)
+    embeds = image_embeds.repeat_interleave(rows, 0)
+    image_mask = torch.ones(embeds.shape[:-1], dtype=torch.long, device=embeds.device)
+
+    def next_logits(ids: torch.Tensor, reorder: torch.Tensor | None) -> torch.Tensor:
+        if reorder is not None:
+            cache.reorder_cache(reorder)
+        new = ids if reorder is None else ids[:, -1:]  # the cache holds every earlier position
+        return decoder(input_ids=new, attention_mask=torch.ones_like(ids), past_key_values=cache,
+                       encoder_hidden_states=embeds, encoder_attention_mask=image_mask, use_cache=True,
+                       logits_to_keep=1).logits[:, -1]
+
+    penalty = 1.0 if settings.repetition_penalty is None else settings.repetition_penalty
+    return beam_search(next_logits, input_ids, settings.num_beams, settings.max_length, settings.min_length,
+                       eos_id=SEP_ID, pad_id=PAD_ID, length_penalty=1.0, repetition_penalty=penalty,
+                       num_return=settings.num_captions)
+
+
 @torch.no_grad()
 def generate_ids(model, images: torch.Tensor, tokenizer, settings: GenerationSettings,
                  prompt: str | None = None, seeds: torch.Tensor | None = None) -> torch.Tensor:
-    """Token ids (B * num_captions, L) for a batch of images, prompt included; `seeds` (one int per
-    image) switches nucleus sampling to keyed sampling."""
+    """Token ids (B * num_captions, L) for a batch of images, prompt included, [PAD] after [SEP];
+    `seeds` (one int per image) switches nucleus sampling to keyed sampling."""
     prompt = model.cfg.prompt if prompt is None else prompt
     image_embeds = model.image_embeds(images)
     input_ids = prompt_ids(tokenizer, prompt, len(images), images.device)
+    if settings.method == "beam":
+        if seeds is not None:
+            raise ValueError("per-image seeds apply to nucleus sampling only")
+        return _beam_ids(model, image_embeds, input_ids, settings)
     if seeds is None:
         kwargs = settings.generate_kwargs()
-        # generate() expands every input to this many rows per image (beams, or samples)
-        rows = max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))
+        # generate() expands every input to this many rows per image (samples)
+        rows = kwargs.get("num_return_sequences", 1)
         cache = image_kv_cache(model.text_decoder, image_embeds, rows)
     else:
         if settings.method != "nucleus":
@@ -157,12 +189,13 @@ def generate_ids(model, images: torch.Tensor, tokenizer, settings: GenerationSet
         cache = image_kv_cache(model.text_decoder, image_embeds, settings.num_captions)
         input_ids = input_ids.repeat_interleave(settings.num_captions, 0)
         image_embeds = image_embeds.repeat_interleave(settings.num_captions, 0)
-    return model.text_decoder.generate(
+    ids = model.text_decoder.generate(
         input_ids=input_ids, attention_mask=torch.ones_like(input_ids), past_key_values=cache,
         encoder_hidden_states=image_embeds,
         encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=images.device),
         eos_token_id=SEP_ID, pad_token_id=PAD_ID, bos_token_id=DEC_ID,
         max_length=settings.max_length, min_length=settings.min_length, **kwargs)
+    return pad_after_sep(ids, input_ids.shape[1])
 
 
 def decode_captions(tokenizer, ids: torch.Tensor, prompt: str) -> list[str]:
