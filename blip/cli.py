@@ -297,11 +297,17 @@ def _open_images(paths: list[str]) -> list:
     return [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p in paths]
 
 
+def _add_heads(p: argparse.ArgumentParser) -> None:
+    """Head counts for release weights of a width no released model has (checkpoints do not record them)."""
+    p.add_argument("--vision-heads", type=int, default=None, help="ViT heads of a release .pth (default: by width)")
+    p.add_argument("--text-heads", type=int, default=None, help="text heads of a release .pth (default: by width)")
+
+
 def cmd_caption(args: argparse.Namespace) -> int:
     from blip.inference import load
     from blip.models.generate import GenerationSettings
 
-    blip = load(args.model, device=args.device)
+    blip = load(args.model, device=args.device, vision_heads=args.vision_heads, text_heads=args.text_heads)
     settings = GenerationSettings(args.method, num_beams=args.beams, max_length=args.max_length,
                                   min_length=args.min_length, top_p=args.top_p, num_captions=args.num)
     if args.seed is not None:
@@ -317,8 +323,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from blip.inference import load
 
-    blip = load(args.model, device=args.device)
-    for row in blip.score(_open_images([args.image])[0], args.texts):
+    blip = load(args.model, device=args.device, vision_heads=args.vision_heads, text_heads=args.text_heads)
+    for row in blip.score(_open_images([args.image])[0], args.texts, itm_token=args.itm_token):
         print(f"itm={row['itm']:.4f}\titc={row['itc']:.4f}\t{row['text']}")
     return 0
 
@@ -433,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--seed", type=int, default=None, help="seed for nucleus sampling")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    _add_heads(p)
     p.set_defaults(func=cmd_caption)
 
     p = sub.add_parser("score", help="ITM probability and ITC similarity of texts with an image")
@@ -440,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="+")
     p.add_argument("--model", required=True)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--itm-token", choices=["enc", "cls"], default="enc",
+                   help="ITM's first token: enc as the release's retrieval training, cls as its BLIP_ITM demo")
+    _add_heads(p)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("verify", help="check finished datasets: checksums, counts, decodable images")

@@ -104,6 +104,7 @@ class TextArch:
     heads: int
     intermediate: int
     dropout: float
+    positions: int = 512  # rows of the position table: the longest text the model can read
 
 
 @dataclasses.dataclass(frozen=True)

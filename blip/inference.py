@@ -4,10 +4,14 @@
     blip = load("models/captioner")            # our folder, a release .pth, a HF Blip folder or hub id
     blip.caption([Image.open("cat.jpg")])       # [["a cat sitting on a couch"]]
     blip.score(Image.open("cat.jpg"), ["a cat", "a dog"])   # ITM probabilities and ITC similarities
+
+`score(..., itm_token="cls")` feeds [CLS] instead of [ENC] to the ITM pass, as the release's BLIP_ITM
+demo does (its retrieval training and evaluation use [ENC], our default); the two give different scores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +22,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from blip.launch import autocast, ranks_from_env, resolve_device, resolve_precision
-from blip.models.blip import Blip
+from blip.models.blip import Blip, ITMToken
 from blip.models.checkpoints import load_model, load_tokenizer_for
 from blip.models.generate import GenerationSettings, generate
 from blip.tokenizer import tokenize
@@ -60,13 +64,13 @@ class BlipInference:
             return generate(self.model, self.images(images), self.tokenizer, settings)
 
     @torch.no_grad()
-    def score(self, image: Image.Image, texts: list[str]) -> list[dict]:
-        """For each text: the ITM match probability and the ITC cosine similarity with the image."""
+    def score(self, image: Image.Image, texts: list[str], itm_token: ITMToken = "enc") -> list[dict]:
+        """For each text: the ITM match probability ([ENC] or [CLS] first) and the ITC cosine similarity."""
         self._need("encoder")
         pixels = self.images([image]).expand(len(texts), -1, -1, -1)
         ids, mask = self.text_inputs(texts)
         with autocast(self.precision, self.device):
-            itm = self.model.itm_score(pixels, ids, mask).float()
+            itm = self.model.itm_score(pixels, ids, mask, itm_token).float()
             itc = self.model.itc_similarity(pixels[:1], ids, mask)[0].float()
         return [{"text": t, "itm": float(p), "itc": float(s)} for t, p, s in zip(texts, itm, itc)]
 
@@ -93,10 +97,12 @@ class BlipInference:
         return out.last_hidden_state[:, 0]
 
 
-def load(source: str | Path, image_size: int | None = None, device: str = "auto",
-         precision: str = "auto") -> BlipInference:
-    """Load weights of any supported kind, ready for inference (eval mode) on `device` (auto | cpu | cuda |
-    cuda:N; auto: this rank's GPU when CUDA is present) in `precision` (auto: bf16 on a GPU, else fp32)."""
+def load(source: str | Path | Mapping, image_size: int | None = None, device: str = "auto", precision: str = "auto",
+         vision_heads: int | None = None, text_heads: int | None = None) -> BlipInference:
+    """Load weights of any supported kind (a path, or a release state dict in memory), ready for inference
+    (eval mode) on `device` (auto | cpu | cuda | cuda:N; auto: this rank's GPU when CUDA is present) in
+    `precision` (auto: bf16 on a GPU, else fp32). Head counts: for release weights of unreleased widths."""
     where = resolve_device(device, ranks_from_env().local_rank)
-    model = load_model(source, image_size).to(where).eval()
-    return BlipInference(model, load_tokenizer_for(source), where, resolve_precision(precision, where))
+    model = load_model(source, image_size, vision_heads, text_heads).to(where).eval()
+    tokenizer = load_tokenizer_for(None if isinstance(source, Mapping) else source)
+    return BlipInference(model, tokenizer, where, resolve_precision(precision, where))

@@ -1,8 +1,9 @@
 """The MLflow model registry: BLIP models as servable pyfuncs, with lineage and alias promotion.
 
 A registered model is a pyfunc over our model folder: given base64 images it captions them; given
-images and texts it returns ITM match probabilities and ITC similarities. So `mlflow models serve
--m models:/blip-captioner@champion` answers HTTP requests.
+images and texts it returns ITM match probabilities and ITC similarities (param `itm_token`: "enc", or
+"cls" as the release's BLIP_ITM demo). So `mlflow models serve -m models:/blip-captioner@champion`
+answers HTTP requests.
 
 Promotion by alias: a new version becomes `champion` only when its metric (named in params) beats
 the version that holds `champion` now, whoever put it there (a person promoting in the UI included);
@@ -20,8 +21,13 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 ROOT = Path(__file__).resolve().parents[1]
+# base64 images, optionally a text per image; the params a request may set
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image"), ColSpec("string", "text", required=False)]),
+                           params=ParamSchema([ParamSpec("itm_token", "string", "enc")]))
 
 
 class BlipPyfunc(mlflow.pyfunc.PythonModel):
@@ -37,7 +43,8 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
 
         images = [Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB") for b in model_input["image"]]
         if "text" in model_input.columns:
-            rows = [self.blip.score(im, [t])[0] for im, t in zip(images, model_input["text"])]
+            token = (params or {}).get("itm_token", "enc")
+            rows = [self.blip.score(im, [t], itm_token=token)[0] for im, t in zip(images, model_input["text"])]
             return pd.DataFrame(rows)
         return pd.DataFrame({"caption": [c[0] for c in self.blip.caption(images)]})
 
@@ -45,7 +52,7 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
 def log_and_register(model_dir: str, name: str, tags: dict, metrics: dict) -> str:
     """Log the model as a pyfunc in the active run and register it; returns the new version."""
     info = mlflow.pyfunc.log_model(name="model", python_model=BlipPyfunc(), artifacts={"model": str(model_dir)},
-                                   code_paths=[str(ROOT / "blip")], registered_model_name=name,
+                                   signature=SIGNATURE, code_paths=[str(ROOT / "blip")], registered_model_name=name,
                                    pip_requirements=["torch", "torchvision", "timm", "transformers", "pillow",
                                                      "pandas", "safetensors"])
     version = str(info.registered_model_version)

@@ -233,21 +233,21 @@ def _release_state(model: Blip) -> dict:
 
 @pytest.mark.parametrize("task", ["pretrain", "captioner", "filter"])
 def test_release_checkpoints_load_and_resample_position_embeddings(tmp_path, batch, tokenizer, task):
-    # released models have 64-dim attention heads, which is how the loader infers the head count
+    # a width no released model has: the head counts are given (tests/test_release_checkpoints.py)
     m = tiny(task, dataclasses.replace(VISION, width=128, heads=2), dataclasses.replace(TEXT, hidden=128, heads=2)).eval()
     torch.save(_release_state(m), tmp_path / "release.pth")
-    same = load_release(tmp_path / "release.pth").eval()
+    same = load_release(tmp_path / "release.pth", vision_heads=2, text_heads=2).eval()
     assert same.cfg.task == task and same.cfg.image_size == 32 and same.cfg.vision.depth == 2
     images, ids, mask = batch
     if task != "captioner":
         assert torch.allclose(same.itm_score(images[:4], ids[:4], mask[:4]), m.itm_score(images[:4], ids[:4], mask[:4]))
-    bigger = load_model(tmp_path / "release.pth", image_size=64)
+    bigger = load_model(tmp_path / "release.pth", image_size=64, vision_heads=2, text_heads=2)
     assert bigger.visual_encoder.pos_embed.shape == (1, 17, 128)
     bad = _release_state(m)
     bad["model"]["visual_encoder.blocks.0.attn.qkv.weight"] = torch.zeros(10, 128)
     torch.save(bad, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="visual_encoder.blocks.0.attn.qkv.weight"):
-        load_release(tmp_path / "bad.pth")
+        load_release(tmp_path / "bad.pth", vision_heads=2, text_heads=2)
 
 
 class Evil:

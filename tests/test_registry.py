@@ -94,6 +94,10 @@ def test_registered_model_serves_captions_and_scores(server, filter_model):
     model = mlflow.pyfunc.load_model("models:/blip-test-filter@champion")
     scores = model.predict(pd.DataFrame({"image": [image, image], "text": ["a red square", "a blue star"]}))
     assert list(scores.columns) == ["text", "itm", "itc"] and scores["itm"].between(0, 1).all()
+    # the release's BLIP_ITM demo feeds [CLS] to ITM: another first token, another ITM score, the same ITC
+    cls = model.predict(pd.DataFrame({"image": [image, image], "text": ["a red square", "a blue star"]}),
+                        params={"itm_token": "cls"})
+    assert (cls["itm"] != scores["itm"]).all() and (cls["itc"] == scores["itc"]).all()
     captions = model.predict(pd.DataFrame({"image": [image]}))
     assert isinstance(captions["caption"][0], str)
 

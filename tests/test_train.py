@@ -27,7 +27,8 @@ def small_training_params(tmp: Path) -> Path:
     tiny = raw["presets"]["tiny"]
     tiny["model"] = {"vision": {"patch_size": 16, "width": 64, "depth": 2, "heads": 2, "mlp_ratio": 2.0,
                                 "drop_path": 0.0},
-                     "text": {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128, "dropout": 0.0},
+                     "text": {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128, "dropout": 0.0,
+                              "positions": 64},
                      "embed_dim": 32, "queue_size": 64, "temp_min": 0.001, "itm_random_negatives": 0.0,
                      "vision_init": None, "text_init": None}
     for stage in ("pretrain", "finetune_captioner", "finetune_filter"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -121,50 +122,100 @@ def load_ours(folder: str | Path, **overrides) -> Blip:
 
 # ---------------------------------------------------------------------------------------- the release's .pth
 
-def _release_arch(state: dict, prefix: str = "visual_encoder.") -> tuple[VisionArch, int]:
-    cls = state[prefix + "cls_token"]
+# Head counts are the one size a checkpoint's tensors do not show. These are the released models' (ViT-B
+# 12, ViT-L 16, BERT-base 12); any other width needs the count given.
+RELEASE_VISION_HEADS = {768: 12, 1024: 16}
+RELEASE_TEXT_HEADS = {768: 12}
+
+
+def _heads(width: int, given: int | None, released: dict[int, int], what: str, source: str) -> int:
+    """The head count: given, or the released models' for this width; never a guess."""
+    if given is None:
+        if width not in released:
+            raise CheckpointError(
+                f"{source}: the {what} is {width} wide, which no released BLIP model is, and a checkpoint does "
+                f"not record its head count: pass it ({what.split()[0]}_heads=N, or --{what.split()[0]}-heads N)")
+        given = released[width]
+    if given < 1 or width % given:
+        raise CheckpointError(f"{source}: {given} heads do not divide the {what}'s width {width}")
+    return given
+
+
+def _layers(state: Mapping, prefix: str, source: str) -> int:
+    """How many blocks under `prefix` (e.g. 'visual_encoder.blocks.'); a gap in their numbers is an error."""
+    found = {int(k[len(prefix):].split(".")[0]) for k in state if k.startswith(prefix)}
+    if not found:
+        raise CheckpointError(f"{source}: no '{prefix}*' weights; is this a BLIP checkpoint?")
+    if found != set(range(max(found) + 1)):
+        raise CheckpointError(f"{source}: layers {sorted(set(range(max(found) + 1)) - found)} of '{prefix}*' are missing")
+    return max(found) + 1
+
+
+def _release_arch(state: Mapping, heads: int | None, source: str) -> tuple[VisionArch, int]:
+    prefix = "visual_encoder."
+    width = state[prefix + "cls_token"].shape[-1]
     patch = state[prefix + "patch_embed.proj.weight"].shape[-1]
-    width = cls.shape[-1]
-    depth = 1 + max(int(k.split(".")[2]) for k in state if k.startswith(prefix + "blocks."))
-    hidden = state[prefix + "blocks.0.mlp.fc1.weight"].shape[0]
     grid = int(round((state[prefix + "pos_embed"].shape[1] - 1) ** 0.5))
-    return VisionArch(patch_size=patch, width=width, depth=depth, heads=width // 64, mlp_ratio=hidden / width,
-                      drop_path=0.0), grid * patch
+    vision = VisionArch(patch_size=patch, width=width, depth=_layers(state, prefix + "blocks.", source),
+                        heads=_heads(width, heads, RELEASE_VISION_HEADS, "vision transformer", source),
+                        mlp_ratio=state[prefix + "blocks.0.mlp.fc1.weight"].shape[0] / width, drop_path=0.0)
+    return vision, grid * patch
 
 
-def _text_arch(state: dict, prefix: str) -> TextArch:
-    hidden = state[prefix + "embeddings.word_embeddings.weight"].shape[1]
-    layers = 1 + max(int(k[len(prefix):].split(".")[2]) for k in state if k.startswith(prefix + "encoder.layer."))
-    return TextArch(hidden=hidden, layers=layers, heads=hidden // 64,
-                    intermediate=state[prefix + "encoder.layer.0.intermediate.dense.weight"].shape[0], dropout=0.0)
+def _text_arch(state: Mapping, prefix: str, heads: int | None, source: str) -> TextArch:
+    words = state[prefix + "embeddings.word_embeddings.weight"]
+    hidden = words.shape[1]
+    return TextArch(hidden=hidden, layers=_layers(state, prefix + "encoder.layer.", source),
+                    heads=_heads(hidden, heads, RELEASE_TEXT_HEADS, "text transformer", source),
+                    intermediate=state[prefix + "encoder.layer.0.intermediate.dense.weight"].shape[0], dropout=0.0,
+                    positions=state[prefix + "embeddings.position_embeddings.weight"].shape[0])
 
 
-def load_release(path: str | Path, image_size: int | None = None) -> Blip:
-    """The reference release's checkpoints (model_base.pth, *_capfilt_large.pth, *_retrieval_coco.pth, ...).
+def _read_release(source: str | Path | Mapping) -> tuple[dict[str, torch.Tensor], str]:
+    """A release state dict, from a .pth file or from memory, and a name for messages."""
+    if isinstance(source, Mapping):
+        raw, name = source, "the state dict"
+    else:
+        raw, name = torch.load(source, map_location="cpu", weights_only=True), str(source)
+    raw = raw.get("model", raw) if isinstance(raw, Mapping) else raw
+    if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise CheckpointError(f"{name}: not a state dict of tensors (a release .pth holds one, alone or under 'model')")
+    return {k: v for k, v in raw.items() if not k.endswith("position_ids")}, name
 
-    The architecture is read from tensor shapes; the head count, which shapes do not show, is
-    width / 64 as in every released model (ViT-B 12, ViT-L 16, BERT-base 12).
+
+def load_release(source: str | Path | Mapping, image_size: int | None = None, vision_heads: int | None = None,
+                 text_heads: int | None = None) -> Blip:
+    """The reference release's checkpoints (model_base.pth, *_capfilt_large.pth, *_retrieval_coco.pth,
+    model_base_retrieval_coco.pth's BLIP_ITM-style cousins, ...), from a file or an in-memory state dict.
+
+    Every size the tensors show is read from them (widths, depths, the text position table, the
+    vocabulary); head counts are given, or the released models' for the width (RELEASE_*_HEADS).
+    A filter without momentum encoders and queues (BLIP_ITM) loads inference-only.
     """
-    raw = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in raw.get("model", raw).items() if not k.endswith("position_ids")}
+    state, name = _read_release(source)
     if "ptr_queue" in state:  # the retrieval model calls its queue pointer ptr_queue
         state["queue_ptr"] = state.pop("ptr_queue")
     if "temp" in state:  # a 0-dim scalar there, shape (1,) here
         state["temp"] = state["temp"].reshape(1)
+    if "visual_encoder.cls_token" not in state:
+        raise CheckpointError(f"{name}: no 'visual_encoder.*' weights; is this a BLIP checkpoint?")
     has_enc, has_dec = "itm_head.weight" in state, "text_decoder.cls.predictions.bias" in state
     task = "pretrain" if has_enc and has_dec else "filter" if has_enc else "captioner"
-    vision, trained_size = _release_arch(state)
-    text = _text_arch(state, "text_encoder." if has_enc else "text_decoder.bert.")
+    inference_only = has_enc and "visual_encoder_m.cls_token" not in state
+    vision, trained_size = _release_arch(state, vision_heads, name)
+    text_prefix = "text_encoder." if has_enc else "text_decoder.bert."
+    text = _text_arch(state, text_prefix, text_heads, name)
     head = "text_decoder.cls.predictions.decoder.weight"
-    tie = not (has_dec and head in state and not torch.equal(
-        state[head], state.get("text_encoder.embeddings.word_embeddings.weight",
-                               state["text_decoder.bert.embeddings.word_embeddings.weight"])))
+    words = state[text_prefix + "embeddings.word_embeddings.weight"]
+    tie = not (has_dec and head in state and not torch.equal(state[head], words))
     queue = state["image_queue"].shape[1] if "image_queue" in state else 57600
     cfg = BlipConfig(task=task, image_size=image_size or trained_size, vision=vision, text=text,
                      embed_dim=state["vision_proj.weight"].shape[0] if has_enc else 256, queue_size=queue,
-                     tie_lm_head=tie)
+                     tie_lm_head=tie, vocab_size=words.shape[0], inference_only=inference_only)
     model = Blip(cfg)
-    load_checked(model, _fit_pos_embeds(state, model), str(path), allow_missing=("idx_queue",))
+    # BLIP_ITM has no temperature (its ITC score is the plain cosine); ours keeps its initial one
+    load_checked(model, _fit_pos_embeds(state, model), name,
+                 allow_missing=("idx_queue", "temp") if inference_only else ("idx_queue",))
     return model
 
 
@@ -207,7 +258,8 @@ def load_hf(folder: str | Path, image_size: int | None = None) -> Blip:
                         heads=v["num_attention_heads"], mlp_ratio=v["intermediate_size"] / v["hidden_size"],
                         drop_path=0.0)
     text = TextArch(hidden=t["hidden_size"], layers=t["num_hidden_layers"], heads=t["num_attention_heads"],
-                    intermediate=t["intermediate_size"], dropout=t.get("hidden_dropout_prob", 0.0))
+                    intermediate=t["intermediate_size"], dropout=t.get("hidden_dropout_prob", 0.0),
+                    positions=t.get("max_position_embeddings", 512))
     model = Blip(BlipConfig(task=task, image_size=image_size or v.get("image_size", 384), vision=vision, text=text,
                             embed_dim=cfg.get("image_text_hidden_size", 256),
                             vision_ln_eps=v.get("layer_norm_eps", 1e-5),
@@ -255,11 +307,15 @@ def export_hf(model: Blip, folder: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------------------- one call
 
-def load_model(source: str | Path, image_size: int | None = None) -> Blip:
-    """Load any supported weights: our folder, a release .pth, a HF folder, or a HF hub id when online."""
+def load_model(source: str | Path | Mapping, image_size: int | None = None, vision_heads: int | None = None,
+               text_heads: int | None = None) -> Blip:
+    """Load any supported weights: our folder, a release .pth or in-memory state dict, a HF folder, or a
+    HF hub id when online. Head counts apply to release weights (the others record theirs)."""
+    if isinstance(source, Mapping):
+        return load_release(source, image_size, vision_heads, text_heads)
     path = Path(source)
     if path.is_file():
-        return load_release(path, image_size)
+        return load_release(path, image_size, vision_heads, text_heads)
     if path.is_dir():
         cfg = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
         if cfg.get("format") == FORMAT:
@@ -277,12 +333,12 @@ def load_model(source: str | Path, image_size: int | None = None) -> Blip:
     raise FileNotFoundError(f"model '{source}' not found")
 
 
-def load_tokenizer_for(source: str | Path, vocab: str | None = None):
-    """The tokenizer saved with a model folder, else the offline-resolved BLIP tokenizer."""
+def load_tokenizer_for(source: str | Path | None, vocab: str | None = None):
+    """The tokenizer saved with a model folder, else (or for no folder) the offline-resolved BLIP tokenizer."""
     from blip.tokenizer import build_tokenizer
 
-    path = Path(source)
-    if path.is_dir() and (path / "tokenizer.json").is_file():
+    path = Path(source) if source is not None else None
+    if path is not None and path.is_dir() and (path / "tokenizer.json").is_file():
         from transformers import BertTokenizer
 
         return BertTokenizer.from_pretrained(str(path))
@@ -299,6 +355,9 @@ def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overri
     import dataclasses
 
     src = load_model(source, image_size)
+    if src.cfg.inference_only and task != "captioner":
+        raise CheckpointError(f"{source}: an inference-only filter (no momentum encoders, no queues) cannot start "
+                              f"a {task} model; start from a pre-trained or retrieval checkpoint")
     dst = Blip(dataclasses.replace(src.cfg, task=task, image_size=image_size, **cfg_overrides))
     own = dst.state_dict()
     load_checked(dst, {k: v for k, v in src.state_dict().items() if k in own}, str(source))

@@ -26,6 +26,7 @@ def text_config(arch: TextArch, encoder_width: int, label_smoothing: float, tie_
     return BlipTextConfig(
         vocab_size=vocab_size, hidden_size=arch.hidden, encoder_hidden_size=encoder_width,
         intermediate_size=arch.intermediate, num_hidden_layers=arch.layers, num_attention_heads=arch.heads,
+        max_position_embeddings=arch.positions,
         hidden_dropout_prob=arch.dropout, attention_probs_dropout_prob=arch.dropout, layer_norm_eps=1e-12,
         bos_token_id=DEC_ID, pad_token_id=PAD_ID, sep_token_id=SEP_ID, eos_token_id=SEP_ID, is_decoder=True,
         label_smoothing=label_smoothing, tie_word_embeddings=tie_lm_head)
