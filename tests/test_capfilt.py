@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -69,12 +70,23 @@ def _table_digests(out: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, models, prepared) -> Path:
-    """One process, start to finish: the reference score tables."""
+    """One process, start to finish: the reference score tables.
+
+    With one thread, as every rank of the multi-process runs below: on some CPUs (measured on an AMD
+    EPYC) the matrix kernels split reductions by thread count, so a score's last float digit depends on
+    it. Same bytes is promised for the same threads per process, whatever the number of processes.
+    """
     from blip.cli import main
 
     tmp = tmp_path_factory.mktemp("capfilt_ref")
     out = tmp / "scores"
-    assert main(_args(models, prepared, out, _params_file(tmp))) == 0
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")  # capfilt sets its threads from it, as a launched rank does
+        try:
+            assert main(_args(models, prepared, out, _params_file(tmp))) == 0
+        finally:
+            torch.set_num_threads(threads)
     return out
 
 
