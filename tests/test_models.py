@@ -362,6 +362,13 @@ def test_keyed_sampling_draws_from_the_nucleus_with_the_right_frequencies():
     batch = KeyedSampler(torch.tensor([7, 8, 9]), top_k=2)(torch.zeros(3, 5, dtype=torch.long), logits.repeat(3, 1))
     alone = KeyedSampler(torch.tensor([8]), top_k=2)(torch.zeros(1, 5, dtype=torch.long), logits)
     assert batch[1].argmax() == alone[0].argmax() and batch.argmax(-1).max() <= 1  # top-2 only
+    # the nucleus cut among the top k is transformers' top-k then top-p warpers on the whole vocabulary
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    scores = torch.randn(256, 1000, generator=torch.Generator().manual_seed(0)) * 3
+    ids, seeds = torch.zeros(256, 4, dtype=torch.long), torch.arange(256)
+    warped = TopPLogitsWarper(0.9)(ids, TopKLogitsWarper(50)(ids, scores.clone()))
+    assert torch.equal(KeyedSampler(seeds, top_k=50, top_p=0.9)(ids, scores), KeyedSampler(seeds, top_k=50)(ids, warped))
 
 
 def test_keyed_captions_do_not_depend_on_the_batch():
