@@ -146,9 +146,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from blip.tracking import Tracker, data_hashes, git_commit
-
     from blip.evaluate.model import evaluate_model
+    from blip.tracking import Tracker, data_hashes, git_commit
 
     params = load_params(args.params)
     metrics, examples, reports = evaluate_model(args.model, args.data, params, args.k_test, args.limit, args.device)

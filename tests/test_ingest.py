@@ -103,7 +103,7 @@ def test_web_shards_with_bad_samples(tmp_path, params):
         ("000000107.png", _png_rgba()), ("000000107.txt", b"a png with alpha"),
         ("000000108.jpg", jpeg()), ("000000108.txt", ("long " * 40).encode()),
     ]
-    shard = make_tar(tmp_path / "00000.tar", members)
+    make_tar(tmp_path / "00000.tar", members)
     truncated = tmp_path / "00001.tar"
     full = make_tar(tmp_path / "full.tar", good + [(f"{i:09d}.txt", b"x") for i in range(6)])
     truncated.write_bytes(full.read_bytes()[:1500])
