@@ -67,6 +67,9 @@ class BlipInference:
     def score(self, image: Image.Image, texts: list[str], itm_token: ITMToken = "enc") -> list[dict]:
         """For each text: the ITM match probability ([ENC] or [CLS] first) and the ITC cosine similarity."""
         self._need("encoder")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text {i + 1} ({text!r}) is empty: give each text some words to score")
         pixels = self.images([image]).expand(len(texts), -1, -1, -1)
         ids, mask = self.text_inputs(texts)
         with autocast(self.precision, self.device):
