@@ -65,6 +65,7 @@ class IngestConfig:
     max_pixels: int
     jpeg_quality: int
     max_skip_fraction: float
+    max_member_bytes: int
 
 
 @dataclasses.dataclass(frozen=True)

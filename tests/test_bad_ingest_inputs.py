@@ -76,3 +76,30 @@ def test_the_command_prints_one_message(tmp_path, images, capsys):
                  str(tmp_path / "out"), "--name", "t"])
     err = capsys.readouterr().err
     assert code == 2 and "k.json: not UTF-8 text" in err and "Traceback" not in err
+
+
+def test_web_shards_skip_oversized_members_and_duplicate_keys(tmp_path, params):
+    import dataclasses
+
+    from blip.data.ingest import ingest_webdataset
+    from blip.data.shards import iter_samples
+    from tests.test_ingest import make_tar
+
+    members = [("000.jpg", jpeg()), ("000.txt", b"a red box"),
+               ("001.jpg", jpeg()), ("001.txt", b"x" * 5000),  # over the cap: skipped unread
+               ("002.jpg", jpeg()), ("002.txt", b"first"), ("002.txt", b"second"),  # one file twice
+               ("003.jpg", jpeg()), ("003.txt", b"a blue box"),
+               ("000.jpg", jpeg()), ("000.txt", b"the key again, after its sample ended")]
+    make_tar(tmp_path / "00000.tar", members)
+    cfg = dataclasses.replace(params.ingest, max_member_bytes=4096, max_skip_fraction=0.9)
+    m = ingest_webdataset(str(tmp_path / "00000.tar"), tmp_path / "out", cfg)
+    assert m["skipped"] == {"oversized_member": 1, "duplicate_key": 2} and m["samples"] == 2
+    assert [s["txt"] for s in iter_samples(tmp_path / "out")] == ["a red box", "a blue box"]
+    assert any("001.txt: 5000 bytes > ingest.max_member_bytes" in p for e in m["skip_examples"] for p in e["problems"])
+
+
+def test_nul_and_invisible_characters_leave_captions():
+    from blip.data.text import prepare_caption
+
+    text, _ = prepare_caption("a\x00red\u200b box\ufeff with\u00ad a\u200d\tcat\x07", 30, 4000)
+    assert text == "a red box with a cat"

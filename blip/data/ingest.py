@@ -265,9 +265,14 @@ def _unsafe(name: str) -> bool:
     return p.is_absolute() or ".." in p.parts or "\\" in name
 
 
-def read_web_shard(path: str, tally: Tally) -> Iterator[tuple[str, dict]]:
-    """(origin, members-by-extension) per sample of one shard; a truncated or broken tar is counted."""
-    current_key, current = None, {}
+def read_web_shard(path: str, tally: Tally, max_member_bytes: int) -> Iterator[tuple[str, dict]]:
+    """(origin, members-by-extension) per sample of one shard; a truncated or broken tar is counted.
+
+    Members are grouped by key, webdataset's rule. A member over `max_member_bytes` is not read (it is
+    marked `__oversized__`); a key met again after its sample ended, or an extension met twice in one
+    sample, marks the sample `__duplicate__`: the caller skips and counts both.
+    """
+    current_key, current, seen = None, {}, set()
     try:
         with storage.open_read(path) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
@@ -279,8 +284,15 @@ def read_web_shard(path: str, tally: Tally) -> Iterator[tuple[str, dict]]:
                 if key != current_key:
                     if current_key is not None:
                         yield current_key, current
-                    current_key, current = key, {}
-                current[ext.lower()] = tar.extractfile(member).read()
+                    current_key, current = key, ({"__duplicate__": True} if key in seen else {})
+                    seen.add(key)
+                ext = ext.lower()
+                if ext in current:
+                    current["__duplicate__"] = True
+                if member.size > max_member_bytes:
+                    current["__oversized__"] = f"{member.name}: {member.size} bytes"
+                    continue  # a streamed tar skips the unread data
+                current[ext] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as e:
         tally.skip(path, "broken_shard", f"{type(e).__name__}: {e}")
         return  # the sample being read when the tar broke is incomplete: dropped
@@ -295,11 +307,17 @@ def ingest_webdataset(shards: str | list[str], out_dir: str | Path, cfg: IngestC
     writer = DatasetWriter(out_dir, cfg.shard_size)
     n = 0
     for shard in expand_shards(shards):
-        for key, members in read_web_shard(shard, tally):
+        for key, members in read_web_shard(shard, tally, cfg.max_member_bytes):
             tally.seen += 1
             origin = f"{shard}:{key}"
             if key.startswith("unsafe:"):
                 tally.skip(origin, "unsafe_key", "member path is absolute or climbs out of the folder")
+                continue
+            if "__oversized__" in members:
+                tally.skip(origin, "oversized_member", f"{members['__oversized__']} > ingest.max_member_bytes")
+                continue
+            if members.get("__duplicate__"):
+                tally.skip(origin, "duplicate_key", "the key or one of its files appears twice in the shard")
                 continue
             image_ext = next((e for e in IMAGE_EXTS if e in members), None)
             if image_ext is None:
