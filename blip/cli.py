@@ -292,19 +292,12 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def _open_image(path: str):
     """An RGB image, upright by its EXIF; ValueError naming the file when it is not a usable image."""
-    import warnings
-
-    from PIL import Image, ImageOps
+    from blip.inference import decode_image
 
     try:
-        with warnings.catch_warnings():
-            # a picture past PIL's pixel limit is refused, not just warned about: it can exhaust memory
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                return ImageOps.exif_transpose(im).convert("RGB")
-    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning, ValueError) as e:
-        reason = "a directory" if Path(path).is_dir() else f"{type(e).__name__}: {e}"
-        raise ValueError(f"{path}: not a usable image ({reason})") from e
+        return decode_image(path)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
 
 
 def _open_images(paths: list[str]) -> tuple[list[str], list, list[str]]:

@@ -108,7 +108,7 @@ def test_caption_skips_bad_files_and_captions_the_rest(folder, tmp_path, capsys,
     assert main(["caption", *paths, "--model", str(folder / "model"), "--max-length", "8"]) == 1
     out, err = capsys.readouterr()
     assert [line.split("\t")[0] for line in out.strip().splitlines()] == [paths[0], paths[5]]
-    assert f"skipped {tmp_path}: not a usable image (a directory)" in err
+    assert f"skipped {tmp_path}: a directory, not an image" in err
     assert "notes.jpg: not a usable image (UnidentifiedImageError" in err and "cut.jpg: not a usable image" in err
     assert "bomb.png: not a usable image (DecompressionBomb" in err
     assert "captioned 2 of 6 files, skipped 4" in err and "Traceback" not in err
