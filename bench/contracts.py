@@ -33,9 +33,11 @@ def synthetic_rows(n: int, seed: int = 0) -> pd.DataFrame:
     source = rng.choice(np.array(["human", "web", "synthetic"]), size=n, p=[0.2, 0.4, 0.4])
     itm = np.where(source == "human", np.nan, rng.uniform(0.5, 1.0, size=n))
     words = rng.integers(3, 25, size=n)
-    return pd.DataFrame({"key": [f"{i:09d}" for i in range(n)], "shard": [f"shard-{i // 10000:06d}.tar" for i in range(n)],
+    return pd.DataFrame({"key": [f"{i:09d}" for i in range(n)], "key_safe": True,
+                         "shard": [f"shard-{i // 10000:06d}.tar" for i in range(n)],
                          "caption": ["a small red circle above a blue square"] * n, "utf8": True, "words": words,
-                         "source": source, "score": itm, "itm": itm, "has_image": True, "in_eval": False})
+                         "longest_word": 6, "source": source, "score": itm, "itm": itm, "score_missing": False,
+                         "has_image": True, "in_eval": False})
 
 
 def main() -> None:

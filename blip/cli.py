@@ -290,10 +290,26 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_images(paths: list[str]) -> list:
-    from PIL import Image, ImageOps
+def _open_image(path: str):
+    """An RGB image, upright by its EXIF; ValueError naming the file when it is not a usable image."""
+    from blip.inference import decode_image
 
-    return [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p in paths]
+    try:
+        return decode_image(path)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def _open_images(paths: list[str]) -> tuple[list[str], list, list[str]]:
+    """The usable images (their paths and pictures) and one line per file skipped, with its reason."""
+    good, images, skipped = [], [], []
+    for path in paths:
+        try:
+            images.append(_open_image(path))
+            good.append(path)
+        except ValueError as e:
+            skipped.append(str(e))
+    return good, images, skipped
 
 
 def _add_heads(p: argparse.ArgumentParser) -> None:
@@ -313,17 +329,25 @@ def cmd_caption(args: argparse.Namespace) -> int:
         import torch
 
         torch.manual_seed(args.seed)
-    for path, captions in zip(args.images, blip.caption(_open_images(args.images), settings)):
+    paths, images, skipped = _open_images(args.images)
+    for line in skipped:
+        print(f"blip caption: skipped {line}", file=sys.stderr)
+    if not images:
+        raise ValueError(f"none of the {len(args.images)} files is a usable image")
+    for path, captions in zip(paths, blip.caption(images, settings)):
         for caption in captions:
             print(f"{path}\t{caption}")
-    return 0
+    if skipped:
+        print(f"blip caption: captioned {len(images)} of {len(args.images)} files, skipped {len(skipped)}",
+              file=sys.stderr)
+    return 1 if skipped else 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     from blip.inference import load
 
     blip = load(args.model, device=args.device, vision_heads=args.vision_heads, text_heads=args.text_heads)
-    for row in blip.score(_open_images([args.image])[0], args.texts, itm_token=args.itm_token):
+    for row in blip.score(_open_image(args.image), args.texts, itm_token=args.itm_token):
         print(f"itm={row['itm']:.4f}\titc={row['itc']:.4f}\t{row['text']}")
     return 0
 

@@ -65,6 +65,7 @@ class IngestConfig:
     max_pixels: int
     jpeg_quality: int
     max_skip_fraction: float
+    max_member_bytes: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +246,7 @@ class RetrainConfig:
 class ContractsConfig:
     min_words: int                          # caption word-count bounds (after clean-up)
     max_words: int
+    max_word_chars: int                     # the longest word a caption may hold (catches one enormous word)
     image_sample: int                       # images decoded per dataset (the rest: metadata only)
     synthetic_share: tuple[float, float]    # bootstrapped: share of rows that are synthetic captions
     web_removed_share: tuple[float, float]  # share of web texts the filter removed

@@ -11,6 +11,7 @@ demo does (its retrieval training and evaluation use [ENC], our default); the tw
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -67,6 +68,9 @@ class BlipInference:
     def score(self, image: Image.Image, texts: list[str], itm_token: ITMToken = "enc") -> list[dict]:
         """For each text: the ITM match probability ([ENC] or [CLS] first) and the ITC cosine similarity."""
         self._need("encoder")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text {i + 1} ({text!r}) is empty: give each text some words to score")
         pixels = self.images([image]).expand(len(texts), -1, -1, -1)
         ids, mask = self.text_inputs(texts)
         with autocast(self.precision, self.device):
@@ -95,6 +99,26 @@ class BlipInference:
         embeds = self.model.image_embeds(self.images(images))
         out = self.model.text_encoder(ids, attention_mask=mask, encoder_hidden_states=embeds)
         return out.last_hidden_state[:, 0]
+
+
+def decode_image(source: bytes | str | Path) -> Image.Image:
+    """An RGB picture, upright by its EXIF, from encoded bytes or a file; ValueError saying why it is not
+    usable (not an image, truncated, a directory, past PIL's pixel limit: a decompression bomb)."""
+    import warnings
+
+    from PIL import ImageOps
+
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            # refused, not just warned about: a picture past the pixel limit can exhaust memory
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream) as im:
+                return ImageOps.exif_transpose(im).convert("RGB")
+    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning, ValueError) as e:
+        if not isinstance(source, bytes) and Path(source).is_dir():
+            raise ValueError("a directory, not an image") from e
+        raise ValueError(f"not a usable image ({type(e).__name__}: {e})") from e
 
 
 def load(source: str | Path | Mapping, image_size: int | None = None, device: str = "auto", precision: str = "auto",

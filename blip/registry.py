@@ -13,7 +13,7 @@ otherwise it becomes `challenger`. The decision and its reason are tags of the n
 from __future__ import annotations
 
 import base64
-import io
+import binascii
 import math
 from pathlib import Path
 
@@ -25,13 +25,31 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 ROOT = Path(__file__).resolve().parents[1]
-# base64 images, optionally a text per image; the params a request may set
-SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image"), ColSpec("string", "text", required=False)]),
+# base64 images, optionally a text per image (both optional here: a row or a frame without them gets an
+# answer saying so, not a refused request); the params a request may set
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image", required=False),
+                                          ColSpec("string", "text", required=False)]),
                            params=ParamSchema([ParamSpec("itm_token", "string", "enc")]))
 
 
+def _row_image(value: object):
+    """A row's picture from base64 text; ValueError saying what is wrong with it."""
+    from blip.inference import decode_image
+
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"no image (got {value!r}): send base64-encoded image bytes")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValueError(f"the image is not base64 ({e})") from e
+    return decode_image(data)
+
+
 class BlipPyfunc(mlflow.pyfunc.PythonModel):
-    """Caption images (column `image`: base64 bytes) or score them against texts (column `text`)."""
+    """Caption images (column `image`: base64 bytes) or score them against texts (column `text`).
+
+    Every row gets its answer or, in the `error` column, why it has none: one bad row never fails the rest.
+    """
 
     def load_context(self, context) -> None:
         from blip.inference import load
@@ -39,14 +57,38 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
         self.blip = load(context.artifacts["model"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from PIL import Image
-
-        images = [Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB") for b in model_input["image"]]
+        token = (params or {}).get("itm_token", "enc")
+        if token not in ("enc", "cls"):
+            raise ValueError(f"params itm_token must be 'enc' or 'cls', got {token!r}")
+        images, errors = [], []
+        for value in model_input["image"] if "image" in model_input.columns else [None] * len(model_input):
+            try:
+                images.append(_row_image(value))
+                errors.append(None)
+            except ValueError as e:
+                images.append(None)
+                errors.append(str(e) if "image" in model_input.columns else "no 'image' column in the request")
         if "text" in model_input.columns:
-            token = (params or {}).get("itm_token", "enc")
-            rows = [self.blip.score(im, [t], itm_token=token)[0] for im, t in zip(images, model_input["text"])]
-            return pd.DataFrame(rows)
-        return pd.DataFrame({"caption": [c[0] for c in self.blip.caption(images)]})
+            return pd.DataFrame(self._scores(images, list(model_input["text"]), errors, token),
+                                columns=["text", "itm", "itc", "error"])
+        good = [i for i, im in enumerate(images) if im is not None]
+        captions = dict(zip(good, (c[0] for c in self.blip.caption([images[i] for i in good])))) if good else {}
+        return pd.DataFrame({"caption": [captions.get(i) for i in range(len(images))], "error": errors})
+
+    def _scores(self, images: list, texts: list, errors: list, token: str) -> list[dict]:
+        rows = []
+        for image, text, error in zip(images, texts, errors):
+            if error is None and (not isinstance(text, str) or not text.strip()):
+                error = f"no text (got {text!r}): send the text to score against the image"
+            if error is None:
+                try:
+                    rows.append({**self.blip.score(image, [text], itm_token=token)[0], "error": None})
+                    continue
+                except ValueError as e:
+                    error = str(e)
+            rows.append({"text": text if isinstance(text, str) else None, "itm": math.nan, "itc": math.nan,
+                         "error": error})
+        return rows
 
 
 def log_and_register(model_dir: str, name: str, tags: dict, metrics: dict) -> str:

@@ -10,11 +10,12 @@ from pathlib import Path
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no network here; set before the import
 
 import great_expectations as gx  # noqa: E402
+import pandas as pd  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
 from blip.config import Params  # noqa: E402
 from data_contracts.suites import images_suite, rows_suite, summary_suite  # noqa: E402
-from data_contracts.tables import build_tables, eval_image_hashes  # noqa: E402
+from data_contracts.tables import EvalImages, build_tables  # noqa: E402
 
 KINDS = ("human", "web", "bootstrapped")
 
@@ -54,10 +55,13 @@ def validate(kind: str, dataset: str, params: Params, eval_dirs: list[str], docs
         raise ValueError(f"contract kind must be one of {KINDS}, got {kind!r}")
     start = time.time()
     cfg = params.contracts
-    tables = build_tables(dataset, eval_image_hashes(eval_dirs), cfg.image_sample, params.seed)
+    tables = build_tables(dataset, EvalImages(eval_dirs), cfg.image_sample, params.seed)
     selection = tables["manifest"].get("selection", {})
-    # every kept text's score reaches the threshold, unless the filters voted (then their own scores did)
-    threshold = selection.get("threshold") if selection.get("rule", {}).get("filter_combine") != "vote" else None
+    # every kept text's score reaches the threshold, unless the filters voted (then their own scores did); a
+    # threshold that is not a number is reported by the summary suite (threshold_valid), not compared with
+    threshold = tables["summary"].get("threshold", pd.Series([None])).iloc[0]
+    if threshold is None or pd.isna(threshold) or selection.get("rule", {}).get("filter_combine") == "vote":
+        threshold = None
     suites = {"rows": rows_suite(kind, cfg, threshold), "summary": summary_suite(kind, cfg),
               "images": images_suite(kind, params.ingest.min_side, params.ingest.max_side)}
     context = _context(docs_dir)

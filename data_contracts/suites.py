@@ -27,12 +27,15 @@ def rows_suite(kind: str, cfg: ContractsConfig, threshold: float | None) -> gx.E
         gxe.ExpectColumnValuesToBeInSet(column="utf8", value_set=[True]),
         gxe.ExpectColumnValuesToBeBetween(column="words", min_value=cfg.min_words, max_value=cfg.max_words),
         gxe.ExpectColumnValuesToBeUnique(column="key"),
+        gxe.ExpectColumnValuesToBeInSet(column="key_safe", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="longest_word", max_value=cfg.max_word_chars),
         gxe.ExpectColumnValuesToBeInSet(column="source", value_set=SOURCES[kind]),
         gxe.ExpectColumnValuesToBeInSet(column="in_eval", value_set=[False]),
     ]
     if kind == "bootstrapped":
         # nulls (human pairs carry no score) are not checked by GX's between-expectations
         ex.append(gxe.ExpectColumnValuesToBeBetween(column="itm", min_value=0.0, max_value=1.0))
+        ex.append(gxe.ExpectColumnValuesToBeInSet(column="score_missing", value_set=[False]))
         if threshold is not None:
             ex.append(gxe.ExpectColumnValuesToBeBetween(column="score", min_value=threshold,
                                                         meta={"check": "kept_at_threshold"}))
@@ -41,10 +44,11 @@ def rows_suite(kind: str, cfg: ContractsConfig, threshold: float | None) -> gx.E
 
 def summary_suite(kind: str, cfg: ContractsConfig) -> gx.ExpectationSuite:
     """Dataset-level facts: counts and checksums agree with the manifest; CapFilt's shares in bounds."""
-    ex = [gxe.ExpectColumnValuesToBeInSet(column="rows_match_manifest", value_set=[True]),
-          gxe.ExpectColumnValuesToBeInSet(column="checksums_ok", value_set=[True])]
+    ex = [gxe.ExpectColumnValuesToBeInSet(column=c, value_set=[True])
+          for c in ("rows_match_manifest", "checksums_ok", "shard_counts_match", "by_source_matches")]
     if kind == "bootstrapped":
         ex += [gxe.ExpectColumnValuesToBeInSet(column="counts_match_rows", value_set=[True]),
+               gxe.ExpectColumnValuesToBeInSet(column="threshold_valid", value_set=[True]),
                *[gxe.ExpectColumnValuesToNotBeNull(column=c)
                  for c in ("synthetic_share", "web_removed_share", "noise_ratio")],
                _within("synthetic_share", cfg.synthetic_share),

@@ -62,3 +62,22 @@ def test_a_slow_holder_learns_that_its_task_was_taken_over(tmp_path):
         lease.check()
     lease.release()
     assert (tmp_path / "shard-000004.tar.lease.1").is_file()  # the rescuer's lease is left alone
+
+
+def test_a_run_of_another_job_is_refused_while_the_folder_has_a_live_lease(tmp_path):
+    from blip.capfilt.job import CLAIMS, PARTS, clear_other_job
+
+    out = tmp_path / "scores"
+    (out / CLAIMS).mkdir(parents=True)
+    (out / PARTS / "fingerprint").write_text("the-running-job\n")
+    (out / "scores-000000.parquet").write_bytes(b"its work")
+    running = Claims(out / CLAIMS, "host:1:rank0", ttl=30)
+    lease = running.try_claim("scores-000001.parquet")
+    mine = Claims(out / CLAIMS, "host:2:rank0", ttl=30)
+    with pytest.raises(RuntimeError, match=r"another capfilt job .* is running here, holding scores-000001.parquet "
+                                           r"\(host:1:rank0\)"):
+        clear_other_job(out, "another-job", mine)
+    assert (out / "scores-000000.parquet").exists()  # nothing of the running job was touched
+    lease.release()  # it stopped (a released or expired lease): its leftovers may be cleared
+    clear_other_job(out, "another-job", mine)
+    assert not (out / "scores-000000.parquet").exists()

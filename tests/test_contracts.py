@@ -12,8 +12,9 @@ from blip.data.shards import DatasetWriter, iter_samples
 THRESHOLD = 0.5
 
 
-def _bootstrapped(out: Path, prepared: Path, *, web_itm: float = 0.9, caption: str | None = None,
-                  duplicate_key: bool = False, leak_test_image: bool = False, keep_all: bool = False) -> Path:
+def _bootstrapped(out: Path, prepared: Path, *, web_itm: float | None = 0.9, caption: str | None = None,
+                  duplicate_key: bool = False, leak_test_image: bool = False, keep_all: bool = False,
+                  key: str | None = None, threshold: object = THRESHOLD, reencode_leak: bool = False) -> Path:
     """A bootstrapped dataset as `blip materialize` writes it, over the small world: human pairs, kept web
     and synthetic texts."""
     human = list(iter_samples(prepared / "human/train"))
@@ -25,7 +26,8 @@ def _bootstrapped(out: Path, prepared: Path, *, web_itm: float = 0.9, caption: s
     for i, s in enumerate(web):
         if keep_all or i % 4:  # 3 in 4 web texts kept
             itm = web_itm if i == 1 else 0.9
-            writer.write(f"{s['__key__']}_web", s["jpg"], caption if (caption and i == 1) else s["txt"],
+            name = key if (key and i == 1) else f"{s['__key__']}_web"
+            writer.write(name, s["jpg"], caption if (caption and i == 1) else s["txt"],
                          {"source": "web", "score": itm, "itm": itm, "itc": 0.3, "round": 1})
             kept["web"] += 1
         if keep_all or i % 5:  # 4 in 5 synthetic captions kept
@@ -35,14 +37,27 @@ def _bootstrapped(out: Path, prepared: Path, *, web_itm: float = 0.9, caption: s
             kept["synthetic"] += 1
     if leak_test_image:
         test = next(iter_samples(prepared / "human/test"))
-        writer.write("leaked_test_image", test["jpg"], test["txt"], {"source": "synthetic", "score": 0.9, "itm": 0.9})
+        jpg = _reencoded(test["jpg"]) if reencode_leak else test["jpg"]
+        writer.write("leaked_test_image", jpg, test["txt"], {"source": "synthetic", "score": 0.9, "itm": 0.9})
         kept["synthetic"] += 1
     n = len(web)
     counts = {"human_total": len(human), "human_kept": kept["human"], "web_total": n, "web_kept": kept["web"],
               "web_removed": n - kept["web"], "synthetic_total": n, "synthetic_kept": kept["synthetic"],
               "synthetic_removed": n - kept["synthetic"] if not leak_test_image else n - kept["synthetic"] + 1}
-    writer.finish({"by_source": kept, "selection": {"counts": counts, "threshold": THRESHOLD}})
+    writer.finish({"by_source": kept, "selection": {"counts": counts, "threshold": threshold}})
     return out
+
+
+def _reencoded(jpg: bytes) -> bytes:
+    """The same picture saved again at another quality: other bytes, the same image."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.open(io.BytesIO(jpg)).save(out, format="JPEG", quality=70)
+    assert out.getvalue() != jpg
+    return out.getvalue()
 
 
 def _failed(report: dict) -> set[tuple[str, str]]:
@@ -77,6 +92,15 @@ def test_good_datasets_pass_and_data_docs_are_written(tmp_path, prepared):
     ("long_caption", dict(caption=" ".join(["word"] * 500)), {("expect_column_values_to_be_between", "words")}),
     ("duplicate_key", dict(duplicate_key=True), {("expect_column_values_to_be_unique", "key")}),
     ("under_threshold", dict(web_itm=0.3), {("expect_column_values_to_be_between", "score")}),
+    ("leaked_reencoded", dict(leak_test_image=True, reencode_leak=True), {("expect_column_values_to_be_in_set",
+                                                                           "in_eval")}),
+    ("null_itm", dict(web_itm=None), {("expect_column_values_to_be_in_set", "score_missing")}),
+    ("nan_itm", dict(web_itm=float("nan")), {("expect_column_values_to_be_in_set", "score_missing")}),
+    ("unsafe_key", dict(key="../../escape"), {("expect_column_values_to_be_in_set", "key_safe")}),
+    ("one_enormous_word", dict(caption="x" * 3000), {("expect_column_values_to_be_between", "longest_word")}),
+    ("threshold_zero", dict(threshold=0), {("expect_column_values_to_be_in_set", "threshold_valid")}),
+    ("threshold_nan", dict(threshold=float("nan")), {("expect_column_values_to_be_in_set", "threshold_valid")}),
+    ("threshold_null", dict(threshold=None), {("expect_column_values_to_be_in_set", "threshold_valid")}),
 ])
 def test_each_break_fails_the_right_expectation(tmp_path, prepared, name, build, expected):
     code, report = _run("bootstrapped", _bootstrapped(tmp_path / name, prepared, **build), prepared, tmp_path)
@@ -94,6 +118,22 @@ def test_manifest_count_off_by_one_fails(tmp_path, prepared):
     (dataset / "manifest.json").write_text(json.dumps(manifest))
     code, report = _run("bootstrapped", dataset, prepared, tmp_path)
     assert code == 1 and ("expect_column_values_to_be_in_set", "rows_match_manifest") in _failed(report)
+
+
+@pytest.mark.parametrize("edit, column", [
+    (lambda m: m["shards"][0].update(samples=m["shards"][0]["samples"] + 1)
+     or m["shards"][1].update(samples=m["shards"][1]["samples"] - 1), "shard_counts_match"),
+    (lambda m: m["by_source"].update(web=m["by_source"]["web"] + 1, synthetic=m["by_source"]["synthetic"] - 1),
+     "by_source_matches"),
+])
+def test_counts_wrong_per_shard_or_source_while_the_total_is_right_fail(tmp_path, prepared, edit, column):
+    dataset = _bootstrapped(tmp_path / column, prepared)
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    edit(manifest)
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    code, report = _run("bootstrapped", dataset, prepared, tmp_path)
+    assert code == 1 and ("expect_column_values_to_be_in_set", column) in _failed(report)
+    assert ("expect_column_values_to_be_in_set", "rows_match_manifest") not in _failed(report)
 
 
 def test_a_filter_that_removes_everything_fails(tmp_path, prepared):

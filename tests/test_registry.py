@@ -93,13 +93,74 @@ def test_registered_model_serves_captions_and_scores(server, filter_model):
     image = base64.b64encode(buf.getvalue()).decode()
     model = mlflow.pyfunc.load_model("models:/blip-test-filter@champion")
     scores = model.predict(pd.DataFrame({"image": [image, image], "text": ["a red square", "a blue star"]}))
-    assert list(scores.columns) == ["text", "itm", "itc"] and scores["itm"].between(0, 1).all()
+    assert list(scores.columns) == ["text", "itm", "itc", "error"] and scores["itm"].between(0, 1).all()
+    assert scores["error"].isna().all()
     # the release's BLIP_ITM demo feeds [CLS] to ITM: another first token, another ITM score, the same ITC
     cls = model.predict(pd.DataFrame({"image": [image, image], "text": ["a red square", "a blue star"]}),
                         params={"itm_token": "cls"})
     assert (cls["itm"] != scores["itm"]).all() and (cls["itc"] == scores["itc"]).all()
     captions = model.predict(pd.DataFrame({"image": [image]}))
     assert isinstance(captions["caption"][0], str)
+
+
+def _red_jpeg(size=(40, 40)) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buf, format="JPEG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_the_served_model_answers_every_row_over_http(server, filter_model, tmp_path):
+    import json
+    import time
+    import urllib.request
+
+    port = _free_port()
+    # the server runs uvicorn from this environment's scripts
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    serve = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                              "models:/blip-test-filter@champion", "--env-manager", "local", "-h", "127.0.0.1",
+                              "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=(tmp_path / "serve.log").open("w"))
+
+    def post(frame: dict, params: dict | None = None) -> list[dict]:
+        body = json.dumps({"dataframe_split": frame, **({"params": params} if params else {})}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return json.loads(reply.read())["predictions"]
+
+    try:
+        deadline = time.time() + 240
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5)
+                break
+            except OSError:
+                assert time.time() < deadline and serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(1)
+        # 400M pixels in a 60 kB PNG: past twice PIL's limit, a decompression bomb
+        bomb = io.BytesIO()
+        Image.new("1", (20000, 20000)).save(bomb, format="PNG")
+        good = _red_jpeg()
+        rows = [[good, "a red square"], ["not base64!", "a red square"], [base64.b64encode(b"text").decode(), "x"],
+                [None, "a red square"], [good, None], [good, ""], ["", "a red square"], [good, "a blue star"],
+                [base64.b64encode(bomb.getvalue()).decode(), "a red square"]]
+        scores = post({"columns": ["image", "text"], "data": rows})
+        assert len(scores) == len(rows)
+        # a row without error answers null, or NaN where pandas' JSON writes missing values so
+        errors = [None if r["error"] != r["error"] else r["error"] for r in scores]
+        assert errors[0] is None and errors[7] is None and 0 <= scores[0]["itm"] <= 1
+        assert "not base64" in errors[1] and "not a usable image" in errors[2] and "no image" in errors[3]
+        assert "no text" in errors[4] and "no text" in errors[5] and "no image" in errors[6]
+        assert "DecompressionBomb" in errors[8]
+        captions = post({"columns": ["image"], "data": [[good], ["%%%"], [good]]})
+        assert [isinstance(c["error"], str) for c in captions] == [False, True, False]
+        assert isinstance(captions[0]["caption"], str)
+        assert post({"columns": ["text"], "data": [["a red square"]]})[0]["error"] == "no 'image' column in the request"
+        assert post({"columns": ["image", "text"], "data": []}) == []
+    finally:
+        serve.terminate()
+        serve.wait(timeout=30)
 
 
 def test_register_stage_takes_the_last_rounds_models():

@@ -133,6 +133,18 @@ class Claims:
         lease = json.loads(self.lease_path(task, generation).read_text())
         return time.time() > float(lease["expires"])
 
+    def live(self) -> list[str]:
+        """Every lease not yet expired, as 'task (owner)': some process is working in this folder."""
+        found = []
+        for path in sorted(self.folder.glob("*.lease.*")) if self.folder.is_dir() else []:
+            try:
+                lease = json.loads(path.read_text())
+            except (OSError, ValueError):  # released and cleared while we looked
+                continue
+            if time.time() <= float(lease["expires"]):
+                found.append(f"{path.name.rsplit('.lease.', 1)[0]} ({lease['owner']})")
+        return found
+
     def try_claim(self, task: str) -> Lease | None:
         """Claim a task that nobody holds, or whose holder's lease has expired; None when it is taken."""
         latest = self._latest(task)

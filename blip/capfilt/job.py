@@ -113,10 +113,16 @@ def _stamp(out_dir: Path) -> str | None:
     return stamp_file.read_text().strip() if stamp_file.is_file() else None
 
 
-def clear_other_job(out_dir: Path, stamp: str) -> None:
-    """A plain single run may reuse a folder that holds another job's output: clear it first."""
+def clear_other_job(out_dir: Path, stamp: str, claims: Claims) -> None:
+    """A plain single run may reuse a folder that holds another job's output: clear it first, unless that
+    job is still running there (a live lease), which is refused."""
     if _stamp(out_dir) in (None, stamp):
         return
+    running = claims.live()
+    if running:
+        raise RuntimeError(f"{out_dir}: another capfilt job (other inputs, models or params) is running here, "
+                           f"holding {', '.join(running[:3])}; give this job another --output, or wait for that "
+                           "one to finish")
     for old in list(out_dir.glob("scores-*.parquet")) + list(out_dir.glob(".*.tmp")) + [out_dir / MANIFEST,
                                                                                         out_dir / CALIBRATION]:
         old.unlink(missing_ok=True)
@@ -346,7 +352,7 @@ def run_capfilt(job: CapfiltJob, procs: int = 1, argv: list[str] | None = None) 
     ranks = ranks_from_env()
     if ranks.launcher == "none" and procs > 1:
         rank = Rank(job, ranks)
-        clear_other_job(job.output, rank.stamp)
+        clear_other_job(job.output, rank.stamp, rank.claims)
         spawn_local_ranks(procs, argv or sys.argv[1:])
         if not finished(job.output, rank.stamp):
             raise RuntimeError(f"{job.output}: the ranks ended without a manifest; re-run the same command")
@@ -354,5 +360,5 @@ def run_capfilt(job: CapfiltJob, procs: int = 1, argv: list[str] | None = None) 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or torch.get_num_threads())
     rank = Rank(job, ranks)
     if ranks.launcher == "none":
-        clear_other_job(job.output, rank.stamp)
+        clear_other_job(job.output, rank.stamp, rank.claims)
     rank.run()

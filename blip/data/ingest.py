@@ -30,7 +30,8 @@ _MAX_EXAMPLES = 20
 
 
 class IngestError(RuntimeError):
-    """Too many samples were skipped: the input is probably not what the user thinks it is."""
+    """The input cannot make a usable dataset (too many samples skipped, or none usable): it is probably
+    not what the user thinks it is."""
 
 
 class Tally:
@@ -84,9 +85,11 @@ class Tally:
 def _captions(raw: list, cfg: IngestConfig, tally: Tally) -> list[str]:
     kept = []
     for c in raw:
+        if not isinstance(c, str):  # a number, list, object or null is not a caption: never str() it
+            tally.captions_dropped["caption_not_text"] += 1
+            continue
         try:
-            text, cut = prepare_caption(c if isinstance(c, (str, bytes)) else str(c), cfg.max_words,
-                                        cfg.max_caption_chars)
+            text, cut = prepare_caption(c, cfg.max_words, cfg.max_caption_chars)
         except CaptionError as e:
             tally.captions_dropped[e.reason] += 1
             continue
@@ -103,27 +106,65 @@ def _image_fields(img) -> dict:
 
 # ------------------------------------------------------------------------------------ Karpathy JSON
 
-def read_karpathy(json_path: str | Path, default_split: str | None = None) -> list[dict]:
-    """Entries {image, captions, split, image_id} from Karpathy's dataset_*.json or BLIP's list form."""
-    data = json.loads(storage.read_bytes(json_path))
+def read_karpathy(json_path: str | Path, tally: Tally, default_split: str | None = None) -> list[dict]:
+    """Entries {image, captions, split, image_id} from Karpathy's dataset_*.json or BLIP's list form; rows
+    that cannot be read (not an object, no image or file name, a sentence without text) are skipped and
+    counted in `tally` as `malformed_row`, named by the file and row number."""
+    data = _json_document(json_path)
     grouped: dict[str, dict] = {}
-    if isinstance(data, dict) and "images" in data:  # Karpathy's dataset_coco.json / dataset_flickr30k.json
-        for im in data["images"]:
-            path = str(PurePosixPath(im.get("filepath", "")) / im["filename"])
-            split = "train" if im.get("split") == "restval" else im.get("split", default_split)
-            grouped[path] = {"image": path, "captions": [s["raw"] for s in im.get("sentences", [])],
-                             "split": split, "image_id": im.get("cocoid", im.get("imgid", path))}
+    if isinstance(data, dict) and isinstance(data.get("images"), list):  # dataset_coco.json / dataset_flickr30k.json
+        rows, read_row = data["images"], _karpathy_row
     elif isinstance(data, list):  # BLIP's coco_karpathy_*.json: one row per caption or per image
-        for row in data:
-            caps = row["caption"] if isinstance(row["caption"], list) else [row["caption"]]
-            entry = grouped.setdefault(row["image"], {"image": row["image"], "captions": [],
-                                                      "split": row.get("split", default_split),
-                                                      "image_id": row.get("image_id", row["image"])})
-            entry["captions"].extend(caps)
+        rows, read_row = data, _blip_row
     else:
         raise ValueError(f"{json_path}: neither Karpathy's {{'images': [...]}} form nor a list of "
                          "{'image', 'caption'} rows")
+    for i, row in enumerate(rows):
+        try:
+            if not isinstance(row, dict):
+                raise ValueError(f"a {type(row).__name__}, not an object")
+            read_row(row, grouped, default_split, tally)
+        except (KeyError, TypeError, ValueError) as e:
+            tally.seen += 1
+            detail = f"no {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+            tally.skip(f"{json_path}#{i}", "malformed_row", detail)
     return list(grouped.values())
+
+
+def _json_document(json_path: str | Path) -> object:
+    """A whole JSON file, or an error naming it."""
+    try:
+        return json.loads(storage.read_bytes(json_path).decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{json_path}: not UTF-8 text ({e}); convert it to UTF-8 first") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{json_path}: not valid JSON ({e})") from e
+
+
+def _karpathy_row(im: dict, grouped: dict, default_split: str | None, tally: Tally) -> None:
+    path = str(PurePosixPath(str(im.get("filepath", ""))) / _text(im["filename"], "filename"))
+    sentences = im.get("sentences", [])
+    if not isinstance(sentences, list) or not all(isinstance(x, dict) for x in sentences):
+        raise ValueError("'sentences' is not a list of objects")
+    captions = [x["raw"] for x in sentences if "raw" in x]
+    tally.captions_dropped["sentence_without_raw"] += len(sentences) - len(captions)
+    split = "train" if im.get("split") == "restval" else im.get("split", default_split)
+    grouped[path] = {"image": path, "captions": captions, "split": split,
+                     "image_id": im.get("cocoid", im.get("imgid", path))}
+
+
+def _blip_row(row: dict, grouped: dict, default_split: str | None, tally: Tally) -> None:
+    image = _text(row["image"], "image")
+    caps = row["caption"] if isinstance(row["caption"], list) else [row["caption"]]
+    entry = grouped.setdefault(image, {"image": image, "captions": [], "split": row.get("split", default_split),
+                                       "image_id": row.get("image_id", image)})
+    entry["captions"].extend(caps)
+
+
+def _text(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"'{field}' is {value!r}, not a file name")
+    return value
 
 
 def _safe_image_path(root: str, rel: str) -> str | None:
@@ -139,8 +180,8 @@ def ingest_karpathy(json_path: str | Path, image_root: str | Path, out_dir: str 
                     dataset: str, default_split: str | None = None) -> dict[str, dict]:
     """Karpathy JSON + image root -> out_dir/<split>/ shards + manifest (+ karpathy.json for evaluation)."""
     root, out_dir = str(image_root), str(out_dir)
-    entries = read_karpathy(json_path, default_split)
     run = Tally()  # the whole run: the skip threshold applies to it
+    entries = read_karpathy(json_path, run, default_split)
     tallies = {s: Tally() for s in SPLITS}  # per split: what each split's manifest reports
     by_split: dict[str, list[tuple[dict, object]]] = {s: [] for s in SPLITS}
     for entry in entries:
@@ -156,6 +197,9 @@ def ingest_karpathy(json_path: str | Path, image_root: str | Path, out_dir: str 
     for tally in tallies.values():
         run.absorb(tally)
     run.check(cfg, f"ingesting {json_path}")
+    if not any(by_split.values()):
+        raise IngestError(f"{json_path}: no usable image-caption pair among {run.seen} entries "
+                          f"(skipped: {dict(run.skipped)}); nothing was written")
 
     manifests = {}
     for split, items in by_split.items():
@@ -221,9 +265,14 @@ def _unsafe(name: str) -> bool:
     return p.is_absolute() or ".." in p.parts or "\\" in name
 
 
-def read_web_shard(path: str, tally: Tally) -> Iterator[tuple[str, dict]]:
-    """(origin, members-by-extension) per sample of one shard; a truncated or broken tar is counted."""
-    current_key, current = None, {}
+def read_web_shard(path: str, tally: Tally, max_member_bytes: int) -> Iterator[tuple[str, dict]]:
+    """(origin, members-by-extension) per sample of one shard; a truncated or broken tar is counted.
+
+    Members are grouped by key, webdataset's rule. A member over `max_member_bytes` is not read (it is
+    marked `__oversized__`); a key met again after its sample ended, or an extension met twice in one
+    sample, marks the sample `__duplicate__`: the caller skips and counts both.
+    """
+    current_key, current, seen = None, {}, set()
     try:
         with storage.open_read(path) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
@@ -235,8 +284,15 @@ def read_web_shard(path: str, tally: Tally) -> Iterator[tuple[str, dict]]:
                 if key != current_key:
                     if current_key is not None:
                         yield current_key, current
-                    current_key, current = key, {}
-                current[ext.lower()] = tar.extractfile(member).read()
+                    current_key, current = key, ({"__duplicate__": True} if key in seen else {})
+                    seen.add(key)
+                ext = ext.lower()
+                if ext in current:
+                    current["__duplicate__"] = True
+                if member.size > max_member_bytes:
+                    current["__oversized__"] = f"{member.name}: {member.size} bytes"
+                    continue  # a streamed tar skips the unread data
+                current[ext] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as e:
         tally.skip(path, "broken_shard", f"{type(e).__name__}: {e}")
         return  # the sample being read when the tar broke is incomplete: dropped
@@ -251,11 +307,17 @@ def ingest_webdataset(shards: str | list[str], out_dir: str | Path, cfg: IngestC
     writer = DatasetWriter(out_dir, cfg.shard_size)
     n = 0
     for shard in expand_shards(shards):
-        for key, members in read_web_shard(shard, tally):
+        for key, members in read_web_shard(shard, tally, cfg.max_member_bytes):
             tally.seen += 1
             origin = f"{shard}:{key}"
             if key.startswith("unsafe:"):
                 tally.skip(origin, "unsafe_key", "member path is absolute or climbs out of the folder")
+                continue
+            if "__oversized__" in members:
+                tally.skip(origin, "oversized_member", f"{members['__oversized__']} > ingest.max_member_bytes")
+                continue
+            if members.get("__duplicate__"):
+                tally.skip(origin, "duplicate_key", "the key or one of its files appears twice in the shard")
                 continue
             image_ext = next((e for e in IMAGE_EXTS if e in members), None)
             if image_ext is None:
@@ -270,6 +332,9 @@ def ingest_webdataset(shards: str | list[str], out_dir: str | Path, cfg: IngestC
             raw = members.get("txt", meta_in.get("caption"))
             if raw is None:
                 tally.skip(origin, "missing_caption")
+                continue
+            if not isinstance(raw, (str, bytes)):
+                tally.skip(origin, "caption_not_text", f"a {type(raw).__name__} in the JSON metadata")
                 continue
             try:
                 caption, cut = prepare_caption(raw, cfg.max_words, cfg.max_caption_chars)

@@ -109,10 +109,26 @@ def read_manifest(dataset_dir: str | Path, formats: tuple[str, ...] = (FORMAT,))
         raise IncompleteDataset(
             f"{dataset_dir}: no {MANIFEST}, so this dataset is unfinished (an interrupted run?). "
             "Re-run the stage that writes it (e.g. `dvc repro`).")
-    manifest = json.loads(storage.read_bytes(path).decode("utf-8"))
-    if manifest.get("format") not in formats:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {' or '.join(map(repr, formats))}")
+    try:
+        manifest = json.loads(storage.read_bytes(path).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable manifest ({e}); re-run the stage that writes it") from e
+    if not isinstance(manifest, dict) or manifest.get("format") not in formats:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{path}: format {found!r}, expected {' or '.join(map(repr, formats))}")
+    for name in _file_names(manifest):
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise ValueError(f"{path}: file name {name!r} would lead outside the dataset folder; a manifest "
+                             "names its files plainly (this one was not written by us, or was edited)")
     return manifest
+
+
+def _file_names(manifest: dict) -> list:
+    """The names of the files a manifest keeps in its own folder (shards, score tables, selection tables)."""
+    entries = [*manifest.get("shards", []), *manifest.get("tables", []),
+               *([manifest["calibration"]] if isinstance(manifest.get("calibration"), dict) else []),
+               *(p["selection"] for p in manifest.get("parts", []) if isinstance(p, dict) and "selection" in p)]
+    return [e.get("name") if isinstance(e, dict) else e for e in entries]
 
 
 def shard_paths(dataset_dir: str | Path) -> list[str]:

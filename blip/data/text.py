@@ -7,6 +7,10 @@ import re
 # the release turns these into spaces; commas, apostrophes, hyphens and '?' survive
 _PUNCTUATION = re.compile(r"[.!\"()*#:;~]")
 _SPACES = re.compile(r"\s+")
+# control characters (NUL included) read as a break between words; zero-width and direction marks, the
+# BOM and soft hyphens are invisible and would split or glue tokens unseen: dropped
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
 class CaptionError(ValueError):
@@ -18,6 +22,7 @@ class CaptionError(ValueError):
 
 
 def _normalise(caption: str) -> str:
+    caption = _INVISIBLE.sub("", _CONTROL.sub(" ", caption))
     return _SPACES.sub(" ", _PUNCTUATION.sub(" ", caption.lower())).strip()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,14 +23,11 @@ from torch import nn
 
 from blip.config import TextArch, VisionArch
 from blip.models.blip import Blip, BlipConfig
+from blip.models.config_check import CheckpointError, checked_config, weight_shapes
 from blip.models.vit import resample_pos_embed
 
 FORMAT = "blip-capfilt-model/1"
 _MAX_LISTED = 20
-
-
-class CheckpointError(ValueError):
-    """Weights that do not fit the model; the message lists every offending key."""
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -104,20 +102,36 @@ def save_pretrained(model: Blip, folder: str | Path, tokenizer=None, extra: dict
     return folder
 
 
-def _config_fields(d: dict) -> dict:
-    names = BlipConfig.__dataclass_fields__
-    return {k: v for k, v in d.items() if k in names}
-
-
 def load_ours(folder: str | Path, **overrides) -> Blip:
     """Load a model folder written by `save_pretrained` (overrides e.g. image_size=384)."""
     folder = Path(folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    if cfg.get("format") != FORMAT:
-        raise CheckpointError(f"{folder}/config.json: format {cfg.get('format')!r}, expected {FORMAT!r}")
-    model = Blip(BlipConfig.from_dict({**_config_fields(cfg), **overrides}))
-    load_checked(model, _fit_pos_embeds(load_file(str(folder / "model.safetensors")), model), str(folder))
+    text = _read_text(folder / "config.json")
+    found = _json(folder / "config.json", text).get("format")
+    if found != FORMAT:
+        raise CheckpointError(f"{folder}/config.json: format {found!r}, expected {FORMAT!r}")
+    weights = folder / "model.safetensors"
+    # config and weights are checked against each other before anything is allocated
+    model = Blip(checked_config(folder, text, weight_shapes(weights), overrides))
+    load_checked(model, _fit_pos_embeds(load_file(str(weights)), model), str(folder))
     return model
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not UTF-8 text ({e})") from e
+
+
+def _json(path: Path, text: str) -> dict:
+    """A JSON object, or an error naming the file."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: a JSON object is expected, found {type(value).__name__}")
+    return value
 
 
 # ---------------------------------------------------------------------------------------- the release's .pth
@@ -171,12 +185,26 @@ def _text_arch(state: Mapping, prefix: str, heads: int | None, source: str) -> T
                     positions=state[prefix + "embeddings.position_embeddings.weight"].shape[0])
 
 
+def _load_weights_only(path: Path) -> object:
+    """torch.load of tensors and plain containers only: pickled objects, which could run code, are refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: holds pickled Python objects besides tensors, which are never loaded here (unpickling can run "
+            "code; this loads with weights only). If you trust the file, re-save its state dict alone: "
+            "torch.save(state_dict, 'model.pth')") from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({e}); it may be truncated: "
+                              "copy or download it again") from e
+
+
 def _read_release(source: str | Path | Mapping) -> tuple[dict[str, torch.Tensor], str]:
     """A release state dict, from a .pth file or from memory, and a name for messages."""
     if isinstance(source, Mapping):
         raw, name = source, "the state dict"
     else:
-        raw, name = torch.load(source, map_location="cpu", weights_only=True), str(source)
+        raw, name = _load_weights_only(Path(source)), str(source)
     raw = raw.get("model", raw) if isinstance(raw, Mapping) else raw
     if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise CheckpointError(f"{name}: not a state dict of tensors (a release .pth holds one, alone or under 'model')")
@@ -202,9 +230,13 @@ def load_release(source: str | Path | Mapping, image_size: int | None = None, vi
     has_enc, has_dec = "itm_head.weight" in state, "text_decoder.cls.predictions.bias" in state
     task = "pretrain" if has_enc and has_dec else "filter" if has_enc else "captioner"
     inference_only = has_enc and "visual_encoder_m.cls_token" not in state
-    vision, trained_size = _release_arch(state, vision_heads, name)
     text_prefix = "text_encoder." if has_enc else "text_decoder.bert."
-    text = _text_arch(state, text_prefix, text_heads, name)
+    try:
+        vision, trained_size = _release_arch(state, vision_heads, name)
+        text = _text_arch(state, text_prefix, text_heads, name)
+    except KeyError as e:
+        raise CheckpointError(f"{name}: no {e.args[0]!r}, which every BLIP checkpoint of this kind has; "
+                              "is it complete?") from e
     head = "text_decoder.cls.predictions.decoder.weight"
     words = state[text_prefix + "embeddings.word_embeddings.weight"]
     tie = not (has_dec and head in state and not torch.equal(state[head], words))
@@ -247,7 +279,7 @@ def load_hf(folder: str | Path, image_size: int | None = None) -> Blip:
     """A `save_pretrained` folder of BlipForConditionalGeneration (-> captioner) or
     BlipForImageTextRetrieval (-> filter; momentum encoders start as copies, queues fresh)."""
     folder = Path(folder)
-    cfg = json.loads((folder / "config.json").read_text())
+    cfg = _json(folder / "config.json", _read_text(folder / "config.json"))
     arch = (cfg.get("architectures") or [""])[0]
     task = {"BlipForConditionalGeneration": "captioner", "BlipForImageTextRetrieval": "filter"}.get(arch)
     if task is None:
@@ -317,7 +349,8 @@ def load_model(source: str | Path | Mapping, image_size: int | None = None, visi
     if path.is_file():
         return load_release(path, image_size, vision_heads, text_heads)
     if path.is_dir():
-        cfg = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        config = path / "config.json"
+        cfg = _json(config, _read_text(config)) if config.is_file() else {}
         if cfg.get("format") == FORMAT:
             return load_ours(path, **({"image_size": image_size} if image_size else {}))
         if cfg.get("architectures"):

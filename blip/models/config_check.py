@@ -1,0 +1,101 @@
+"""Checking a model folder before building its model: config.json against types, bounds and the weights.
+
+A model is allocated from its config, so a config that is trusted blindly can ask for terabytes (a hidden
+size of 10^9), divide by zero (0 heads) or fail deep inside torch (a size given as a string). Here
+config.json is validated by pydantic in strict mode (every error names its dotted key), then checked
+against the safetensors header (names and shapes, read without loading a tensor): every size the
+weights show must be what the config says. Only then is the model built, and its size is bounded by
+the file's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
+from safetensors import SafetensorError, safe_open
+
+from blip.models.blip import BlipConfig
+
+_CONFIG = TypeAdapter(BlipConfig)
+
+
+class CheckpointError(ValueError):
+    """Weights (or their config) that do not fit the model; the message names the file and every offending key."""
+
+
+def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's name and shape from a safetensors file's header (no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it may be truncated or empty: "
+                               "copy or download it again") from e
+
+
+def parse_config(path: Path, text: str) -> BlipConfig:
+    """config.json as a BlipConfig, types checked strictly (a size given as "7" is an error)."""
+    try:
+        return _CONFIG.validate_json(text, strict=True)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+                             for err in e.errors()[:10])
+        raise CheckpointError(f"{path}: {problems}") from e
+
+
+def _bounds(cfg: BlipConfig) -> list[str]:
+    """What no usable model has: sizes that are not positive, heads that do not divide, rates out of range."""
+    v, t = cfg.vision, cfg.text
+    positive = {"image_size": cfg.image_size, "vision.patch_size": v.patch_size, "vision.width": v.width,
+                "vision.depth": v.depth, "vision.heads": v.heads, "vision.mlp_ratio": v.mlp_ratio,
+                "text.hidden": t.hidden, "text.layers": t.layers, "text.heads": t.heads,
+                "text.intermediate": t.intermediate, "text.positions": t.positions, "embed_dim": cfg.embed_dim,
+                "queue_size": cfg.queue_size, "vocab_size": cfg.vocab_size, "temp": cfg.temp, "temp_min": cfg.temp_min}
+    errors = [f"{k} must be positive, got {val}" for k, val in positive.items() if not val > 0]
+    for key, width, heads in (("vision", v.width, v.heads), ("text", t.hidden, t.heads)):
+        if heads > 0 and width % heads:
+            errors.append(f"{key}.heads {heads} does not divide the width {width}")
+    for key, rate in (("vision.drop_path", v.drop_path), ("text.dropout", t.dropout), ("momentum", cfg.momentum),
+                      ("itm_random_negatives", cfg.itm_random_negatives), ("label_smoothing", cfg.label_smoothing)):
+        if not 0 <= rate <= 1:
+            errors.append(f"{key} must be in [0, 1], got {rate}")
+    return errors
+
+
+def _count(shapes: dict, prefix: str) -> int:
+    return len({k[len(prefix):].split(".")[0] for k in shapes if k.startswith(prefix)})
+
+
+def _against_weights(cfg: BlipConfig, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """Each size the weights show, compared with the config's (position tables may be resampled: skipped)."""
+    v, t = cfg.vision, cfg.text
+    text = "text_encoder." if cfg.has_encoder else "text_decoder.bert."
+    expected = {"visual_encoder.cls_token": (1, 1, v.width),
+                "visual_encoder.patch_embed.proj.weight": (v.width, 3, v.patch_size, v.patch_size),
+                "visual_encoder.blocks.0.mlp.fc1.weight": (int(v.width * v.mlp_ratio), v.width),
+                text + "embeddings.word_embeddings.weight": (cfg.vocab_size, t.hidden),
+                text + "embeddings.position_embeddings.weight": (t.positions, t.hidden),
+                text + "encoder.layer.0.intermediate.dense.weight": (t.intermediate, t.hidden)}
+    if cfg.has_encoder:
+        expected["vision_proj.weight"] = (cfg.embed_dim, v.width)
+        if not cfg.inference_only:
+            expected["image_queue"] = (cfg.embed_dim, cfg.queue_size)
+    errors = [f"{key}: weights {shapes.get(key)}, config says {shape}" for key, shape in expected.items()
+              if shapes.get(key) != shape]
+    for key, prefix, n in (("vision.depth", "visual_encoder.blocks.", v.depth),
+                           ("text.layers", text + "encoder.layer.", t.layers)):
+        if _count(shapes, prefix) != n:
+            errors.append(f"{key} is {n}, the weights have {_count(shapes, prefix)} such layers")
+    return errors
+
+
+def checked_config(folder: Path, text: str, shapes: dict[str, tuple[int, ...]], overrides: dict) -> BlipConfig:
+    """The folder's BlipConfig (with overrides, e.g. image_size), refused with every problem listed unless it
+    fits its weights."""
+    cfg = dataclasses.replace(parse_config(folder / "config.json", text), **overrides)
+    errors = _bounds(cfg) or _against_weights(cfg, shapes)
+    if errors:
+        raise CheckpointError(f"{folder}/config.json does not describe usable weights:\n  " + "\n  ".join(errors))
+    return cfg

@@ -1,0 +1,105 @@
+"""Bad Karpathy-style JSON and bad captions: a message naming the file, or rows skipped and counted by
+reason; a run with nothing usable fails instead of writing an empty dataset."""
+
+import json
+
+import pytest
+
+from blip.cli import main
+from blip.data.ingest import IngestError, ingest_karpathy
+from tests.test_ingest import jpeg
+
+
+@pytest.fixture()
+def images(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / "imgs" / name).write_bytes(jpeg())
+    return tmp_path / "imgs"
+
+
+def _ingest(tmp_path, images, data, params, **cfg):
+    import dataclasses
+
+    path = tmp_path / "k.json"
+    path.write_bytes(data if isinstance(data, bytes) else json.dumps(data).encode())
+    ingest_cfg = dataclasses.replace(params.ingest, **{"max_skip_fraction": 0.9, **cfg})
+    return ingest_karpathy(path, images, tmp_path / "out", ingest_cfg, dataset="t", default_split="train")
+
+
+def test_malformed_rows_are_skipped_and_counted_by_file_and_row(tmp_path, images, params):
+    rows = [{"image": "a.jpg", "caption": "a red box"},
+            "not an object", 7, None,
+            {"caption": "no image named"},
+            {"image": 12, "caption": "a number for a file name"},
+            {"image": "b.jpg", "caption": ["a blue box", 5, None, ["nested"], {"raw": "x"}]},
+            {"image": "c.jpg"}]
+    m = _ingest(tmp_path, images, rows, params)["train"]
+    assert m["samples"] == 2
+    report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
+    assert report["skipped"] == {"malformed_row": 6}
+    assert {e["file"] for e in report["skip_examples"]} >= {f"{tmp_path / 'k.json'}#{i}" for i in (1, 2, 3, 4, 5, 7)}
+    assert report["captions_dropped"] == {"caption_not_text": 4}  # 5, null, a list, an object: never str()'d
+
+
+def test_karpathy_rows_without_filename_or_raw(tmp_path, images, params):
+    data = {"images": [{"filename": "a.jpg", "split": "train", "sentences": [{"raw": "a red box"}, {"tokens": []}]},
+                       {"split": "train", "sentences": [{"raw": "no file name"}]},
+                       {"filename": "b.jpg", "split": "train", "sentences": "not a list"}]}
+    m = _ingest(tmp_path, images, data, params)["train"]
+    report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
+    assert m["samples"] == 1 and report["skipped"] == {"malformed_row": 2}
+    assert report["captions_dropped"] == {"sentence_without_raw": 1}
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"{\"images\": [", "k.json: not valid JSON"),
+    ("[{\"image\": \"a.jpg\", \"caption\": \"caf\u00e9\"}]".encode("latin-1"), "k.json: not UTF-8 text"),
+    (b"{\"annotations\": []}", "k.json: neither Karpathy's"),
+])
+def test_unreadable_json_is_named(tmp_path, images, params, data, message):
+    with pytest.raises(ValueError, match=message):
+        _ingest(tmp_path, images, data, params)
+
+
+def test_nothing_usable_fails_and_writes_nothing(tmp_path, images, params):
+    with pytest.raises(IngestError, match="no usable image-caption pair among 0 entries"):
+        _ingest(tmp_path, images, [], params)
+    with pytest.raises(IngestError, match="no usable image-caption pair"):
+        _ingest(tmp_path, images, [{"image": "missing.jpg", "caption": "x"}], params, max_skip_fraction=1.0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_prints_one_message(tmp_path, images, capsys):
+    (tmp_path / "k.json").write_bytes(b"\xff\xfe not json")
+    code = main(["ingest", "karpathy", "--json", str(tmp_path / "k.json"), "--images", str(images), "--out",
+                 str(tmp_path / "out"), "--name", "t"])
+    err = capsys.readouterr().err
+    assert code == 2 and "k.json: not UTF-8 text" in err and "Traceback" not in err
+
+
+def test_web_shards_skip_oversized_members_and_duplicate_keys(tmp_path, params):
+    import dataclasses
+
+    from blip.data.ingest import ingest_webdataset
+    from blip.data.shards import iter_samples
+    from tests.test_ingest import make_tar
+
+    members = [("000.jpg", jpeg()), ("000.txt", b"a red box"),
+               ("001.jpg", jpeg()), ("001.txt", b"x" * 5000),  # over the cap: skipped unread
+               ("002.jpg", jpeg()), ("002.txt", b"first"), ("002.txt", b"second"),  # one file twice
+               ("003.jpg", jpeg()), ("003.txt", b"a blue box"),
+               ("000.jpg", jpeg()), ("000.txt", b"the key again, after its sample ended")]
+    make_tar(tmp_path / "00000.tar", members)
+    cfg = dataclasses.replace(params.ingest, max_member_bytes=4096, max_skip_fraction=0.9)
+    m = ingest_webdataset(str(tmp_path / "00000.tar"), tmp_path / "out", cfg)
+    assert m["skipped"] == {"oversized_member": 1, "duplicate_key": 2} and m["samples"] == 2
+    assert [s["txt"] for s in iter_samples(tmp_path / "out")] == ["a red box", "a blue box"]
+    assert any("001.txt: 5000 bytes > ingest.max_member_bytes" in p for e in m["skip_examples"] for p in e["problems"])
+
+
+def test_nul_and_invisible_characters_leave_captions():
+    from blip.data.text import prepare_caption
+
+    text, _ = prepare_caption("a\x00red\u200b box\ufeff with\u00ad a\u200d\tcat\x07", 30, 4000)
+    assert text == "a red box with a cat"
