@@ -103,3 +103,33 @@ def test_nul_and_invisible_characters_leave_captions():
 
     text, _ = prepare_caption("a\x00red\u200b box\ufeff with\u00ad a\u200d\tcat\x07", 30, 4000)
     assert text == "a red box with a cat"
+
+
+def test_an_image_in_two_splits_is_reported_and_kept_in_its_first(tmp_path, images, params):
+    rows = [{"image": "a.jpg", "caption": "a red box", "split": "test"},
+            {"image": "b.jpg", "caption": "a blue box", "split": "train"},
+            {"image": "a.jpg", "caption": "a red box again", "split": "train"}]
+    manifests = _ingest(tmp_path, images, rows, params)
+    assert (manifests["train"]["samples"], manifests["test"]["samples"]) == (1, 1)
+    report = json.loads((tmp_path / "out" / "ingest_report.json").read_text())
+    assert report["skipped"] == {"image_in_two_splits": 1}
+    assert report["skip_examples"][0]["file"].endswith("k.json#2")
+    assert "a.jpg is in split 'test' already" in report["skip_examples"][0]["problems"][0]
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.43])  # between members (reads as a complete tar) / inside one
+def test_a_broken_shard_counts_the_samples_it_lost(tmp_path, params, cut):
+    import dataclasses
+
+    from blip.data.ingest import ingest_webdataset
+    from tests.test_ingest import make_tar
+
+    members = [(f"{i:03d}.{ext}", jpeg() if ext == "jpg" else f"caption {i}".encode())
+               for i in range(10) for ext in ("jpg", "txt")]
+    full = make_tar(tmp_path / "full.tar", members).read_bytes()
+    (tmp_path / "00000.tar").write_bytes(full[:int(len(full) * cut)])
+    (tmp_path / "00000_stats.json").write_text(json.dumps({"successes": 10}))  # as img2dataset writes
+    (tmp_path / "full.tar").unlink()
+    cfg = dataclasses.replace(params.ingest, max_skip_fraction=0.9)
+    m = ingest_webdataset(str(tmp_path / "00000.tar"), tmp_path / "out", cfg)
+    assert m["inputs_seen"] == 10 and m["skipped"]["broken_shard"] == 10 - m["samples"] and m["samples"] >= 3, m

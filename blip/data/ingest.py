@@ -109,7 +109,9 @@ def _image_fields(img) -> dict:
 def read_karpathy(json_path: str | Path, tally: Tally, default_split: str | None = None) -> list[dict]:
     """Entries {image, captions, split, image_id} from Karpathy's dataset_*.json or BLIP's list form; rows
     that cannot be read (not an object, no image or file name, a sentence without text) are skipped and
-    counted in `tally` as `malformed_row`, named by the file and row number."""
+    counted in `tally` as `malformed_row`, named by the file and row number; a row that puts an image
+    already read into another split is skipped as `image_in_two_splits` (the image stays in its first
+    split only: never in a training and an evaluation split at once)."""
     data = _json_document(json_path)
     grouped: dict[str, dict] = {}
     if isinstance(data, dict) and isinstance(data.get("images"), list):  # dataset_coco.json / dataset_flickr30k.json
@@ -124,11 +126,23 @@ def read_karpathy(json_path: str | Path, tally: Tally, default_split: str | None
             if not isinstance(row, dict):
                 raise ValueError(f"a {type(row).__name__}, not an object")
             read_row(row, grouped, default_split, tally)
+        except _OtherSplit as e:
+            tally.seen += 1
+            tally.skip(f"{json_path}#{i}", "image_in_two_splits", str(e))
         except (KeyError, TypeError, ValueError) as e:
             tally.seen += 1
             detail = f"no {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
             tally.skip(f"{json_path}#{i}", "malformed_row", detail)
     return list(grouped.values())
+
+
+class _OtherSplit(ValueError):
+    """A row that lists an image already read in another split."""
+
+
+def _check_split(grouped: dict, image: str, split: object) -> None:
+    if image in grouped and grouped[image]["split"] != split:
+        raise _OtherSplit(f"{image} is in split {grouped[image]['split']!r} already, this row says {split!r}")
 
 
 def _json_document(json_path: str | Path) -> object:
@@ -149,6 +163,7 @@ def _karpathy_row(im: dict, grouped: dict, default_split: str | None, tally: Tal
     captions = [x["raw"] for x in sentences if "raw" in x]
     tally.captions_dropped["sentence_without_raw"] += len(sentences) - len(captions)
     split = "train" if im.get("split") == "restval" else im.get("split", default_split)
+    _check_split(grouped, path, split)
     grouped[path] = {"image": path, "captions": captions, "split": split,
                      "image_id": im.get("cocoid", im.get("imgid", path))}
 
@@ -156,6 +171,7 @@ def _karpathy_row(im: dict, grouped: dict, default_split: str | None, tally: Tal
 def _blip_row(row: dict, grouped: dict, default_split: str | None, tally: Tally) -> None:
     image = _text(row["image"], "image")
     caps = row["caption"] if isinstance(row["caption"], list) else [row["caption"]]
+    _check_split(grouped, image, row.get("split", default_split))
     entry = grouped.setdefault(image, {"image": image, "captions": [], "split": row.get("split", default_split),
                                        "image_id": row.get("image_id", image)})
     entry["captions"].extend(caps)
@@ -272,7 +288,7 @@ def read_web_shard(path: str, tally: Tally, max_member_bytes: int) -> Iterator[t
     marked `__oversized__`); a key met again after its sample ended, or an extension met twice in one
     sample, marks the sample `__duplicate__`: the caller skips and counts both.
     """
-    current_key, current, seen = None, {}, set()
+    current_key, current, seen, read = None, {}, set(), 0
     try:
         with storage.open_read(path) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
@@ -283,6 +299,7 @@ def read_web_shard(path: str, tally: Tally, max_member_bytes: int) -> Iterator[t
                     key, ext = f"unsafe:{key or member.name}", ext or ""
                 if key != current_key:
                     if current_key is not None:
+                        read += 1
                         yield current_key, current
                     current_key, current = key, ({"__duplicate__": True} if key in seen else {})
                     seen.add(key)
@@ -294,10 +311,36 @@ def read_web_shard(path: str, tally: Tally, max_member_bytes: int) -> Iterator[t
                     continue  # a streamed tar skips the unread data
                 current[ext] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError) as e:
-        tally.skip(path, "broken_shard", f"{type(e).__name__}: {e}")
-        return  # the sample being read when the tar broke is incomplete: dropped
+        # the sample being read when the tar broke is incomplete: dropped, with every one after it.
+        # img2dataset's <shard>_stats.json says how many the shard held; without it, one is counted
+        expected = _shard_successes(path)
+        lost = max(1, expected - read) if expected is not None else 1
+        _count_lost(tally, path, lost, f"{type(e).__name__}: {e}")
+        return
     if current_key is not None:
+        read += 1
         yield current_key, current
+    expected = _shard_successes(path)
+    if expected is not None and read < expected:  # cut at a member boundary: the tar reads as complete
+        _count_lost(tally, path, expected - read, f"the shard ends after {read} samples; its _stats.json "
+                                                  f"says {expected}")
+
+
+def _count_lost(tally: Tally, path: str, lost: int, detail: str) -> None:
+    """Samples a broken shard held but we could not read: seen, and skipped as broken_shard."""
+    tally.seen += lost
+    for _ in range(lost):
+        tally.skip(path, "broken_shard", detail)
+
+
+def _shard_successes(path: str) -> int | None:
+    """The sample count img2dataset recorded for a shard (`00000_stats.json` beside `00000.tar`), if any."""
+    stats = path[:-len(".tar")] + "_stats.json" if path.endswith(".tar") else None
+    try:
+        value = json.loads(storage.read_bytes(stats))["successes"] if stats and storage.exists(stats) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def ingest_webdataset(shards: str | list[str], out_dir: str | Path, cfg: IngestConfig,
