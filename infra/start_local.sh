@@ -8,8 +8,9 @@
 #   BLIP_HOST (127.0.0.1)  MLFLOW_PORT (5000)  PREFECT_PORT (4200)
 #   MLFLOW_BACKEND_STORE_URI (sqlite:///<state>/mlflow.db; e.g. postgresql://user:$PGPASSWORD@db/mlflow)
 #   MLFLOW_ARTIFACTS_DESTINATION (<state>/mlartifacts; e.g. s3://bucket/mlflow)
-# Each server's pid goes to <state>/<name>.pid and its log to <state>/<name>.log; the script returns
-# once each answers its health check (or fails, printing the log's tail).
+# Each server leads a process group of its own (setsid), so stop_local.sh stops it with all its workers;
+# its pid (= the group id) goes to <state>/<name>.pid and its log to <state>/<name>.log. The script
+# returns once each answers its health check (or fails, printing the log's tail).
 set -euo pipefail
 
 what="${1:-all}"
@@ -33,7 +34,7 @@ PY
 
 if [[ "$what" == mlflow || "$what" == all ]]; then
   port="${MLFLOW_PORT:-5000}"
-  "$bin/mlflow" server --host "$host" --port "$port" --workers 1 \
+  setsid "$bin/mlflow" server --host "$host" --port "$port" --workers 1 \
     --backend-store-uri "${MLFLOW_BACKEND_STORE_URI:-sqlite:///$state/mlflow.db}" \
     --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-$state/mlartifacts}" \
     >"$state/mlflow.log" 2>&1 &
@@ -45,7 +46,7 @@ fi
 if [[ "$what" == prefect || "$what" == all ]]; then
   port="${PREFECT_PORT:-4200}"
   PREFECT_HOME="$state/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false \
-    "$bin/prefect" server start --host "$host" --port "$port" >"$state/prefect.log" 2>&1 &
+    setsid "$bin/prefect" server start --host "$host" --port "$port" >"$state/prefect.log" 2>&1 &
   echo $! >"$state/prefect.pid"
   wait_for prefect "http://$host:$port/api/health"
   echo "Prefect UI: http://$host:$port  (export PREFECT_API_URL=http://$host:$port/api)"
