@@ -60,14 +60,15 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
         token = (params or {}).get("itm_token", "enc")
         if token not in ("enc", "cls"):
             raise ValueError(f"params itm_token must be 'enc' or 'cls', got {token!r}")
+        has_images = "image" in model_input.columns
         images, errors = [], []
-        for value in model_input["image"] if "image" in model_input.columns else [None] * len(model_input):
+        for value in model_input["image"] if has_images else [None] * len(model_input):
             try:
                 images.append(_row_image(value))
                 errors.append(None)
             except ValueError as e:
                 images.append(None)
-                errors.append(str(e) if "image" in model_input.columns else "no 'image' column in the request")
+                errors.append(str(e) if has_images else "no 'image' column in the request")
         if "text" in model_input.columns:
             return pd.DataFrame(self._scores(images, list(model_input["text"]), errors, token),
                                 columns=["text", "itm", "itc", "error"])

@@ -19,35 +19,30 @@ import pandas as pd
 from PIL import Image
 
 from blip.data import storage
-from blip.data.shards import FORMAT, iter_raw_samples, iter_tar_samples, manifest_files, read_manifest
+from blip.data.shards import FORMAT, iter_raw_samples, iter_tar_samples, manifest_files, plain_name, read_manifest
 from blip.selection.dataset import SELECTION_FORMAT
 
 
-class EvalImages:
-    """The evaluation splits' images, by the sha256 of their bytes.
+def eval_image_hashes(dataset_dirs: list[str]) -> set[str]:
+    """sha256 of every image of the evaluation splits (their content, not their names).
 
     A picture re-encoded after it left the evaluation split is not found: on the built-in world, distinct
     images of the same scene are closer, pixel for pixel, than a JPEG re-encode of one image (8x8
     thumbnails: mean difference 0.42 against up to 1.63; 32x32: 0.74 against 3.36), so a picture match
     would flag the world's own repeated scenes.
     """
-
-    def __init__(self, dataset_dirs: list[str]):
-        self.sha256: set[str] = set()
-        for d in dataset_dirs:
-            for entry in read_manifest(d)["shards"]:
-                for sample in iter_tar_samples(storage.join(d, entry["name"])):
-                    if "jpg" in sample:
-                        self.sha256.add(hashlib.sha256(sample["jpg"]).hexdigest())
-
-    def __contains__(self, jpg: bytes | None) -> bool:
-        return jpg is not None and hashlib.sha256(jpg).hexdigest() in self.sha256
+    hashes = set()
+    for d in dataset_dirs:
+        for entry in read_manifest(d)["shards"]:
+            for sample in iter_tar_samples(storage.join(d, entry["name"])):
+                if "jpg" in sample:
+                    hashes.add(hashlib.sha256(sample["jpg"]).hexdigest())
+    return hashes
 
 
 def _safe_key(key: object) -> bool:
-    """A key that names a sample, not a path: no separators, no parent steps, printable."""
-    return (isinstance(key, str) and bool(key) and key.isprintable() and "/" not in key and "\\" not in key
-            and ".." not in key)
+    """A key that names a sample, not a path, in printable characters."""
+    return plain_name(key) and key.isprintable()
 
 
 def _missing_score(value: object) -> bool:
@@ -63,7 +58,7 @@ def _text(raw: bytes | None) -> tuple[str | None, bool]:
         return raw.decode("utf-8", errors="replace"), False
 
 
-def build_tables(dataset_dir: str | Path, eval_images: EvalImages, image_sample: int,
+def build_tables(dataset_dir: str | Path, eval_hashes: set[str], image_sample: int,
                  seed: int) -> dict[str, pd.DataFrame]:
     """The rows, summary and images tables of a finished dataset (plain shards or a selection)."""
     dataset_dir = str(dataset_dir)
@@ -83,14 +78,15 @@ def build_tables(dataset_dir: str | Path, eval_images: EvalImages, image_sample:
                          "longest_word": max((len(w) for w in caption.split()), default=0) if caption else 0,
                          "source": source, "score": meta.get("score"), "itm": meta.get("itm"),
                          "score_missing": source in ("web", "synthetic") and _missing_score(meta.get("itm")),
-                         "has_image": jpg is not None, "in_eval": jpg in eval_images})
+                         "has_image": jpg is not None,
+                         "in_eval": jpg is not None and hashlib.sha256(jpg).hexdigest() in eval_hashes})
             if i in picks:
                 images.append(_image_row(sample["__key__"], jpg))
     sources = Counter(r["source"] for r in rows)
+    declared = manifest.get("by_source")
     summary = {"rows_match_manifest": len(rows) == manifest["samples"], "checksums_ok": checksums_ok,
                "files": len(files), "shard_counts_match": checksums_ok and _shard_counts_match(manifest, rows),
-               "by_source_matches": manifest.get("by_source") in (None, {k: v for k, v in sources.items() if v})
-               or {k: v for k, v in manifest["by_source"].items() if v} == dict(sources)}
+               "by_source_matches": declared is None or {k: v for k, v in declared.items() if v} == dict(sources)}
     selection = manifest.get("selection")
     if selection is not None:  # a bootstrapped dataset: its statistics and what its rows say must agree
         stats = selection["counts"]

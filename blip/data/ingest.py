@@ -44,9 +44,10 @@ class Tally:
         self.captions_dropped: Counter = Counter()
         self.by_file: dict[str, list[str]] = defaultdict(list)
 
-    def skip(self, origin: str, reason: str, detail: str = "") -> None:
-        self.skipped[reason] += 1
-        self.by_file[origin].append(f"{reason}{': ' + detail if detail else ''}")
+    def skip(self, origin: str, reason: str, detail: str = "", samples: int = 1) -> None:
+        self.skipped[reason] += samples
+        self.by_file[origin].append(f"{reason}{': ' + detail if detail else ''}"
+                                    f"{f' ({samples} samples)' if samples > 1 else ''}")
 
     def count_fixes(self, fixes: tuple[str, ...]) -> None:
         self.normalised.update(fixes)
@@ -329,8 +330,7 @@ def read_web_shard(path: str, tally: Tally, max_member_bytes: int) -> Iterator[t
 def _count_lost(tally: Tally, path: str, lost: int, detail: str) -> None:
     """Samples a broken shard held but we could not read: seen, and skipped as broken_shard."""
     tally.seen += lost
-    for _ in range(lost):
-        tally.skip(path, "broken_shard", detail)
+    tally.skip(path, "broken_shard", detail, samples=lost)
 
 
 def _shard_successes(path: str) -> int | None:

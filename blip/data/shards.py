@@ -117,10 +117,15 @@ def read_manifest(dataset_dir: str | Path, formats: tuple[str, ...] = (FORMAT,))
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise ValueError(f"{path}: format {found!r}, expected {' or '.join(map(repr, formats))}")
     for name in _file_names(manifest):
-        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        if not plain_name(name):
             raise ValueError(f"{path}: file name {name!r} would lead outside the dataset folder; a manifest "
                              "names its files plainly (this one was not written by us, or was edited)")
     return manifest
+
+
+def plain_name(name: object) -> bool:
+    """A name that stays in its folder: a non-empty string, no separator, not '.' or '..'."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def _file_names(manifest: dict) -> list:

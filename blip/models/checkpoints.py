@@ -23,7 +23,7 @@ from torch import nn
 
 from blip.config import TextArch, VisionArch
 from blip.models.blip import Blip, BlipConfig
-from blip.models.config_check import CheckpointError, checked_config, weight_shapes
+from blip.models.config_check import CheckpointError, checked_config, layer_count, weight_shapes
 from blip.models.vit import resample_pos_embed
 
 FORMAT = "blip-capfilt-model/1"
@@ -155,22 +155,12 @@ def _heads(width: int, given: int | None, released: dict[int, int], what: str, s
     return given
 
 
-def _layers(state: Mapping, prefix: str, source: str) -> int:
-    """How many blocks under `prefix` (e.g. 'visual_encoder.blocks.'); a gap in their numbers is an error."""
-    found = {int(k[len(prefix):].split(".")[0]) for k in state if k.startswith(prefix)}
-    if not found:
-        raise CheckpointError(f"{source}: no '{prefix}*' weights; is this a BLIP checkpoint?")
-    if found != set(range(max(found) + 1)):
-        raise CheckpointError(f"{source}: layers {sorted(set(range(max(found) + 1)) - found)} of '{prefix}*' are missing")
-    return max(found) + 1
-
-
 def _release_arch(state: Mapping, heads: int | None, source: str) -> tuple[VisionArch, int]:
     prefix = "visual_encoder."
     width = state[prefix + "cls_token"].shape[-1]
     patch = state[prefix + "patch_embed.proj.weight"].shape[-1]
     grid = int(round((state[prefix + "pos_embed"].shape[1] - 1) ** 0.5))
-    vision = VisionArch(patch_size=patch, width=width, depth=_layers(state, prefix + "blocks.", source),
+    vision = VisionArch(patch_size=patch, width=width, depth=layer_count(state, prefix + "blocks.", source),
                         heads=_heads(width, heads, RELEASE_VISION_HEADS, "vision transformer", source),
                         mlp_ratio=state[prefix + "blocks.0.mlp.fc1.weight"].shape[0] / width, drop_path=0.0)
     return vision, grid * patch
@@ -179,7 +169,7 @@ def _release_arch(state: Mapping, heads: int | None, source: str) -> tuple[Visio
 def _text_arch(state: Mapping, prefix: str, heads: int | None, source: str) -> TextArch:
     words = state[prefix + "embeddings.word_embeddings.weight"]
     hidden = words.shape[1]
-    return TextArch(hidden=hidden, layers=_layers(state, prefix + "encoder.layer.", source),
+    return TextArch(hidden=hidden, layers=layer_count(state, prefix + "encoder.layer.", source),
                     heads=_heads(hidden, heads, RELEASE_TEXT_HEADS, "text transformer", source),
                     intermediate=state[prefix + "encoder.layer.0.intermediate.dense.weight"].shape[0], dropout=0.0,
                     positions=state[prefix + "embeddings.position_embeddings.weight"].shape[0])

@@ -11,6 +11,7 @@ the file's.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
@@ -64,11 +65,18 @@ def _bounds(cfg: BlipConfig) -> list[str]:
     return errors
 
 
-def _count(shapes: dict, prefix: str) -> int:
-    return len({k[len(prefix):].split(".")[0] for k in shapes if k.startswith(prefix)})
+def layer_count(keys: Iterable[str], prefix: str, source: str) -> int:
+    """How many blocks under `prefix` (e.g. 'visual_encoder.blocks.'); none, or a gap in their numbers, is an
+    error."""
+    found = {int(k[len(prefix):].split(".")[0]) for k in keys if k.startswith(prefix)}
+    if not found:
+        raise CheckpointError(f"{source}: no '{prefix}*' weights; is this a BLIP checkpoint?")
+    if found != set(range(max(found) + 1)):
+        raise CheckpointError(f"{source}: layers {sorted(set(range(max(found) + 1)) - found)} of '{prefix}*' are missing")
+    return max(found) + 1
 
 
-def _against_weights(cfg: BlipConfig, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+def _against_weights(cfg: BlipConfig, shapes: dict[str, tuple[int, ...]], source: str) -> list[str]:
     """Each size the weights show, compared with the config's (position tables may be resampled: skipped)."""
     v, t = cfg.vision, cfg.text
     text = "text_encoder." if cfg.has_encoder else "text_decoder.bert."
@@ -86,8 +94,9 @@ def _against_weights(cfg: BlipConfig, shapes: dict[str, tuple[int, ...]]) -> lis
               if shapes.get(key) != shape]
     for key, prefix, n in (("vision.depth", "visual_encoder.blocks.", v.depth),
                            ("text.layers", text + "encoder.layer.", t.layers)):
-        if _count(shapes, prefix) != n:
-            errors.append(f"{key} is {n}, the weights have {_count(shapes, prefix)} such layers")
+        found = layer_count(shapes, prefix, source)
+        if found != n:
+            errors.append(f"{key} is {n}, the weights have {found} such layers")
     return errors
 
 
@@ -95,7 +104,7 @@ def checked_config(folder: Path, text: str, shapes: dict[str, tuple[int, ...]], 
     """The folder's BlipConfig (with overrides, e.g. image_size), refused with every problem listed unless it
     fits its weights."""
     cfg = dataclasses.replace(parse_config(folder / "config.json", text), **overrides)
-    errors = _bounds(cfg) or _against_weights(cfg, shapes)
+    errors = _bounds(cfg) or _against_weights(cfg, shapes, str(folder))
     if errors:
         raise CheckpointError(f"{folder}/config.json does not describe usable weights:\n  " + "\n  ".join(errors))
     return cfg

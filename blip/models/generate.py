@@ -178,12 +178,12 @@ def generate_ids(model, images: torch.Tensor, tokenizer, settings: GenerationSet
                  prompt: str | None = None, seeds: torch.Tensor | None = None) -> torch.Tensor:
     """Token ids (B * num_captions, L) for a batch of images, prompt included, [PAD] after [SEP];
     `seeds` (one int per image) switches nucleus sampling to keyed sampling."""
+    if seeds is not None and settings.method != "nucleus":
+        raise ValueError("per-image seeds apply to nucleus sampling only")
     prompt = model.cfg.prompt if prompt is None else prompt
     image_embeds = model.image_embeds(images)
     input_ids = prompt_ids(tokenizer, prompt, len(images), images.device)
     if settings.method == "beam":
-        if seeds is not None:
-            raise ValueError("per-image seeds apply to nucleus sampling only")
         return _beam_ids(model, image_embeds, input_ids, settings)
     if seeds is None:
         kwargs = settings.generate_kwargs()
@@ -191,8 +191,6 @@ def generate_ids(model, images: torch.Tensor, tokenizer, settings: GenerationSet
         rows = kwargs.get("num_return_sequences", 1)
         cache = image_kv_cache(model.text_decoder, image_embeds, rows)
     else:
-        if settings.method != "nucleus":
-            raise ValueError("per-image seeds apply to nucleus sampling only")
         kwargs = keyed_kwargs(settings, seeds)
         # greedy decoding keeps one row per input: expand to a row per (image, caption) here
         cache = image_kv_cache(model.text_decoder, image_embeds, settings.num_captions)
