@@ -1,261 +1,365 @@
-"""Typed views of params.yaml: one frozen dataclass per section, built strictly.
+"""Typed views of params.yaml: one frozen pydantic dataclass per section, with ranges.
 
-Strict means a missing or unknown key raises with its dotted path, so a typo in params.yaml or in a
-`dvc exp run -S` override fails loudly instead of silently running the default.
+Strict: a missing or unknown key, a value of the wrong type ("7" for a number) or out of its range (a
+negative batch size, a NaN learning rate, a threshold no score can reach) is refused with its dotted
+key, so a typo in params.yaml or in a `dvc exp run -S` override fails before any work instead of
+silently running something else.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+
+# unknown keys are errors; NaN and infinity are never a setting
+section = dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+
+# every scalar is strict: no "7" -> 7 or 1 -> true (an int is still a valid float)
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+PosInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+PosFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegFloat = Annotated[float, Strict(), Field(ge=0)]
+Share = Annotated[float, Strict(), Field(ge=0, le=1)]
+JpegQuality = Annotated[int, Strict(), Field(ge=1, le=100)]
+Name = Annotated[str, Strict(), Field(min_length=1)]
+Range = tuple[Share, Share]  # YAML lists become tuples
 
 
-@dataclasses.dataclass(frozen=True)
+def _ordered(low: float, high: float, what: str) -> None:
+    if low > high:
+        raise ValueError(f"{what}: {low} is above {high}")
+
+
+def _shard_sources(value: Any) -> Any:
+    if value is None or isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        return value
+    raise ValueError(f"a folder, a glob or a list of them, or null; got {value!r}")
+
+
+@section
 class DataConfig:
-    human_karpathy: str | None
-    human_images: str | None
-    human_name: str
-    web_shards: str | list[str] | None
+    human_karpathy: Str | None
+    human_images: Str | None
+    human_name: Name
+    web_shards: Annotated[Any, AfterValidator(_shard_sources)]  # a folder, a glob or a list of them
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class HumanSplits:
-    train: int
-    val: int
-    test: int
+    train: PosInt
+    val: PosInt
+    test: PosInt
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class NoiseMix:
-    mismatched: float
-    partial: float
-    uninformative: float
+    mismatched: Share
+    partial: Share
+    uninformative: Share
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> NoiseMix:
+        total = self.mismatched + self.partial + self.uninformative
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"the three shares must sum to 1, got {total:g}")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class WebWorld:
-    images: int
-    shard_size: int
-    noise_fraction: float
+    images: PosInt
+    shard_size: PosInt
+    noise_fraction: Share
     noise_mix: NoiseMix
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class WorldConfig:
-    image_size: int
-    jpeg_quality: int
-    max_objects: int
+    image_size: Annotated[int, Strict(), Field(ge=16)]
+    jpeg_quality: JpegQuality
+    max_objects: Annotated[int, Strict(), Field(ge=1, le=9)]  # one object per cell of a 3x3 grid
     human: HumanSplits
     web: WebWorld
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class IngestConfig:
-    shard_size: int
-    max_words: int
-    max_caption_chars: int
-    min_side: int
-    max_side: int
-    max_aspect: float
-    max_pixels: int
-    jpeg_quality: int
-    max_skip_fraction: float
-    max_member_bytes: int
+    shard_size: PosInt
+    max_words: PosInt
+    max_caption_chars: PosInt
+    min_side: PosInt
+    max_side: PosInt
+    max_aspect: Annotated[float, Strict(), Field(ge=1)]
+    max_pixels: PosInt
+    jpeg_quality: JpegQuality
+    max_skip_fraction: Share
+    max_member_bytes: PosInt
+
+    @model_validator(mode="after")
+    def _sides(self) -> IngestConfig:
+        _ordered(self.min_side, self.max_side, "min_side, max_side")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class LoaderConfig:
-    batch_size: int
-    num_workers: int
-    shuffle_buffer: int
-    shuffle_initial: int
-    pretrain_crop_scale: tuple[float, float]
-    finetune_crop_scale: tuple[float, float]
-    randaugment_ops: int
-    randaugment_magnitude: int
-    hflip: bool
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    shuffle_buffer: PosInt
+    shuffle_initial: NonNegInt
+    pretrain_crop_scale: Range
+    finetune_crop_scale: Range
+    randaugment_ops: NonNegInt
+    randaugment_magnitude: NonNegInt
+    hflip: Bool
+    mean: tuple[Float, Float, Float]
+    std: tuple[PosFloat, PosFloat, PosFloat]
+
+    @model_validator(mode="after")
+    def _crops(self) -> LoaderConfig:
+        for name in ("pretrain_crop_scale", "finetune_crop_scale"):
+            low, high = getattr(self, name)
+            if low <= 0:
+                raise ValueError(f"{name}: a crop of {low} of the image is empty")
+            _ordered(low, high, name)
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class TokenizerConfig:
-    vocab: str | None
+    vocab: Str | None
 
 
-@dataclasses.dataclass(frozen=True)
+def _heads_divide(width: int, heads: int) -> None:
+    if width % heads:
+        raise ValueError(f"{heads} heads do not divide the width {width}")
+
+
+@section
 class VisionArch:
-    patch_size: int
-    width: int
-    depth: int
-    heads: int
-    mlp_ratio: float
-    drop_path: float
+    patch_size: PosInt
+    width: PosInt
+    depth: PosInt
+    heads: PosInt
+    mlp_ratio: PosFloat
+    drop_path: Share
+
+    @model_validator(mode="after")
+    def _heads(self) -> VisionArch:
+        _heads_divide(self.width, self.heads)
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class TextArch:
-    hidden: int
-    layers: int
-    heads: int
-    intermediate: int
-    dropout: float
-    positions: int = 512  # rows of the position table: the longest text the model can read
+    hidden: PosInt
+    layers: PosInt
+    heads: PosInt
+    intermediate: PosInt
+    dropout: Share
+    positions: PosInt = 512  # rows of the position table: the longest text the model can read
+
+    @model_validator(mode="after")
+    def _heads(self) -> TextArch:
+        _heads_divide(self.hidden, self.heads)
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class ModelArch:
     vision: VisionArch
     text: TextArch
-    embed_dim: int
-    queue_size: int
-    temp_min: float          # floor of the learnable ITC temperature
-    itm_random_negatives: float  # share of ITM negatives drawn uniformly, not by ITC similarity
-    vision_init: str | None  # ImageNet timm weights (file / HF cache entry) for the ViT; None = random
-    text_init: str | None    # BERT weights (file / folder / package / HF cache entry); None = random
+    embed_dim: PosInt
+    queue_size: PosInt
+    temp_min: PosFloat           # floor of the learnable ITC temperature
+    itm_random_negatives: Share  # share of ITM negatives drawn uniformly, not by ITC similarity
+    vision_init: Str | None      # ImageNet timm weights (file / HF cache entry) for the ViT; None = random
+    text_init: Str | None        # BERT weights (file / folder / package / HF cache entry); None = random
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class TextLengths:
-    pretrain: int
-    retrieval: int
-    caption: int
+    pretrain: PosInt
+    retrieval: PosInt
+    caption: PosInt
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class ModelConfig:
-    momentum: float
-    temp: float
-    alpha: float
-    label_smoothing: float
-    prompt: str
+    momentum: Share
+    temp: PosFloat
+    alpha: Share
+    label_smoothing: Annotated[float, Strict(), Field(ge=0, lt=1)]
+    prompt: Str
     text_len: TextLengths
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class StageConfig:
-    image_size: int
-    batch_size: int          # per process (micro-batch)
-    grad_accum: int
-    epochs: int
-    steps_per_epoch: int | None  # None: one pass over the data per epoch
-    lr: float
-    min_lr: float
-    warmup_steps: int
-    schedule: str            # "step" (lr * lr_decay**epoch) or "cosine" (to min_lr over all steps)
-    lr_decay: float
-    weight_decay: float
-    alpha_ramp_epochs: float  # alpha ramps linearly from 0 over this many epochs
+    image_size: PosInt
+    batch_size: PosInt       # per process (micro-batch)
+    grad_accum: PosInt
+    epochs: PosInt
+    steps_per_epoch: PosInt | None  # None: one pass over the data per epoch
+    lr: PosFloat
+    min_lr: NonNegFloat
+    warmup_steps: NonNegInt
+    schedule: Literal["step", "cosine"]  # step: lr * lr_decay**epoch; cosine: to min_lr over all epochs
+    lr_decay: Annotated[float, Strict(), Field(gt=0, le=1)]
+    weight_decay: NonNegFloat
+    alpha_ramp_epochs: NonNegFloat  # alpha ramps linearly from 0 over this many epochs
+
+    @model_validator(mode="after")
+    def _lrs(self) -> StageConfig:
+        _ordered(self.min_lr, self.lr, "min_lr, lr")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class FilterStageConfig(StageConfig):
-    negatives_all_ranks: bool  # ITM hard negatives from the global batch
-    k_test: int                # retrieval: ITC top-k candidates re-ranked by ITM
+    negatives_all_ranks: Bool  # ITM hard negatives from the global batch
+    k_test: PosInt             # retrieval: ITC top-k candidates re-ranked by ITM
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class Preset:
     model: ModelArch
     pretrain: StageConfig
     finetune_captioner: StageConfig
     finetune_filter: FilterStageConfig
 
+    @model_validator(mode="after")
+    def _patches_tile(self) -> Preset:
+        patch = self.model.vision.patch_size
+        for name in ("pretrain", "finetune_captioner", "finetune_filter"):
+            size = getattr(self, name).image_size
+            if size % patch:
+                raise ValueError(f"{name}.image_size {size} is not a multiple of the patch size {patch}")
+        return self
 
-@dataclasses.dataclass(frozen=True)
+
+@section
 class TrainConfig:
-    procs: int
-    zero_stage: int
-    bf16: bool
-    grad_clip: float
-    grad_checkpointing: bool
-    num_workers: int
-    log_every: int
-    checkpoint_every: int
-    keep_checkpoints: int
+    procs: PosInt
+    # ZeRO-3 would partition the momentum encoders the EMA reads every step; stage 2 already shards
+    # optimizer states and gradients, enough for ViT-B/L
+    zero_stage: Literal[0, 1, 2]
+    bf16: Bool
+    grad_clip: NonNegFloat
+    grad_checkpointing: Bool
+    num_workers: NonNegInt
+    log_every: PosInt
+    checkpoint_every: PosInt
+    keep_checkpoints: PosInt
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class TrackingConfig:
-    uri: str
-    experiment: str
+    uri: Name
+    experiment: Name
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class CapfiltConfig:
-    method: str                   # nucleus | beam: how the captioner writes synthetic captions
-    captions_per_image: int       # synthetic captions per web image (the paper: 1)
-    top_p: float                  # nucleus sampling
-    max_length: int               # generation length, prompt tokens included
-    min_length: int
-    batch_size: int               # images per generation / scoring batch
-    procs: int                    # local worker processes (the laptop's launcher); they claim shards
-    lease_seconds: float          # a claimed shard's lease; a rank silent this long loses it
-    poll_seconds: float           # how often a rank with nothing to claim looks again
-    captioners: list[str]         # extra captioner models whose captions are pooled (ensemble)
-    filters: list[str]            # extra filter models, each scoring every candidate text
+    method: Literal["nucleus", "beam"]  # how the captioner writes synthetic captions
+    captions_per_image: PosInt    # synthetic captions per web image (the paper: 1)
+    top_p: Annotated[float, Strict(), Field(gt=0, le=1)]  # nucleus sampling
+    max_length: PosInt            # generation length, prompt tokens included
+    min_length: NonNegInt
+    batch_size: PosInt            # images per generation / scoring batch
+    procs: PosInt                 # local worker processes (the laptop's launcher); they claim shards
+    lease_seconds: PosFloat       # a claimed shard's lease; a rank silent this long loses it
+    poll_seconds: PosFloat        # how often a rank with nothing to claim looks again
+    captioners: list[Str]         # extra captioner models whose captions are pooled (ensemble)
+    filters: list[Str]            # extra filter models, each scoring every candidate text
+
+    @model_validator(mode="after")
+    def _lengths(self) -> CapfiltConfig:
+        _ordered(self.min_length, self.max_length, "min_length, max_length")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class SelectConfig:
-    threshold: float                  # keep a text whose score reaches this (when calibrate is false)
-    calibrate: bool                   # the threshold: the lowest one reaching target_precision on human val pairs
-    target_precision: float
-    filter_combine: str               # mean (of the filters' scores) | vote (majority of filters at the threshold)
-    itm_weight: float                 # a filter's score: itm_weight x ITM probability + itc_weight x ITC similarity
-    itc_weight: float
-    top_percent: float | None         # keep only the best this % of all candidate texts (None: no such cut)
-    max_texts_per_image: int | None   # the best this many texts of an image (None: no cap)
-    max_web: int | None               # the best this many web texts over the whole dataset (None: no cap)
-    max_synthetic: int | None
-    web_share: float | None           # web texts' share of the kept web + synthetic texts (None: as selected)
-    examples: int                     # web images shown in the examples sheet
+    threshold: Float                  # keep a text whose score reaches this (when calibrate is false)
+    calibrate: Bool                   # the threshold: the lowest one reaching target_precision on human val pairs
+    target_precision: Annotated[float, Strict(), Field(gt=0, le=1)]
+    filter_combine: Literal["mean", "vote"]  # mean of the filters' scores | majority of filters at the threshold
+    itm_weight: NonNegFloat           # a filter's score: itm_weight x ITM probability + itc_weight x ITC similarity
+    itc_weight: NonNegFloat
+    top_percent: Annotated[float, Strict(), Field(gt=0, le=100)] | None  # keep only the best this % (None: no such cut)
+    max_texts_per_image: PosInt | None  # the best this many texts of an image (None: no cap)
+    max_web: NonNegInt | None         # the best this many web texts over the whole dataset (None: no cap)
+    max_synthetic: NonNegInt | None
+    web_share: Share | None           # web texts' share of the kept web + synthetic texts (None: as selected)
+    examples: NonNegInt               # web images shown in the examples sheet
+
+    @model_validator(mode="after")
+    def _reachable(self) -> SelectConfig:
+        if self.itm_weight == 0 and self.itc_weight == 0:
+            raise ValueError("itm_weight and itc_weight are both 0: every score would be 0")
+        # ITM probability is in [0, 1] and ITC cosine in [-1, 1]: a threshold outside keeps all or nothing
+        low, high = -self.itc_weight or 0.0, self.itm_weight + self.itc_weight
+        if not low <= self.threshold <= high:
+            raise ValueError(f"threshold {self.threshold} is outside the scores' range [{low:g}, {high:g}] "
+                             "for these weights: it would keep everything or nothing")
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class InferenceConfig:
-    device: str          # auto | cpu | cuda | cuda:N (auto: the rank's local GPU when CUDA is present)
-    precision: str       # auto (bf16 autocast on a GPU, fp32 on a CPU) | bf16 | fp32
-    loader_workers: int  # CPU processes decoding and resizing images while the models run
+    # auto: the rank's local GPU when CUDA is present, else the CPU
+    device: Annotated[str, Strict(), Field(pattern=r"^(auto|cpu|cuda(:\d+)?)$")]
+    precision: Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on a GPU, fp32 on a CPU
+    loader_workers: NonNegInt  # CPU processes decoding and resizing images while the models run
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class RegistryMetrics:
-    captioner: str
-    filter: str
-    pretrained: str
+    captioner: Name
+    filter: Name
+    pretrained: Name
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class RegistryConfig:
-    prefix: str                # registered names: <prefix>-captioner, -filter, -pretrained
+    prefix: Name               # registered names: <prefix>-captioner, -filter, -pretrained
     metric: RegistryMetrics    # the evaluation metric (higher is better) that decides champion
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class RetrainConfig:
-    init_from: str  # "" = from scratch (the paper); a model folder = continue it (ablation)
+    init_from: Str  # "" = from scratch (the paper); a model folder = continue it (ablation)
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class ContractsConfig:
-    min_words: int                          # caption word-count bounds (after clean-up)
-    max_words: int
-    max_word_chars: int                     # the longest word a caption may hold (catches one enormous word)
-    image_sample: int                       # images decoded per dataset (the rest: metadata only)
-    synthetic_share: tuple[float, float]    # bootstrapped: share of rows that are synthetic captions
-    web_removed_share: tuple[float, float]  # share of web texts the filter removed
-    noise_ratio: tuple[float, float]        # share of synthetic captions the filter removed
+    min_words: PosInt                   # caption word-count bounds (after clean-up)
+    max_words: PosInt
+    max_word_chars: PosInt              # the longest word a caption may hold (catches one enormous word)
+    image_sample: NonNegInt             # images decoded per dataset (the rest: metadata only)
+    synthetic_share: Range              # bootstrapped: share of rows that are synthetic captions
+    web_removed_share: Range            # share of web texts the filter removed
+    noise_ratio: Range                  # share of synthetic captions the filter removed
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ContractsConfig:
+        _ordered(self.min_words, self.max_words, "min_words, max_words")
+        for name in ("synthetic_share", "web_removed_share", "noise_ratio"):
+            _ordered(*getattr(self, name), name)
+        return self
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class Params:
-    seed: int
+    seed: NonNegInt
     data: DataConfig
     world: WorldConfig
     ingest: IngestConfig
@@ -269,78 +373,69 @@ class Params:
     select: SelectConfig
     contracts: ContractsConfig
     retrain: RetrainConfig
-    rounds: int
+    rounds: PosInt
     registry: RegistryConfig
-    preset: str
+    preset: Name
     presets: dict[str, Preset]
+
+    @model_validator(mode="after")
+    def _preset_exists(self) -> Params:
+        if self.preset not in self.presets:
+            raise ValueError(f"preset '{self.preset}' is not one of {sorted(self.presets)}")
+        return self
 
     @property
     def active(self) -> Preset:
         """The chosen preset's architecture and stage hyper-parameters."""
-        if self.preset not in self.presets:
-            raise ValueError(f"preset '{self.preset}' is not one of {sorted(self.presets)}")
         return self.presets[self.preset]
 
 
-def _build(cls: type, data: Any, path: str) -> Any:
-    """Build dataclass `cls` from a mapping, checking keys and coercing scalars by annotation."""
-    if not isinstance(data, dict):
-        raise ValueError(f"params: '{path or '<root>'}' must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    missing = [n for n in names if n not in data]
-    if unknown or missing:
-        where = path or "<root>"
-        raise ValueError(f"params: section '{where}': unknown keys {unknown}, missing keys {missing}")
-    return cls(**{n: _coerce(hints[n], data[n], f"{path}.{n}" if path else n) for n in names})
+_PARAMS = TypeAdapter(Params)
 
 
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        if value is None:
-            return None
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        for a in args:
-            if typing.get_origin(a) is list and isinstance(value, list):
-                return [_coerce(typing.get_args(a)[0], v, path) for v in value]
-        return _coerce(args[0], value, path)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"params: '{path}' must be a mapping, got {value!r}")
-        _, vt = typing.get_args(tp)
-        return {str(k): _coerce(vt, v, f"{path}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ValueError(f"params: '{path}' must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(a, v, path) for a, v in zip(args, value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"params: '{path}' must be true or false, got {value!r}")
-        return value
-    if tp in (int, float, str):
-        if isinstance(value, bool) or (tp is int and isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"params: '{path}' must be {tp.__name__}, got {value!r}")
-        try:
-            return tp(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"params: '{path}' must be {tp.__name__}, got {value!r}") from None
-    return value
+def _where(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def params_from_dict(data: dict) -> Params:
-    """Build typed params from an already-parsed params mapping."""
-    return _build(Params, data, "")
+def validation_problems(error: ValidationError) -> list[str]:
+    """Each of pydantic's errors as '<dotted key>: <what is wrong>, got <value>'."""
+    return [_problem(err) for err in error.errors()]
+
+
+def _problem(err: dict) -> str:
+    if err["type"] == "missing":
+        return f"{_where(err['loc'])}: missing"
+    if err["type"] == "unexpected_keyword_argument":
+        return f"{_where(err['loc'])}: unknown key (a typo? the section's keys are in params.yaml)"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error":  # a check across keys: its message names the values
+        return f"{_where(err['loc'])}: {message}"
+    if err["type"] == "float_type" and isinstance(err["input"], str) and _number(err["input"]):
+        message += " (YAML reads an exponent without a dot, e.g. 5e-4, as text: write 5.0e-4)"
+    return f"{_where(err['loc'])}: {message}, got {err['input']!r}"
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def params_from_dict(data: Any, source: str = "params") -> Params:
+    """Build typed params from an already-parsed params mapping; every problem is named by its dotted key."""
+    try:
+        return _PARAMS.validate_python(data)
+    except ValidationError as e:
+        problems = validation_problems(e)
+        raise ValueError(f"{source}: {len(problems)} invalid value(s):\n  " + "\n  ".join(problems)) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read params.yaml into typed, validated config objects."""
     with open(path, encoding="utf-8") as f:
-        return params_from_dict(yaml.safe_load(f))
+        return params_from_dict(yaml.safe_load(f), str(path))
 
 
 def to_dict(obj: Any) -> dict:

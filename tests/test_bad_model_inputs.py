@@ -71,8 +71,9 @@ def test_an_empty_or_truncated_safetensors_is_named(folder, tmp_path, size):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["text"].update(hidden=10**9), r"text_encoder.embeddings.word_embeddings.weight: weights \(30524, 64\)"),
-    (lambda c: c["vision"].update(heads=0), "vision.heads must be positive"),
-    (lambda c: c["text"].update(heads=3), "text.heads 3 does not divide the width 64"),
+    (lambda c: c["vision"].update(heads=0), "vision.heads: Input should be greater than 0, got 0"),
+    (lambda c: c["text"].update(heads=3), "text: 3 heads do not divide the width 64"),
+    (lambda c: c.update(temp=-1), "temp must be positive, got -1"),
     (lambda c: c["vision"].update(width="64"), "vision.width: Input should be a valid integer"),
     (lambda c: c.update(task="captioner "), "task: Input should be 'pretrain', 'captioner' or 'filter'"),
     (lambda c: c["vision"].update(depth=3), "vision.depth is 3, the weights have 2"),

@@ -173,17 +173,6 @@ def test_changing_the_rule_reads_the_same_tables(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in scores_dir.iterdir()} == before
 
 
-def test_a_meaningless_rule_is_refused_before_reading(tmp_path):
-    from blip.selection.job import SelectJob, run_select
-
-    params = load_params(ROOT / "params.yaml")
-    bad = dataclasses.replace(params, select=dataclasses.replace(params.select, top_percent=150.0, itm_weight=0.0,
-                                                                 itc_weight=0.0))
-    with pytest.raises(ValueError, match="top_percent must be in .* itm_weight and itc_weight are both 0|"
-                                         "itm_weight and itc_weight are both 0.*top_percent"):
-        run_select(SelectJob(bad, scores=tmp_path / "missing", human=[], output=tmp_path / "out"))
-
-
 def test_scores_match_the_rule_definition():
     itm = np.array([[0.2, 0.4]])
     itc = np.array([[0.5, -0.5]])

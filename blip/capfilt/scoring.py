@@ -51,8 +51,6 @@ class Member:
 
 def generation_settings(cfg: CapfiltConfig) -> GenerationSettings:
     """The captioner's decoding for CapFilt (nucleus: top-p with the release's repetition penalty)."""
-    if cfg.method not in ("nucleus", "beam"):
-        raise ValueError(f"capfilt.method must be 'nucleus' or 'beam', got {cfg.method!r}")
     return GenerationSettings(method=cfg.method, top_p=cfg.top_p, max_length=cfg.max_length,
                               min_length=cfg.min_length, num_captions=cfg.captions_per_image,
                               num_beams=max(3, cfg.captions_per_image))

@@ -284,8 +284,6 @@ def noise_kinds(cfg: WorldConfig, seed: int) -> list[str]:
     total = cfg.web.images
     noisy = round(cfg.web.noise_fraction * total)
     mix = dataclasses.asdict(cfg.web.noise_mix)
-    if abs(sum(mix.values()) - 1.0) > 1e-6:
-        raise ValueError(f"world.web.noise_mix must sum to 1, got {sum(mix.values())}")
     exact = {k: noisy * v for k, v in mix.items()}
     counts = {k: int(v) for k, v in exact.items()}
     for k in sorted(exact, key=lambda k: exact[k] - counts[k], reverse=True)[: noisy - sum(counts.values())]:

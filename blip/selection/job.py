@@ -37,7 +37,6 @@ from blip.selection.rule import (
     KthBest,
     calibrate,
     cap_per_image,
-    check_rule,
     filter_matrix,
     passes_threshold,
     scores,
@@ -222,7 +221,6 @@ def run_select(job: SelectJob, log=print) -> dict:
 
     start = time.time()
     cfg = job.params.select
-    check_rule(cfg)
     scores_dir, out = str(job.scores), str(job.output)
     manifest = read_manifest(scores_dir, (SCORES_FORMAT,))
     threshold, calibration = threshold_for(job, scores_dir, manifest)

@@ -29,27 +29,6 @@ from blip.config import SelectConfig
 NO_KEY = 0xFFFFFFFF
 
 
-def check_rule(cfg: SelectConfig) -> None:
-    """Refuse a rule that cannot mean anything, before any table is read."""
-    problems = []
-    if cfg.filter_combine not in ("mean", "vote"):
-        problems.append(f"filter_combine must be 'mean' or 'vote', got {cfg.filter_combine!r}")
-    if cfg.itm_weight == 0 and cfg.itc_weight == 0:
-        problems.append("itm_weight and itc_weight are both 0: every score would be 0")
-    if cfg.top_percent is not None and not 0 < cfg.top_percent <= 100:
-        problems.append(f"top_percent must be in (0, 100], got {cfg.top_percent}")
-    if cfg.web_share is not None and not 0 <= cfg.web_share <= 1:
-        problems.append(f"web_share must be in [0, 1], got {cfg.web_share}")
-    if not 0 < cfg.target_precision <= 1:
-        problems.append(f"target_precision must be in (0, 1], got {cfg.target_precision}")
-    for name in ("max_texts_per_image", "max_web", "max_synthetic"):
-        value = getattr(cfg, name)
-        if value is not None and value < 0:
-            problems.append(f"{name} must be >= 0 or null, got {value}")
-    if problems:
-        raise ValueError("params select: " + "; ".join(problems))
-
-
 def filter_matrix(column: pa.ChunkedArray | pa.Array, filters: int) -> np.ndarray:
     """A fixed-size-list score column as an (n, filters) float64 matrix."""
     if isinstance(column, pa.ChunkedArray):

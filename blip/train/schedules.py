@@ -18,9 +18,7 @@ def learning_rate(step: int, steps_per_epoch: int, cfg: StageConfig) -> float:
     epoch = step // max(1, steps_per_epoch)
     if cfg.schedule == "step":
         return max(cfg.min_lr, cfg.lr * cfg.lr_decay ** epoch)
-    if cfg.schedule == "cosine":
-        return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
-    raise ValueError(f"unknown schedule {cfg.schedule!r}: use 'step' or 'cosine'")
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))  # cosine
 
 
 def alpha_at(step: int, steps_per_epoch: int, alpha: float, ramp_epochs: float) -> float:
