@@ -47,8 +47,7 @@ def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int
              precision: str, workers: int) -> dict:
     params = load_params(ROOT / "params.yaml")
     cfg = dataclasses.replace(params.capfilt, batch_size=batch, max_length=20, min_length=20)
-    run = RunSettings(cfg=cfg, seed=0, round=1, max_words=params.ingest.max_words,
-                      max_chars=params.ingest.max_caption_chars, precision=precision, loader_workers=workers)
+    run = RunSettings(cfg=cfg, seed=0, round=1, ingest=params.ingest, precision=precision, loader_workers=workers)
     captioner, filt = member(preset, "captioner", image_size, device), member(preset, "filter", image_size, device)
     shard = f"{web}/{read_manifest(web)['shards'][0]['name']}"
     times = []

@@ -142,7 +142,7 @@ def step_capfilt(params, size: dict, data_dir: Path, workdir: Path) -> dict:
     metrics = json.loads((workdir / "capfilt.json").read_text())
     device = torch.device(size["device"])
     members = [load_member(captioner, device)], [load_member(filt, device)]
-    run = RunSettings(cfg=params.capfilt, seed=0, round=1, max_words=30, max_chars=4000,
+    run = RunSettings(cfg=params.capfilt, seed=0, round=1, ingest=params.ingest,
                       precision=resolve_precision("auto", device), loader_workers=size["loader_workers"])
     shard = str(data_dir / "web" / read_manifest(data_dir / "web")["shards"][0]["name"])
     with torch.inference_mode():

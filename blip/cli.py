@@ -45,7 +45,8 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from blip.data.ingest import ingest_karpathy, ingest_webdataset
+    from blip.data.ingest import ingest_webdataset
+    from blip.data.karpathy import ingest_karpathy
 
     params = load_params(args.params)
     if args.kind == "karpathy":

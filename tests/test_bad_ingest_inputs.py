@@ -6,7 +6,8 @@ import json
 import pytest
 
 from blip.cli import main
-from blip.data.ingest import IngestError, ingest_karpathy
+from blip.data.ingest import IngestError
+from blip.data.karpathy import ingest_karpathy
 from tests.test_ingest import jpeg
 
 
@@ -133,3 +134,73 @@ def test_a_broken_shard_counts_the_samples_it_lost(tmp_path, params, cut):
     cfg = dataclasses.replace(params.ingest, max_skip_fraction=0.9)
     m = ingest_webdataset(str(tmp_path / "00000.tar"), tmp_path / "out", cfg)
     assert m["inputs_seen"] == 10 and m["skipped"]["broken_shard"] == 10 - m["samples"] and m["samples"] >= 3, m
+
+
+def test_a_caption_row_anywhere_in_the_file_joins_its_image(tmp_path, images, params):
+    rows = [{"image": "a.jpg", "caption": "a red box"}, {"image": "b.jpg", "caption": "a blue box"},
+            {"image": "a.jpg", "caption": "the red box again"}]  # BLIP's form: one row per caption
+    assert _ingest(tmp_path, images, rows, params)["train"]["samples"] == 2
+    gt = json.loads((tmp_path / "out" / "train" / "karpathy.json").read_text())
+    assert [e["caption"] for e in gt] == [["a red box", "the red box again"], ["a blue box"]]
+
+
+def test_a_failed_reingest_puts_the_old_version_back(tmp_path, images, params):
+    from blip.data.shards import read_manifest, verify_dataset
+
+    _ingest(tmp_path, images, [{"image": "a.jpg", "caption": "a red box", "split": "train"},
+                               {"image": "b.jpg", "caption": "a blue box", "split": "test"}], params)
+    before = {s: read_manifest(tmp_path / "out" / s) for s in ("train", "val", "test")}
+    rows = [{"image": "c.jpg", "caption": "a new box", "split": "train"},
+            *({"image": f"gone{i}.jpg", "caption": "x", "split": "test"} for i in range(5))]
+    with pytest.raises(IngestError, match="skipped 5 of 6"):
+        _ingest(tmp_path, images, rows, params, max_skip_fraction=0.2)
+    assert {s: read_manifest(tmp_path / "out" / s) for s in before} == before
+    assert all(verify_dataset(tmp_path / "out" / s) == [] for s in before)
+
+
+def test_a_killed_reingest_leaves_no_mix_of_old_and_new_splits(tmp_path, params):
+    """Kill `ingest karpathy` over an existing dataset: no split of the old version stays readable beside
+    the new one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from blip.data.shards import IncompleteDataset, read_manifest
+    from tests.conftest import ROOT, raw_params
+
+    (tmp_path / "imgs").mkdir()
+    rows = []
+    for i in range(600):  # enough that the run is still writing when the kill lands
+        (tmp_path / "imgs" / f"{i}.jpg").write_bytes(jpeg((i % 256, 40, 90)))
+        rows.append({"image": f"{i}.jpg", "caption": f"box number {i}", "split": ("train", "val", "test")[i % 3]})
+    _ingest(tmp_path, tmp_path / "imgs", rows, params)
+    old = {p.name for p in (tmp_path / "out").rglob("shard-*.tar")}
+    raw = raw_params()
+    raw["ingest"].update(shard_size=5, max_words=1)  # new content, in many small commits
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, "-m", "blip.cli", "--params", str(tmp_path / "params.yaml"), "ingest", "karpathy",
+           "--json", str(tmp_path / "k.json"), "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"),
+           "--name", "t"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not {p.name for p in (tmp_path / "out").rglob("shard-*.tar")} - old:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for split in ("train", "val", "test"):
+        with pytest.raises(IncompleteDataset):
+            read_manifest(tmp_path / "out" / split)
+
+
+def test_web_shards_with_nothing_in_them_fail(tmp_path, params):
+    from blip.data.ingest import ingest_webdataset
+    from tests.test_ingest import make_tar
+
+    make_tar(tmp_path / "00000.tar", [])
+    with pytest.raises(IngestError, match="no usable sample among 0"):
+        ingest_webdataset(str(tmp_path / "00000.tar"), tmp_path / "out", params.ingest)

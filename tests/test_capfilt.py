@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -211,31 +212,52 @@ def test_killed_two_process_run_resumes_to_the_same_bytes(tmp_path, models, prep
     assert scores(out)["tables"] == scores(uninterrupted)["tables"]
 
 
-def test_corrupt_web_samples_are_skipped_and_counted(tmp_path, models, prepared):
+def test_corrupt_web_samples_and_shards_are_skipped_and_counted(tmp_path, models, prepared):
+    """A broken image, an empty text, a pixel bomb, an oversized member and a truncated shard: each lost
+    sample is one counted skip, and the run finishes with the rest."""
+    import io
+
     from blip.cli import main
 
-    good = list(iter_samples(prepared / "web"))[:6]
+    good = list(iter_samples(prepared / "web"))[:12]
+    bomb = io.BytesIO()
+    Image.new("RGB", (2000, 2000)).save(bomb, format="PNG")  # 4M pixels in a few kB
     web = DatasetWriter(tmp_path / "web", shard_size=10)
-    for s in good:
+    for s in good[:6]:
         web.write(s["__key__"], s["jpg"], s["txt"], s["json"])
     web.write("broken_jpeg", b"\xff\xd8 not really a jpeg", "a red circle", {"source": "web"})
     web.write("empty_text", good[0]["jpg"], "  ...  ", {"source": "web"})
-    web.finish({"dataset": "test"})
+    web.write("pixel_bomb", bomb.getvalue(), "a black square", {"source": "web"})
+    web.write("oversized", os.urandom(30_000), "a noisy picture", {"source": "web"})
+    for s in good[6:]:  # the second shard: cut in half below
+        web.write(s["__key__"], s["jpg"], s["txt"], s["json"])
+    manifest = web.finish({"dataset": "test"})
+    second = tmp_path / "web" / manifest["shards"][1]["name"]
+    with tarfile.open(second) as tar:
+        cut = tar.getmembers()[6]  # the first file of the third sample: cut inside its data
+    second.write_bytes(second.read_bytes()[:cut.offset_data + cut.size // 2])
+    params = _params_file(tmp_path)
+    raw = yaml.safe_load(params.read_text())
+    raw["ingest"].update(max_pixels=1_000_000, max_member_bytes=20_000)
+    params.write_text(yaml.safe_dump(raw))
     out = tmp_path / "scores"
-    args = _args(models, prepared, out, _params_file(tmp_path))
+    args = _args(models, prepared, out, params)
     args[args.index("--input") + 1] = str(tmp_path / "web")
     assert main(args) == 0
     counts = read_manifest(out, (SCORES_FORMAT,))["counts"]
-    assert counts["web_total"] == 6 and counts["images"] == 6
-    assert counts["skipped_bad_image_or_metadata"] == 1 and counts["skipped_caption_empty"] == 1
+    assert counts["web_total"] == counts["images"] == 6 + 2  # the broken shard's first two samples
+    assert {k: v for k, v in counts.items() if k.startswith("skipped_")} == {
+        "skipped_bad_image_or_metadata": 1, "skipped_caption_empty": 1, "skipped_too_many_pixels": 1,
+        "skipped_oversized_member": 1, "skipped_broken_shard": 4}
 
 
 def _settings(**overrides):
     from blip.capfilt.scoring import RunSettings
     from blip.config import load_params
 
-    cfg = load_params(ROOT / "params.yaml").capfilt
-    fields = dict(seed=0, round=1, max_words=30, max_chars=4000, precision="fp32", loader_workers=0)
+    params = load_params(ROOT / "params.yaml")
+    cfg = params.capfilt
+    fields = dict(seed=0, round=1, ingest=params.ingest, precision="fp32", loader_workers=0)
     cfg_fields = {k: overrides.pop(k) for k in list(overrides) if hasattr(cfg, k)}
     return RunSettings(cfg=dataclasses.replace(cfg, **cfg_fields), **{**fields, **overrides})
 

@@ -13,7 +13,8 @@ import yaml
 from PIL import Image
 
 from blip.config import params_from_dict
-from blip.data.ingest import IngestError, ingest_karpathy, ingest_webdataset
+from blip.data.ingest import IngestError, ingest_webdataset
+from blip.data.karpathy import ingest_karpathy
 from blip.data.shards import IncompleteDataset, iter_samples, read_manifest, shard_paths, verify_dataset
 from tests.conftest import ROOT, raw_params
 

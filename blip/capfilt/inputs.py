@@ -5,7 +5,9 @@ resize and normalise it once per distinct model input (image size, mean, std) an
 over. Worker w takes the samples whose index is w modulo the worker
 count and the DataLoader takes one item from each worker in turn, so the items arrive in shard order
 whatever the number of workers: the output cannot depend on it. Unusable samples arrive as a skip
-with its reason, so they keep their place in that order.
+with its reason, so they keep their place in that order: a member over ingest.max_member_bytes (never
+read), an image over ingest.max_pixels (never decoded), and each sample a broken shard lost (by the
+input manifest's count) are skips like any other, never the end of the run.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from blip.data.shards import iter_tar_samples
+from blip.config import IngestConfig
+from blip.data.ingest import Tally, read_web_shard
 from blip.data.text import CaptionError, prepare_caption
 
 
@@ -37,40 +40,55 @@ class WebSample:
     pixels: tuple[torch.Tensor, ...] = ()  # one normalised image per distinct model transform
 
 
-def decode_web_sample(sample: dict, transforms: list[Callable], max_words: int, max_chars: int) -> WebSample:
-    """A raw webdataset sample -> the image tensors, cleaned text and metadata; a skip when unusable."""
-    key = sample.get("__key__", "?")
+def decode_web_sample(key: str, members: dict, transforms: list[Callable], cfg: IngestConfig) -> WebSample:
+    """A raw webdataset sample (its members by extension) -> the image tensors, cleaned text and metadata;
+    a skip when unusable."""
+    if key.startswith("unsafe:"):
+        return WebSample(key, skip="skipped_unsafe_key")
+    if "__oversized__" in members:
+        return WebSample(key, skip="skipped_oversized_member")
+    if members.get("__duplicate__"):
+        return WebSample(key, skip="skipped_duplicate_key")
     try:
-        text, _ = prepare_caption(sample.get("txt", b""), max_words, max_chars)
+        text, _ = prepare_caption(members.get("txt", b""), cfg.max_words, cfg.max_caption_chars)
     except CaptionError as e:
         return WebSample(key, skip=f"skipped_{e.reason}")
     try:
-        if "jpg" not in sample:
+        if "jpg" not in members:
             raise OSError("no jpg member")
-        meta = json.loads(sample["json"]) if "json" in sample else {}
-        with Image.open(io.BytesIO(sample["jpg"])) as image:
+        meta = json.loads(members["json"]) if "json" in members else {}
+        with Image.open(io.BytesIO(members["jpg"])) as image:
+            if image.width * image.height > cfg.max_pixels:  # read from the header: nothing decoded yet
+                return WebSample(key, skip="skipped_too_many_pixels")
             image.load()
             rgb = image.convert("RGB")
         pixels = tuple(t(rgb) for t in transforms)
     except (OSError, ValueError, Image.DecompressionBombError):  # JSONDecodeError is a ValueError
         return WebSample(key, skip="skipped_bad_image_or_metadata")
-    return WebSample(key, jpeg=sample["jpg"], text=text, meta=meta, pixels=pixels)
+    return WebSample(key, jpeg=members["jpg"], text=text, meta=meta, pixels=pixels)
 
 
 class ShardSamples(IterableDataset):
-    """A web shard's samples (its first `limit`), decoded; each worker takes every n-th one."""
+    """A web shard's samples (its first `limit`), decoded; each worker takes every n-th one. `expected` is
+    the shard's sample count (its manifest's): what a broken shard lost is counted by it."""
 
-    def __init__(self, path: str, transforms: list[Callable], max_words: int, max_chars: int,
+    def __init__(self, path: str, transforms: list[Callable], cfg: IngestConfig, expected: int | None = None,
                  limit: int | None = None):
-        self.path, self.transforms, self.limit = path, transforms, limit
-        self.max_words, self.max_chars = max_words, max_chars
+        self.path, self.transforms, self.cfg, self.expected, self.limit = path, transforms, cfg, expected, limit
 
     def __iter__(self) -> Iterator[WebSample]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for i, sample in enumerate(itertools.islice(iter_tar_samples(self.path), self.limit)):
+        tally, read = Tally(), 0
+        samples = read_web_shard(self.path, tally, self.cfg.max_member_bytes, self.expected)
+        for i, (key, members) in enumerate(itertools.islice(samples, self.limit)):
+            read = i + 1
             if i % workers == worker:
-                yield decode_web_sample(sample, self.transforms, self.max_words, self.max_chars)
+                yield decode_web_sample(key, members, self.transforms, self.cfg)
+        lost = tally.skipped["broken_shard"]  # the samples after the break: each a skip in its place
+        for i in range(read, read + lost if self.limit is None else min(self.limit, read + lost)):
+            if i % workers == worker:
+                yield WebSample(f"{self.path}#{i}", skip="skipped_broken_shard")
 
 
 def _keep(item: WebSample) -> WebSample:

@@ -45,6 +45,8 @@ TABLE_PATTERN = "scores-{:06d}.parquet"
 CALIBRATION = "calibration.parquet"  # the human val pairs, scored
 PARTS = "parts"                  # per-shard statistics: a shard is done when its part exists
 CLAIMS = f"{PARTS}/claims"       # leases and the start time, while the job runs
+# the ingest params that decide which web samples are usable: the tables depend on them
+SAMPLE_LIMITS = ("max_words", "max_caption_chars", "max_pixels", "max_member_bytes")
 # settings the output does not depend on: a run may resume another's shards with other values. The batch
 # size stays in: captions do not depend on it (sampling is keyed per image), but a CPU's or GPU's matrix
 # kernels round differently for other batch shapes, so scores may differ in the last digit
@@ -98,8 +100,7 @@ class CapfiltJob:
         parts = {"inputs": [(w.path, w.sha256) for w in self.work],
                  "models": [model_id(p) for p in self.captioners + self.filters], "cfg": cfg,
                  "calibrate_on": self.calibrate_on, "seed": self.params.seed, "round": self.round,
-                 "precision": precision, "max_words": self.params.ingest.max_words,
-                 "max_chars": self.params.ingest.max_caption_chars}
+                 "precision": precision, **{k: getattr(self.params.ingest, k) for k in SAMPLE_LIMITS}}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -191,16 +192,16 @@ class Rank:
     def settings(self) -> RunSettings:
         """What every shard of this job is processed with, on this rank."""
         p = self.job.params
-        return RunSettings(cfg=p.capfilt, seed=p.seed, round=self.job.round, max_words=p.ingest.max_words,
-                           max_chars=p.ingest.max_caption_chars, precision=self.precision,
-                           loader_workers=p.inference.loader_workers)
+        return RunSettings(cfg=p.capfilt, seed=p.seed, round=self.job.round, ingest=p.ingest,
+                           precision=self.precision, loader_workers=p.inference.loader_workers)
 
     def process(self, w: Work, run: RunSettings, lease: Lease) -> None:
         """Score one shard and commit it: the table first, then its part, which marks it done."""
         start = time.time()
         captioners, filters = self.models()
         with torch.inference_mode():
-            table, stats = score_web_shard(w.path, captioners, filters, run, between_batches=lease.check)
+            table, stats = score_web_shard(w.path, captioners, filters, run, between_batches=lease.check,
+                                           expected=w.samples)
         entry = write_table(self.out / w.out_name, table)
         atomic_write_json(part_path(self.out, w), {"table": entry, "input": {"url": w.path, "sha256": w.sha256,
                                                                                "samples": w.samples},

@@ -28,7 +28,7 @@ import torch
 from webdataset.utils import make_seed
 
 from blip.capfilt.inputs import ShardSamples, WebSample, stack_pixels, web_batches
-from blip.config import CapfiltConfig
+from blip.config import CapfiltConfig, IngestConfig
 from blip.data import storage
 from blip.data.world import describes, scene_from_json
 from blip.inference import BlipInference, load
@@ -63,8 +63,7 @@ class RunSettings:
     cfg: CapfiltConfig
     seed: int
     round: int
-    max_words: int
-    max_chars: int
+    ingest: IngestConfig  # what makes a web sample unusable: caption limits, pixels, member size
     precision: str        # fp32 | bf16 (resolved for the device)
     loader_workers: int   # CPU processes decoding and resizing images
 
@@ -147,16 +146,17 @@ def score_schema(filters: int) -> pa.Schema:
 
 
 def score_web_shard(path: str, captioners: list[Member], filters: list[Member], run: RunSettings,
-                    limit: int | None = None,
-                    between_batches: Callable[[], None] = lambda: None) -> tuple[pa.Table, ShardStats]:
+                    limit: int | None = None, between_batches: Callable[[], None] = lambda: None,
+                    expected: int | None = None) -> tuple[pa.Table, ShardStats]:
     """Caption and score one web shard (its first `limit` samples): every candidate text, however bad.
-    `between_batches` runs after each batch (a claim's check that the shard is still ours)."""
+    `between_batches` runs after each batch (a claim's check that the shard is still ours); `expected` is
+    the shard's sample count in its manifest (the samples a broken shard lost are counted by it)."""
     stats, rows = ShardStats(), {name: [] for name in score_schema(len(filters)).names}
     settings = generation_settings(run.cfg)
     filter_ids = "+".join(f.model_id for f in filters)
     device = captioners[0].blip.device
     transforms, which = model_inputs(captioners + filters)
-    dataset = ShardSamples(path, transforms, run.max_words, run.max_chars, limit)
+    dataset = ShardSamples(path, transforms, run.ingest, expected, limit)
     image = 0
     for raw in web_batches(dataset, run.cfg.batch_size, run.loader_workers):
         batch: list[WebSample] = []

@@ -1,7 +1,7 @@
 """Ingest real data into the internal form: webdataset shards + manifest.json.
 
-Sources: COCO / Flickr30k Karpathy JSON with an image root (the human-annotated set), and
-img2dataset / LAION-style webdataset shards (the web set). Bad samples never crash a run: each is
+Sources: img2dataset / LAION-style webdataset shards (the web set), here, and COCO / Flickr30k Karpathy
+JSON with an image root (the human-annotated set, karpathy.py). Bad samples never crash a run: each is
 normalised (counted under `normalised`) or skipped (counted under `skipped`, with examples), and
 the run fails, naming the worst files, only when the skipped share passes `max_skip_fraction`.
 """
@@ -21,11 +21,10 @@ from webdataset.tariterators import base_plus_ext
 from blip.config import IngestConfig
 from blip.data import storage
 from blip.data.images import ImageError, clean_image
-from blip.data.shards import DatasetWriter, atomic_write_json
+from blip.data.shards import DatasetWriter
 from blip.data.text import CaptionError, prepare_caption
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-SPLITS = ("train", "val", "test")
 _MAX_EXAMPLES = 20
 
 
@@ -83,7 +82,8 @@ class Tally:
                 "Worst files:\n" + "\n".join(lines) + "\nFix or remove these inputs, or raise the threshold.")
 
 
-def _captions(raw: list, cfg: IngestConfig, tally: Tally) -> list[str]:
+def caption_list(raw: list, cfg: IngestConfig, tally: Tally) -> list[str]:
+    """The usable captions of a list, cleaned; the others counted by reason in `captions_dropped`."""
     kept = []
     for c in raw:
         if not isinstance(c, str):  # a number, list, object or null is not a caption: never str() it
@@ -100,163 +100,10 @@ def _captions(raw: list, cfg: IngestConfig, tally: Tally) -> list[str]:
     return kept
 
 
-def _image_fields(img) -> dict:
+def image_fields(img) -> dict:
+    """A cleaned image's size, fixes and sha1, for a sample's metadata."""
     return {"width": img.width, "height": img.height, "fixes": list(img.fixes),
             "image_sha1": hashlib.sha1(img.jpeg).hexdigest()}
-
-
-# ------------------------------------------------------------------------------------ Karpathy JSON
-
-def read_karpathy(json_path: str | Path, tally: Tally, default_split: str | None = None) -> list[dict]:
-    """Entries {image, captions, split, image_id} from Karpathy's dataset_*.json or BLIP's list form; rows
-    that cannot be read (not an object, no image or file name, a sentence without text) are skipped and
-    counted in `tally` as `malformed_row`, named by the file and row number; a row that puts an image
-    already read into another split is skipped as `image_in_two_splits` (the image stays in its first
-    split only: never in a training and an evaluation split at once)."""
-    data = _json_document(json_path)
-    grouped: dict[str, dict] = {}
-    if isinstance(data, dict) and isinstance(data.get("images"), list):  # dataset_coco.json / dataset_flickr30k.json
-        rows, read_row = data["images"], _karpathy_row
-    elif isinstance(data, list):  # BLIP's coco_karpathy_*.json: one row per caption or per image
-        rows, read_row = data, _blip_row
-    else:
-        raise ValueError(f"{json_path}: neither Karpathy's {{'images': [...]}} form nor a list of "
-                         "{'image', 'caption'} rows")
-    for i, row in enumerate(rows):
-        try:
-            if not isinstance(row, dict):
-                raise ValueError(f"a {type(row).__name__}, not an object")
-            read_row(row, grouped, default_split, tally)
-        except _OtherSplit as e:
-            tally.seen += 1
-            tally.skip(f"{json_path}#{i}", "image_in_two_splits", str(e))
-        except (KeyError, TypeError, ValueError) as e:
-            tally.seen += 1
-            detail = f"no {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
-            tally.skip(f"{json_path}#{i}", "malformed_row", detail)
-    return list(grouped.values())
-
-
-class _OtherSplit(ValueError):
-    """A row that lists an image already read in another split."""
-
-
-def _check_split(grouped: dict, image: str, split: object) -> None:
-    if image in grouped and grouped[image]["split"] != split:
-        raise _OtherSplit(f"{image} is in split {grouped[image]['split']!r} already, this row says {split!r}")
-
-
-def _json_document(json_path: str | Path) -> object:
-    """A whole JSON file, or an error naming it."""
-    try:
-        return json.loads(storage.read_bytes(json_path).decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{json_path}: not UTF-8 text ({e}); convert it to UTF-8 first") from e
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{json_path}: not valid JSON ({e})") from e
-
-
-def _karpathy_row(im: dict, grouped: dict, default_split: str | None, tally: Tally) -> None:
-    path = str(PurePosixPath(str(im.get("filepath", ""))) / _text(im["filename"], "filename"))
-    sentences = im.get("sentences", [])
-    if not isinstance(sentences, list) or not all(isinstance(x, dict) for x in sentences):
-        raise ValueError("'sentences' is not a list of objects")
-    captions = [x["raw"] for x in sentences if "raw" in x]
-    tally.captions_dropped["sentence_without_raw"] += len(sentences) - len(captions)
-    split = "train" if im.get("split") == "restval" else im.get("split", default_split)
-    _check_split(grouped, path, split)
-    grouped[path] = {"image": path, "captions": captions, "split": split,
-                     "image_id": im.get("cocoid", im.get("imgid", path))}
-
-
-def _blip_row(row: dict, grouped: dict, default_split: str | None, tally: Tally) -> None:
-    image = _text(row["image"], "image")
-    caps = row["caption"] if isinstance(row["caption"], list) else [row["caption"]]
-    _check_split(grouped, image, row.get("split", default_split))
-    entry = grouped.setdefault(image, {"image": image, "captions": [], "split": row.get("split", default_split),
-                                       "image_id": row.get("image_id", image)})
-    entry["captions"].extend(caps)
-
-
-def _text(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"'{field}' is {value!r}, not a file name")
-    return value
-
-
-def _safe_image_path(root: str, rel: str) -> str | None:
-    """The image's path or URL under `root`; None when `rel` would leave it."""
-    if storage.is_remote(root):
-        return None if _unsafe(rel) else storage.join(root, rel)
-    base = storage.local_path(root).resolve()
-    path = (base / rel).resolve()
-    return str(path) if path.is_relative_to(base) and not PurePosixPath(rel).is_absolute() else None
-
-
-def ingest_karpathy(json_path: str | Path, image_root: str | Path, out_dir: str | Path, cfg: IngestConfig,
-                    dataset: str, default_split: str | None = None) -> dict[str, dict]:
-    """Karpathy JSON + image root -> out_dir/<split>/ shards + manifest (+ karpathy.json for evaluation)."""
-    root, out_dir = str(image_root), str(out_dir)
-    run = Tally()  # the whole run: the skip threshold applies to it
-    entries = read_karpathy(json_path, run, default_split)
-    tallies = {s: Tally() for s in SPLITS}  # per split: what each split's manifest reports
-    by_split: dict[str, list[tuple[dict, object]]] = {s: [] for s in SPLITS}
-    for entry in entries:
-        if entry["split"] not in SPLITS:
-            run.seen += 1
-            run.skip(str(entry["image"]), "unknown_split", repr(entry["split"]))
-            continue
-        tally = tallies[entry["split"]]
-        tally.seen += 1
-        item = _karpathy_item(entry, root, cfg, tally)
-        if item is not None:
-            by_split[entry["split"]].append(item)
-    for tally in tallies.values():
-        run.absorb(tally)
-    run.check(cfg, f"ingesting {json_path}")
-    if not any(by_split.values()):
-        raise IngestError(f"{json_path}: no usable image-caption pair among {run.seen} entries "
-                          f"(skipped: {dict(run.skipped)}); nothing was written")
-
-    manifests = {}
-    for split, items in by_split.items():
-        writer = DatasetWriter(storage.join(out_dir, split), cfg.shard_size)
-        annotations = []
-        for n, (entry, img) in enumerate(items):
-            key = f"human-{split}-{n:07d}"
-            meta = {"source": "human", "dataset": dataset, "split": split, "image": entry["image"],
-                    "image_id": entry["image_id"], "captions": entry["captions"], **_image_fields(img)}
-            writer.write(key, img.jpeg, entry["captions"][0], meta)
-            annotations.append({"image": key, "caption": entry["captions"], "image_id": entry["image_id"]})
-        atomic_write_json(storage.join(out_dir, split, "karpathy.json"), annotations)
-        manifests[split] = writer.finish({
-            "dataset": dataset, "split": split, "by_source": {"human": len(items)},
-            "texts": sum(len(e["captions"]) for e, _ in items), "source_json": str(json_path),
-            **tallies[split].fields()})
-    atomic_write_json(storage.join(out_dir, "ingest_report.json"), run.fields())
-    return manifests
-
-
-def _karpathy_item(entry: dict, root: str, cfg: IngestConfig, tally: Tally) -> tuple[dict, object] | None:
-    origin = str(entry["image"])
-    path = _safe_image_path(root, origin)
-    if path is None:
-        tally.skip(origin, "path_escapes_root", f"outside {root}")
-        return None
-    if not storage.exists(path):
-        tally.skip(origin, "missing_file")
-        return None
-    captions = _captions(entry["captions"], cfg, tally)
-    if not captions:
-        tally.skip(origin, "no_valid_caption")
-        return None
-    try:
-        img = clean_image(storage.read_bytes(path), cfg)
-    except ImageError as e:
-        tally.skip(origin, e.reason, e.detail)
-        return None
-    tally.count_fixes(img.fixes)
-    return {**entry, "captions": captions}, img
 
 
 # ------------------------------------------------------------------------------------ web shards
@@ -277,13 +124,16 @@ def expand_shards(spec: str | list[str]) -> list[str]:
     return paths
 
 
-def _unsafe(name: str) -> bool:
+def unsafe_name(name: str) -> bool:
+    """A member or file name that is absolute, climbs out of its folder or holds a backslash."""
     p = PurePosixPath(name)
     return p.is_absolute() or ".." in p.parts or "\\" in name
 
 
-def read_web_shard(path: str, tally: Tally, max_member_bytes: int) -> Iterator[tuple[str, dict]]:
-    """(origin, members-by-extension) per sample of one shard; a truncated or broken tar is counted.
+def read_web_shard(path: str, tally: Tally, max_member_bytes: int,
+                   expected: int | None = None) -> Iterator[tuple[str, dict]]:
+    """(key, members-by-extension) per sample of one shard; a truncated or broken tar is counted, by the
+    shard's `expected` sample count (a manifest's) or else img2dataset's `<shard>_stats.json`.
 
     Members are grouped by key, webdataset's rule. A member over `max_member_bytes` is not read (it is
     marked `__oversized__`); a key met again after its sample ended, or an extension met twice in one
@@ -296,7 +146,7 @@ def read_web_shard(path: str, tally: Tally, max_member_bytes: int) -> Iterator[t
                 if not member.isfile():
                     continue
                 key, ext = base_plus_ext(member.name)
-                if key is None or _unsafe(member.name):
+                if key is None or unsafe_name(member.name):
                     key, ext = f"unsafe:{key or member.name}", ext or ""
                 if key != current_key:
                     if current_key is not None:
@@ -314,14 +164,14 @@ def read_web_shard(path: str, tally: Tally, max_member_bytes: int) -> Iterator[t
     except (tarfile.TarError, EOFError, OSError) as e:
         # the sample being read when the tar broke is incomplete: dropped, with every one after it.
         # img2dataset's <shard>_stats.json says how many the shard held; without it, one is counted
-        expected = _shard_successes(path)
+        expected = expected if expected is not None else _shard_successes(path)
         lost = max(1, expected - read) if expected is not None else 1
         _count_lost(tally, path, lost, f"{type(e).__name__}: {e}")
         return
     if current_key is not None:
         read += 1
         yield current_key, current
-    expected = _shard_successes(path)
+    expected = expected if expected is not None else _shard_successes(path)
     if expected is not None and read < expected:  # cut at a member boundary: the tar reads as complete
         _count_lost(tally, path, expected - read, f"the shard ends after {read} samples; its _stats.json "
                                                   f"says {expected}")
@@ -389,13 +239,16 @@ def ingest_webdataset(shards: str | list[str], out_dir: str | Path, cfg: IngestC
                 tally.normalised["caption_truncated"] += 1
             tally.count_fixes(img.fixes)
             meta = {"source": source, "orig_key": key, "orig_shard": shard.rsplit("/", 1)[-1], "url": meta_in.get("url"),
-                    **_image_fields(img)}
+                    **image_fields(img)}
             if "truth" in meta_in:  # the built-in world's hidden truth, for evaluation only
                 meta["truth"] = meta_in["truth"]
             writer.write(f"{source}-{n:09d}", img.jpeg, caption, meta)
             n += 1
     try:
         tally.check(cfg, f"ingesting {shards}")
+        if n == 0:
+            raise IngestError(f"{shards}: no usable sample among {tally.seen} (skipped: {dict(tally.skipped)}); "
+                              "nothing was written")
     except IngestError:
         writer.abort()
         raise

@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 from blip.config import Params
-from blip.data.ingest import ingest_karpathy, ingest_webdataset
+from blip.data.ingest import ingest_webdataset
+from blip.data.karpathy import ingest_karpathy
 from blip.data.world import generate_world
 from blip.tokenizer import build_tokenizer
 

@@ -58,6 +58,22 @@ def write_shard(url: str | Path, samples: list[dict]) -> dict:
     return {"name": url.rsplit("/", 1)[-1], "samples": len(samples), "bytes": len(data), "sha256": digest}
 
 
+def unfinish(dataset_dir: str | Path) -> bytes | None:
+    """Make a dataset unreadable until it is written anew: its manifest goes, and is returned (for `restore`
+    when the new version fails). The shards stay: shards are immutable, and older manifests (or selections
+    built on them) may still point at them."""
+    path = storage.join(dataset_dir, MANIFEST)
+    old = storage.read_bytes(path) if storage.exists(path) else None
+    storage.remove(path)
+    return old
+
+
+def restore(dataset_dir: str | Path, manifest: bytes | None) -> None:
+    """Put back the manifest `unfinish` took (nothing if there was none): the old version is readable again."""
+    if manifest is not None:
+        storage.write_bytes(storage.join(dataset_dir, MANIFEST), manifest)
+
+
 class DatasetWriter:
     """Stream samples into numbered shards of `shard_size`; `finish` writes the manifest."""
 
@@ -65,9 +81,8 @@ class DatasetWriter:
         self.out_dir = str(out_dir)
         self.shard_size = shard_size
         storage.make_folder(self.out_dir)
-        # from now on the folder is unfinished: the old manifest goes, and what a killed writer left. The old
-        # shards stay: shards are immutable, and older manifests may still point at them
-        storage.remove(storage.join(self.out_dir, MANIFEST))
+        self.previous = unfinish(self.out_dir)
+        # what a killed writer left
         for old in storage.names(self.out_dir, ".*.tmp"):
             storage.remove(storage.join(self.out_dir, old))
         self.existing = set(storage.names(self.out_dir, "shard-*.tar"))
@@ -87,11 +102,13 @@ class DatasetWriter:
             self._pending = []
 
     def abort(self) -> None:
-        """Remove every shard this writer committed (but those an older version holds too): the run failed."""
+        """The run failed: remove every shard this writer committed (but those an older version holds too), and
+        make the older version readable again."""
         for entry in self.shards:
             if entry["name"] not in self.existing:
                 storage.remove(storage.join(self.out_dir, entry["name"]))
         self.shards, self._pending = [], []
+        restore(self.out_dir, self.previous)
 
     def finish(self, fields: dict) -> dict:
         """Commit the last shard and write manifest.json (the dataset's 'done' mark)."""

@@ -12,11 +12,13 @@ S3-compatible server.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import uuid
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -75,15 +77,34 @@ def write_bytes(url: str | Path, data: bytes) -> None:
         fs, path = _fs(url)
         fs.pipe_file(path, data)  # one PUT: atomic
         return
-    path = local_path(url)
+    with _local_commit(local_path(url)) as f:
+        f.write(data)
+
+
+def put_file(local: str | Path, url: str | Path) -> None:
+    """Copy a local file to `url` as atomically as write_bytes, streaming (never read whole)."""
+    if is_remote(url):
+        fs, path = _fs(url)
+        fs.put_file(str(local), path)  # one PUT, or a multipart upload that appears only when complete
+        return
+    with open(local, "rb") as src, _local_commit(local_path(url)) as f:
+        shutil.copyfileobj(src, f)
+
+
+@contextlib.contextmanager
+def _local_commit(path: Path) -> Iterator[IO[bytes]]:
+    """A file to write `path`'s new bytes into; renamed into place, fsynced, only when the block ends."""
     # a name of this writer's own: several processes may commit the same file at once (a CapFilt table
     # finished by both a slow rank and the one that took it over); each renames whole bytes into place
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def remove(url: str | Path) -> None:
