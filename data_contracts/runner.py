@@ -15,7 +15,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig  # noq
 
 from blip.config import Params  # noqa: E402
 from data_contracts.suites import images_suite, rows_suite, summary_suite  # noqa: E402
-from data_contracts.tables import build_tables, eval_image_hashes  # noqa: E402
+from data_contracts.tables import EvalImages, build_tables  # noqa: E402
 
 KINDS = ("human", "web", "bootstrapped")
 
@@ -55,7 +55,7 @@ def validate(kind: str, dataset: str, params: Params, eval_dirs: list[str], docs
         raise ValueError(f"contract kind must be one of {KINDS}, got {kind!r}")
     start = time.time()
     cfg = params.contracts
-    tables = build_tables(dataset, eval_image_hashes(eval_dirs), cfg.image_sample, params.seed)
+    tables = build_tables(dataset, EvalImages(eval_dirs), cfg.image_sample, params.seed)
     selection = tables["manifest"].get("selection", {})
     # every kept text's score reaches the threshold, unless the filters voted (then their own scores did); a
     # threshold that is not a number is reported by the summary suite (threshold_valid), not compared with

@@ -23,21 +23,47 @@ from blip.data.shards import FORMAT, iter_raw_samples, iter_tar_samples, manifes
 from blip.selection.dataset import SELECTION_FORMAT
 
 
-def eval_image_hashes(dataset_dirs: list[str]) -> set[str]:
-    """sha256 of every image of the evaluation splits (their content, not their names).
+class EvalImages:
+    """The evaluation splits' images, known by the sha256 of their bytes and of their decoded pixels.
 
-    A picture re-encoded after it left the evaluation split is not found: on the built-in world, distinct
-    images of the same scene are closer, pixel for pixel, than a JPEG re-encode of one image (8x8
-    thumbnails: mean difference 0.42 against up to 1.63; 32x32: 0.74 against 3.36), so a picture match
-    would flag the world's own repeated scenes.
+    The pixels catch a copy whose file changed but whose picture did not: metadata stripped or added, a
+    lossless rewrite (jpegtran's optimised or progressive form), the same pixels as PNG. A training image
+    is decoded only when its size is an evaluation image's. A lossy re-encode is not caught: on the
+    built-in world, distinct images of the same scene are closer, pixel for pixel, than a JPEG re-encode
+    of one image (8x8 thumbnails: mean difference 0.42 against up to 1.63; 32x32: 0.74 against 3.36), so
+    a near-match would flag the world's own repeated scenes.
     """
-    hashes = set()
-    for d in dataset_dirs:
-        for entry in read_manifest(d)["shards"]:
-            for sample in iter_tar_samples(storage.join(d, entry["name"])):
-                if "jpg" in sample:
-                    hashes.add(hashlib.sha256(sample["jpg"]).hexdigest())
-    return hashes
+
+    def __init__(self, dataset_dirs: list[str]):
+        self.files: set[str] = set()
+        self.pixels: dict[tuple[int, int], set[str]] = {}
+        for d in dataset_dirs:
+            for entry in read_manifest(d)["shards"]:
+                for sample in iter_tar_samples(storage.join(d, entry["name"])):
+                    if "jpg" in sample:
+                        self.files.add(hashlib.sha256(sample["jpg"]).hexdigest())
+                        found = _pixels(sample["jpg"], None)
+                        if found is not None:
+                            self.pixels.setdefault(found[0], set()).add(found[1])
+
+    def holds(self, jpg: bytes) -> bool:
+        """Whether this image is one of the evaluation images, as a file or as a picture."""
+        if hashlib.sha256(jpg).hexdigest() in self.files:
+            return True
+        found = _pixels(jpg, self.pixels.keys())
+        return found is not None and found[1] in self.pixels[found[0]]
+
+
+def _pixels(data: bytes, sizes) -> tuple[tuple[int, int], str] | None:
+    """(size, sha256 of the decoded RGB pixels), when the image decodes and its size is among `sizes`
+    (None: any); the size is read from the header, so other images are never decoded."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if sizes is not None and image.size not in sizes:
+                return None
+            return image.size, hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _safe_key(key: object) -> bool:
@@ -58,7 +84,7 @@ def _text(raw: bytes | None) -> tuple[str | None, bool]:
         return raw.decode("utf-8", errors="replace"), False
 
 
-def build_tables(dataset_dir: str | Path, eval_hashes: set[str], image_sample: int,
+def build_tables(dataset_dir: str | Path, eval_images: EvalImages, image_sample: int,
                  seed: int) -> dict[str, pd.DataFrame]:
     """The rows, summary and images tables of a finished dataset (plain shards or a selection)."""
     dataset_dir = str(dataset_dir)
@@ -79,7 +105,7 @@ def build_tables(dataset_dir: str | Path, eval_hashes: set[str], image_sample: i
                          "source": source, "score": meta.get("score"), "itm": meta.get("itm"),
                          "score_missing": source in ("web", "synthetic") and _missing_score(meta.get("itm")),
                          "has_image": jpg is not None,
-                         "in_eval": jpg is not None and hashlib.sha256(jpg).hexdigest() in eval_hashes})
+                         "in_eval": jpg is not None and eval_images.holds(jpg)})
             if i in picks:
                 images.append(_image_row(sample["__key__"], jpg))
     sources = Counter(r["source"] for r in rows)

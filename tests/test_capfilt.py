@@ -213,8 +213,8 @@ def test_killed_two_process_run_resumes_to_the_same_bytes(tmp_path, models, prep
 
 
 def test_corrupt_web_samples_and_shards_are_skipped_and_counted(tmp_path, models, prepared):
-    """A broken image, an empty text, a pixel bomb, an oversized member and a truncated shard: each lost
-    sample is one counted skip, and the run finishes with the rest."""
+    """A broken image, an empty text, a pixel bomb, an oversized member, a key that is a path and a truncated
+    shard: each lost sample is one counted skip, and the run finishes with the rest."""
     import io
 
     from blip.cli import main
@@ -229,7 +229,8 @@ def test_corrupt_web_samples_and_shards_are_skipped_and_counted(tmp_path, models
     web.write("empty_text", good[0]["jpg"], "  ...  ", {"source": "web"})
     web.write("pixel_bomb", bomb.getvalue(), "a black square", {"source": "web"})
     web.write("oversized", os.urandom(30_000), "a noisy picture", {"source": "web"})
-    for s in good[6:]:  # the second shard: cut in half below
+    web.write("../escape", good[0]["jpg"], "a red circle", {"source": "web"})  # the second shard, cut below
+    for s in good[6:]:
         web.write(s["__key__"], s["jpg"], s["txt"], s["json"])
     manifest = web.finish({"dataset": "test"})
     second = tmp_path / "web" / manifest["shards"][1]["name"]
@@ -245,10 +246,12 @@ def test_corrupt_web_samples_and_shards_are_skipped_and_counted(tmp_path, models
     args[args.index("--input") + 1] = str(tmp_path / "web")
     assert main(args) == 0
     counts = read_manifest(out, (SCORES_FORMAT,))["counts"]
-    assert counts["web_total"] == counts["images"] == 6 + 2  # the broken shard's first two samples
+    assert counts["web_total"] == counts["images"] == 6 + 1  # the broken shard's second sample
     assert {k: v for k, v in counts.items() if k.startswith("skipped_")} == {
         "skipped_bad_image_or_metadata": 1, "skipped_caption_empty": 1, "skipped_too_many_pixels": 1,
-        "skipped_oversized_member": 1, "skipped_broken_shard": 4}
+        "skipped_oversized_member": 1, "skipped_unsafe_key": 1, "skipped_broken_shard": 5}
+    keys = pq.read_table(out / "scores-000001.parquet").column("key").to_pylist()
+    assert keys and "../escape" not in keys and all("/" not in k for k in keys)
 
 
 def _settings(**overrides):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from blip.data.shards import DatasetWriter, iter_samples
 
@@ -13,7 +15,7 @@ THRESHOLD = 0.5
 
 
 def _bootstrapped(out: Path, prepared: Path, *, web_itm: float | None = 0.9, caption: str | None = None,
-                  duplicate_key: bool = False, leak_test_image: bool = False, keep_all: bool = False,
+                  duplicate_key: bool = False, leak_test_image: bytes | None = None, keep_all: bool = False,
                   key: str | None = None, threshold: object = THRESHOLD) -> Path:
     """A bootstrapped dataset as `blip materialize` writes it, over the small world: human pairs, kept web
     and synthetic texts."""
@@ -37,7 +39,8 @@ def _bootstrapped(out: Path, prepared: Path, *, web_itm: float | None = 0.9, cap
             kept["synthetic"] += 1
     if leak_test_image:
         test = next(iter_samples(prepared / "human/test"))
-        writer.write("leaked_test_image", test["jpg"], test["txt"], {"source": "synthetic", "score": 0.9, "itm": 0.9})
+        writer.write("leaked_test_image", leak_test_image(test["jpg"]), test["txt"],
+                     {"source": "synthetic", "score": 0.9, "itm": 0.9})
         kept["synthetic"] += 1
     n = len(web)
     counts = {"human_total": len(human), "human_kept": kept["human"], "web_total": n, "web_kept": kept["web"],
@@ -45,6 +48,12 @@ def _bootstrapped(out: Path, prepared: Path, *, web_itm: float | None = 0.9, cap
               "synthetic_removed": n - kept["synthetic"] if not leak_test_image else n - kept["synthetic"] + 1}
     writer.finish({"by_source": kept, "selection": {"counts": counts, "threshold": threshold}})
     return out
+
+
+def _as_png(jpg: bytes) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(jpg)).save(out, format="PNG")
+    return out.getvalue()
 
 
 def _failed(report: dict) -> set[tuple[str, str]]:
@@ -75,7 +84,11 @@ def test_good_datasets_pass_and_data_docs_are_written(tmp_path, prepared):
     ("keeps_everything", dict(keep_all=True),
      {("expect_column_values_to_be_between", "web_removed_share"),
       ("expect_column_values_to_be_between", "noise_ratio")}),
-    ("leaked", dict(leak_test_image=True), {("expect_column_values_to_be_in_set", "in_eval")}),
+    ("leaked", dict(leak_test_image=lambda jpg: jpg), {("expect_column_values_to_be_in_set", "in_eval")}),
+    # the same picture in another file: a JPEG comment added, or the decoded pixels saved as PNG
+    ("leaked_with_comment", dict(leak_test_image=lambda jpg: jpg[:2] + b"\xff\xfe\x00\x07copy" + jpg[2:]),
+     {("expect_column_values_to_be_in_set", "in_eval")}),
+    ("leaked_as_png", dict(leak_test_image=_as_png), {("expect_column_values_to_be_in_set", "in_eval")}),
     ("long_caption", dict(caption=" ".join(["word"] * 500)), {("expect_column_values_to_be_between", "words")}),
     ("duplicate_key", dict(duplicate_key=True), {("expect_column_values_to_be_unique", "key")}),
     ("under_threshold", dict(web_itm=0.3), {("expect_column_values_to_be_between", "score")}),
@@ -91,7 +104,7 @@ def test_each_break_fails_the_right_expectation(tmp_path, prepared, name, build,
     code, report = _run("bootstrapped", _bootstrapped(tmp_path / name, prepared, **build), prepared, tmp_path)
     assert code == 1 and not report["success"]
     assert expected <= _failed(report), _failed(report)
-    if name in ("duplicate_key", "under_threshold", "leaked"):  # the offending sample is named
+    if name in ("duplicate_key", "under_threshold") or name.startswith("leaked"):  # the offending sample is named
         examples = [e for r in report["reports"] for f in r["failures"] for e in f["examples"]]
         assert any("_web" in e or "leaked" in e for e in examples), examples
 

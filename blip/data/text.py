@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # the release turns these into spaces; commas, apostrophes, hyphens and '?' survive
 _PUNCTUATION = re.compile(r"[.!\"()*#:;~]")
 _SPACES = re.compile(r"\s+")
-# control characters (NUL included) read as a break between words; zero-width and direction marks, the
-# BOM and soft hyphens are invisible and would split or glue tokens unseen: dropped
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_INVISIBLE = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
 class CaptionError(ValueError):
@@ -21,9 +18,18 @@ class CaptionError(ValueError):
         self.reason, self.detail = reason, detail
 
 
+def _visible(caption: str) -> str:
+    """Control characters (NUL included) read as a break between words; the other characters that show
+    nothing (zero-width and direction marks, the BOM, soft hyphens, unassigned and private code points)
+    would split or glue tokens unseen, and BERT's tokenizer drops them anyway: dropped here."""
+    if caption.isprintable():  # the common case, checked in C
+        return caption
+    return "".join(" " if (cat := unicodedata.category(c)) == "Cc" else "" if cat[0] == "C" else c
+                   for c in caption)
+
+
 def _normalise(caption: str) -> str:
-    caption = _INVISIBLE.sub("", _CONTROL.sub(" ", caption))
-    return _SPACES.sub(" ", _PUNCTUATION.sub(" ", caption.lower())).strip()
+    return _SPACES.sub(" ", _PUNCTUATION.sub(" ", _visible(caption).lower())).strip()
 
 
 def clean_caption(caption: str, max_words: int) -> str:
