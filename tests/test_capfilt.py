@@ -123,6 +123,28 @@ def test_score_tables_hold_every_candidate_with_its_provenance(uninterrupted, pr
     assert set(calibration["label"].to_pylist()) == {0, 1} and calibration.num_rows == manifest["calibration"]["rows"]
 
 
+def test_metrics_judge_the_filter_and_the_captioner_against_the_world(uninterrupted, prepared):
+    from blip.data.world import describes, scene_from_json
+
+    world = json.loads((uninterrupted.parent / "scores.json").read_text())["world"]
+    rows = [r for e in read_manifest(uninterrupted, (SCORES_FORMAT,))["tables"]
+            for r in pq.read_table(uninterrupted / e["name"]).to_pylist()]
+    web = [r for r in rows if r["source"] == "web"]
+    noisy = [r["itm"][0] < 0.5 for r in web if r["truth"] != "clean"]
+    flagged = sum(noisy) + sum(r["itm"][0] < 0.5 for r in web if r["truth"] == "clean")
+    assert world["filter"]["web_texts"] == len(web) and 0 <= world["filter"]["itm_auc_clean_vs_noisy"] <= 1
+    assert world["filter"]["noisy_recall_at_0.5"] == round(sum(noisy) / len(noisy), 4)
+    assert world["filter"]["noisy_precision_at_0.5"] == (round(sum(noisy) / flagged, 4) if flagged else None)
+    captioner = world["captioner"]
+    scenes = {s["__key__"]: scene_from_json(s["json"]["truth"]["scene"]) for s in iter_samples(prepared / "web")}
+    synthetic = [r for r in rows if r["source"] == "synthetic"]
+    assert captioner["captions"] == len(synthetic)
+    assert captioner["strict_wording"] == round(sum(describes(scenes[r["key"]], r["text"]) for r in synthetic)
+                                                / len(synthetic), 4)
+    assert captioner["correct"] >= captioner["strict_wording"]  # every exact wording is correct claim by claim
+    assert set(captioner["claims"]) == {"shape", "colour", "size", "position", "relation", "background", "count"}
+
+
 def test_bootstrapped_dataset_records_provenance(selected, uninterrupted, prepared):
     manifest = read_manifest(selected, (SELECTION_FORMAT,))
     counts = manifest["selection"]["counts"]

@@ -34,6 +34,7 @@ import torch
 
 from blip.capfilt.claims import Claims, Lease, LeaseLost, create_new, owner_id
 from blip.capfilt.scoring import Member, RunSettings, calibration_table, load_member, model_id, score_web_shard
+from blip.capfilt.world_quality import world_quality
 from blip.config import Params, to_dict
 from blip.data import storage
 from blip.data.parquet import write_table
@@ -312,6 +313,9 @@ def finish(job: CapfiltJob, out_dir: Path, stamp: str, log=print) -> dict:
                "skipped": {k[len("skipped_"):]: v for k, v in counts.items() if k.startswith("skipped_")},
                "calibration_pairs": manifest["calibration"]["rows"], "seconds": round(seconds, 1),
                "web_images_per_s": round(counts.get("images", 0) / max(seconds, 1e-9), 2)}
+    quality = world_quality(job.web, [str(out_dir / t["name"]) for t in manifest["tables"]])
+    if quality is not None:  # the built-in world: the filter and the captioner judged against its truth
+        metrics["world"] = quality
     if job.metrics:
         job.metrics.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(job.metrics, metrics)

@@ -1,0 +1,66 @@
+"""How good the filter and the captioner are at their jobs, judged against the built-in world's truth.
+
+Only the world knows what each web text really is and what each scene holds; on other data there is
+nothing to judge against and nothing is reported. Read from the score tables (one pass, three columns
+but the texts) and the input shards' truth records, after scoring: the tables themselves never change.
+
+- filter: how well its ITM probability separates clean web texts from noisy ones (ROC AUC, threshold
+  free), and the precision and recall of "ITM < 0.5" as a detector of noisy texts (the calibrated
+  threshold's figures are `select`'s);
+- captioner: its synthetic captions judged claim by claim against their scenes (`world_judge`), and the
+  share that is one of the templates' exact wordings (the strict test).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from blip.data import storage
+from blip.data.parquet import read_table
+from blip.data.shards import iter_raw_samples
+from blip.data.world import scene_from_json
+from blip.data.world_judge import correctness
+
+
+def _auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    """P(a positive scores above a negative), ties counted half: the ROC AUC."""
+    if not len(positive) or not len(negative):
+        return None
+    negative = np.sort(negative)
+    below = np.searchsorted(negative, positive, side="left")
+    ties = np.searchsorted(negative, positive, side="right") - below
+    return round(float((below + 0.5 * ties).sum() / (len(positive) * len(negative))), 4)
+
+
+def world_quality(web_dirs: list[str], tables: list[str]) -> dict | None:
+    """The filter's and the captioner's quality on the built-in world; None when the data carry no truth."""
+    columns = ["key", "shard", "source", "text", "itm", "truth"]
+    parts = [read_table(t, columns) for t in tables]
+    if not parts or all(p["truth"].null_count == p.num_rows for p in parts):
+        return None
+    scenes = {}
+    for d in web_dirs:
+        for shard, sample in iter_raw_samples(d):
+            truth = json.loads(sample["json"]).get("truth")
+            if truth:
+                scenes[(storage.join(d, shard), sample["__key__"])] = scene_from_json(truth["scene"])
+    clean, noisy, synthetic, strict = [], [], [], []
+    for p in parts:
+        rows = p.to_pydict()
+        for key, shard, source, text, itm, truth in zip(*(rows[c] for c in columns)):
+            if source == "web" and truth is not None:
+                (clean if truth == "clean" else noisy).append(float(np.mean(itm)))
+            elif source == "synthetic" and (shard, key) in scenes:
+                synthetic.append((scenes[(shard, key)], text))
+                strict.append(truth == "true")
+    clean_scores, noisy_scores = np.array(clean), np.array(noisy)
+    flagged = int((noisy_scores < 0.5).sum())
+    flagged_all = flagged + int((clean_scores < 0.5).sum())
+    return {"filter": {"itm_auc_clean_vs_noisy": _auc(clean_scores, noisy_scores),
+                       "noisy_precision_at_0.5": round(flagged / flagged_all, 4) if flagged_all else None,
+                       "noisy_recall_at_0.5": round(flagged / len(noisy), 4) if noisy else None,
+                       "web_texts": len(clean) + len(noisy)},
+            "captioner": {**correctness(synthetic),
+                          "strict_wording": round(sum(strict) / len(strict), 4) if strict else None}}
