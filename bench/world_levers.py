@@ -35,6 +35,7 @@ LEVERS = {  # name -> (first stage re-run, overrides)
     "filter_lr_2e-4": ("finetune", {f"{TINY}.finetune_filter.lr": 2.0e-4}),
     "image_160": ("pretrain", {f"{TINY}.{s}.image_size": 160 for s in ("pretrain", "finetune_captioner",
                                                                         "finetune_filter")}),
+    "pretrain_6_epochs": ("pretrain", {f"{TINY}.pretrain.epochs": 6}),
 }
 
 
