@@ -7,7 +7,7 @@
 #
 # Wheels for CPython 3.12 on x86-64 Linux: this project (installed without its dependency pins: the GPU
 # image's own torch stack is used), DeepSpeed (built here from its sdist, pure Python: its ops are
-# compiled on first use there), webdataset, pyarrow (CapFilt's score tables; glibc 2.28 or later) and the
+# compiled on first use there), webdataset, pyarrow (CapFilt's score tables; glibc 2.28 or later), ijson and the
 # few dependencies of those the image lacks. MLflow, DVC, Prefect and great-expectations are not needed by
 # the check (it runs with tracking off). The BERT vocabulary file comes along, as the tokenizer never
 # downloads.
@@ -27,7 +27,7 @@ version() { $uv run --frozen --no-sync python -c "import importlib.metadata as m
 $pip download -q --no-deps --no-binary :all: "deepspeed==$(version deepspeed)" -d "$sdists"
 $uv build --wheel -q -o "$out/wheels" "$sdists"/deepspeed-*.tar.gz   # torch at build time (pyproject's [tool.uv])
 pins=()
-for pkg in webdataset braceexpand hjson pydantic pydantic-core annotated-types typing-inspection pyarrow; do
+for pkg in webdataset braceexpand hjson pydantic pydantic-core annotated-types typing-inspection pyarrow ijson; do
   pins+=("$pkg==$(version "$pkg")")
 done
 $pip download -q --no-deps --only-binary :all: --python-version 3.12 --implementation cp --abi cp312 \

@@ -313,7 +313,8 @@ def finish(job: CapfiltJob, out_dir: Path, stamp: str, log=print) -> dict:
                "skipped": {k[len("skipped_"):]: v for k, v in counts.items() if k.startswith("skipped_")},
                "calibration_pairs": manifest["calibration"]["rows"], "seconds": round(seconds, 1),
                "web_images_per_s": round(counts.get("images", 0) / max(seconds, 1e-9), 2)}
-    quality = world_quality(job.web, [str(out_dir / t["name"]) for t in manifest["tables"]])
+    quality = world_quality(job.web, [str(out_dir / t["name"]) for t in manifest["tables"]],
+                            job.params.ingest.max_member_bytes)
     if quality is not None:  # the built-in world: the filter and the captioner judged against its truth
         metrics["world"] = quality
     if job.metrics:

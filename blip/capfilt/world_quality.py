@@ -18,8 +18,9 @@ import json
 import numpy as np
 
 from blip.data import storage
+from blip.data.ingest import Tally, read_web_shard
 from blip.data.parquet import read_table
-from blip.data.shards import iter_raw_samples
+from blip.data.shards import read_manifest
 from blip.data.world import scene_from_json
 from blip.data.world_judge import correctness
 
@@ -34,18 +35,28 @@ def _auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
     return round(float((below + 0.5 * ties).sum() / (len(positive) * len(negative))), 4)
 
 
-def world_quality(web_dirs: list[str], tables: list[str]) -> dict | None:
+def _scenes(web_dirs: list[str], max_member_bytes: int) -> dict:
+    """(shard URL, key) -> the scene its truth record holds, for every sample that has one; read as CapFilt
+    reads its inputs, so a broken shard or a bad member costs only its own samples."""
+    scenes = {}
+    for d in web_dirs:
+        for entry in read_manifest(d)["shards"]:
+            url = storage.join(d, entry["name"])
+            for key, members in read_web_shard(url, Tally(), max_member_bytes, entry["samples"]):
+                try:
+                    scenes[(url, key)] = scene_from_json(json.loads(members["json"])["truth"]["scene"])
+                except (KeyError, TypeError, ValueError):  # no truth record, or not a readable one
+                    continue
+    return scenes
+
+
+def world_quality(web_dirs: list[str], tables: list[str], max_member_bytes: int) -> dict | None:
     """The filter's and the captioner's quality on the built-in world; None when the data carry no truth."""
     columns = ["key", "shard", "source", "text", "itm", "truth"]
     parts = [read_table(t, columns) for t in tables]
     if not parts or all(p["truth"].null_count == p.num_rows for p in parts):
         return None
-    scenes = {}
-    for d in web_dirs:
-        for shard, sample in iter_raw_samples(d):
-            truth = json.loads(sample["json"]).get("truth")
-            if truth:
-                scenes[(storage.join(d, shard), sample["__key__"])] = scene_from_json(truth["scene"])
+    scenes = _scenes(web_dirs, max_member_bytes)
     clean, noisy, synthetic, strict = [], [], [], []
     for p in parts:
         rows = p.to_pydict()
