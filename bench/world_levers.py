@@ -1,8 +1,8 @@
 """What makes the captioner and the filter good at their jobs on the built-in world: one lever at a time.
 
 Each lever is a set of params overrides (dotted keys, as `dvc exp run -S`) and the first stage it
-changes: `finetune` re-trains the captioner and the filter from the chain's `models/pretrain`,
-`pretrain` re-trains everything. Then CapFilt scores the web set and `select` keeps texts as the
+changes: `capfilt` uses the chain's `models/captioner` and `models/filter` as they are, `finetune`
+re-trains them from the chain's `models/pretrain`, `pretrain` re-trains everything. Then CapFilt scores the web set and `select` keeps texts as the
 chain does (threshold calibrated on the human val pairs), and the world's truth judges both models
 (`metrics/capfilt.json`'s `world`, `select`'s precision and recall on noisy web texts).
 
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = "presets.tiny"
 LEVERS = {  # name -> (first stage re-run, overrides)
     "current": ("finetune", {}),
+    "beam": ("capfilt", {"capfilt.method": "beam"}),
     "filter_1500": ("finetune", {f"{TINY}.finetune_filter.epochs": 15}),
     "captioner_900": ("finetune", {f"{TINY}.finetune_captioner.epochs": 9}),
     "filter_lr_2e-4": ("finetune", {f"{TINY}.finetune_filter.lr": 2.0e-4}),
@@ -66,10 +67,13 @@ def run_lever(name: str, first: str, overrides: dict, work: Path) -> dict:
         pretrain = str(work / "pretrain")
         _blip(params, "pretrain", "--out", pretrain, "--ckpt-dir", str(work / "ckpt/pretrain"),
               "--metrics", str(work / "pretrain.json"), "--plot", str(work / "pretrain.csv"))
-    for stage in ("finetune_captioner", "finetune_filter"):
-        _blip(params, stage, "--init-from", pretrain, "--out", str(work / stage), "--ckpt-dir", str(work / "ckpt" / stage),
-              "--metrics", str(work / f"{stage}.json"), "--plot", str(work / f"{stage}.csv"))
-    _blip(params, "capfilt", "--captioner", str(work / "finetune_captioner"), "--filter", str(work / "finetune_filter"),
+    models = {"finetune_captioner": str(ROOT / "models/captioner"), "finetune_filter": str(ROOT / "models/filter")}
+    if first != "capfilt":
+        for stage in models:
+            models[stage] = str(work / stage)
+            _blip(params, stage, "--init-from", pretrain, "--out", models[stage], "--ckpt-dir", str(work / "ckpt" / stage),
+                  "--metrics", str(work / f"{stage}.json"), "--plot", str(work / f"{stage}.csv"))
+    _blip(params, "capfilt", "--captioner", models["finetune_captioner"], "--filter", models["finetune_filter"],
           "--output", str(work / "scores"), "--metrics", str(work / "capfilt.json"))
     _blip(params, "select", "--scores", str(work / "scores"), "--output", str(work / "bootstrapped"),
           "--metrics", str(work / "select.json"), "--report", str(work / "report"))
