@@ -38,6 +38,8 @@ LEVERS = {  # name -> (first stage re-run, overrides)
     "image_160": ("pretrain", {f"{TINY}.{s}.image_size": 160 for s in ("pretrain", "finetune_captioner",
                                                                         "finetune_filter")}),
     "pretrain_6_epochs": ("pretrain", {f"{TINY}.pretrain.epochs": 6}),
+    "text_256": ("pretrain", {f"{TINY}.model.text.hidden": 256, f"{TINY}.model.text.heads": 4,
+                              f"{TINY}.model.text.intermediate": 1024}),
 }
 
 
