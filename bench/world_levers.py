@@ -40,6 +40,9 @@ LEVERS = {  # name -> (first stage re-run, overrides)
     "pretrain_6_epochs": ("pretrain", {f"{TINY}.pretrain.epochs": 6}),
     "text_256": ("pretrain", {f"{TINY}.model.text.hidden": 256, f"{TINY}.model.text.heads": 4,
                               f"{TINY}.model.text.intermediate": 1024}),
+    "combined": ("pretrain", {f"{TINY}.model.text.hidden": 256, f"{TINY}.model.text.heads": 4,
+                              f"{TINY}.model.text.intermediate": 1024, f"{TINY}.finetune_captioner.epochs": 9,
+                              f"{TINY}.finetune_captioner.lr": 6.0e-4, f"{TINY}.finetune_filter.epochs": 15}),
 }
 
 
