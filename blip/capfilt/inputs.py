@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from blip.config import IngestConfig
-from blip.data.ingest import Tally, read_web_shard
+from blip.data.ingest import Tally, read_web_shard, shard_problem
 from blip.data.text import CaptionError, prepare_caption
 
 
@@ -43,12 +43,9 @@ class WebSample:
 def decode_web_sample(key: str, members: dict, transforms: list[Callable], cfg: IngestConfig) -> WebSample:
     """A raw webdataset sample (its members by extension) -> the image tensors, cleaned text and metadata;
     a skip when unusable."""
-    if key.startswith("unsafe:"):
-        return WebSample(key, skip="skipped_unsafe_key")
-    if "__oversized__" in members:
-        return WebSample(key, skip="skipped_oversized_member")
-    if members.get("__duplicate__"):
-        return WebSample(key, skip="skipped_duplicate_key")
+    problem = shard_problem(key, members)
+    if problem is not None:
+        return WebSample(key, skip=f"skipped_{problem[0]}")
     try:
         text, _ = prepare_caption(members.get("txt", b""), cfg.max_words, cfg.max_caption_chars)
     except CaptionError as e:

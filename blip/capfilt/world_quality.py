@@ -52,14 +52,15 @@ def _scenes(web_dirs: list[str], max_member_bytes: int) -> dict:
 
 def world_quality(web_dirs: list[str], tables: list[str], max_member_bytes: int) -> dict | None:
     """The filter's and the captioner's quality on the built-in world; None when the data carry no truth."""
-    columns = ["key", "shard", "source", "text", "itm", "truth"]
-    parts = [read_table(t, columns) for t in tables]
-    if not parts or all(p["truth"].null_count == p.num_rows for p in parts):
+    # real data carry no truth: one column of the first table says so, and nothing else is read
+    first = read_table(tables[0], ["truth"])["truth"] if tables else None
+    if first is None or first.null_count == len(first):
         return None
+    columns = ["key", "shard", "source", "text", "itm", "truth"]
     scenes = _scenes(web_dirs, max_member_bytes)
     clean, noisy, synthetic, strict = [], [], [], []
-    for p in parts:
-        rows = p.to_pydict()
+    for table in tables:  # one at a time: only the world's few thousand rows are ever kept
+        rows = read_table(table, columns).to_pydict()
         for key, shard, source, text, itm, truth in zip(*(rows[c] for c in columns)):
             if source == "web" and truth is not None:
                 (clean if truth == "clean" else noisy).append(float(np.mean(itm)))

@@ -177,6 +177,17 @@ def read_web_shard(path: str, tally: Tally, max_member_bytes: int,
                                                   f"says {expected}")
 
 
+def shard_problem(key: str, members: dict) -> tuple[str, str] | None:
+    """(reason, detail) when `read_web_shard` marked the sample unusable as read; None otherwise."""
+    if key.startswith("unsafe:"):
+        return "unsafe_key", "member path is absolute or climbs out of the folder"
+    if "__oversized__" in members:
+        return "oversized_member", f"{members['__oversized__']} > ingest.max_member_bytes"
+    if members.get("__duplicate__"):
+        return "duplicate_key", "the key or one of its files appears twice in the shard"
+    return None
+
+
 def _count_lost(tally: Tally, path: str, lost: int, detail: str) -> None:
     """Samples a broken shard held but we could not read: seen, and skipped as broken_shard."""
     tally.seen += lost
@@ -203,14 +214,9 @@ def ingest_webdataset(shards: str | list[str], out_dir: str | Path, cfg: IngestC
         for key, members in read_web_shard(shard, tally, cfg.max_member_bytes):
             tally.seen += 1
             origin = f"{shard}:{key}"
-            if key.startswith("unsafe:"):
-                tally.skip(origin, "unsafe_key", "member path is absolute or climbs out of the folder")
-                continue
-            if "__oversized__" in members:
-                tally.skip(origin, "oversized_member", f"{members['__oversized__']} > ingest.max_member_bytes")
-                continue
-            if members.get("__duplicate__"):
-                tally.skip(origin, "duplicate_key", "the key or one of its files appears twice in the shard")
+            problem = shard_problem(key, members)
+            if problem is not None:
+                tally.skip(origin, *problem)
                 continue
             image_ext = next((e for e in IMAGE_EXTS if e in members), None)
             if image_ext is None:
