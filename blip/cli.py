@@ -165,6 +165,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    from blip import gates
+    from blip.tracking import Tracker, git_commit
+
+    params = load_params(args.params)
+    measure = gates.filter_gate if args.kind == "filter" else gates.captioner_gate
+    result = measure(args.model, args.data, params, args.device)
+    _write_metrics(args.metrics, result)
+    tracker = Tracker(params.tracking.uri, params.tracking.experiment, f"gate_{args.kind}")
+    tracker.tags({"stage": f"gate_{args.kind}", "model": args.model, "passed": result["passed"],
+                  "git_commit": git_commit()})
+    tracker.metrics({k: v for k, v in result.items() if isinstance(v, float) and not isinstance(v, bool)})
+    tracker.dict_artifact(result, f"gate_{args.kind}.json")
+    tracker.end()
+    verdict = gates.explain(result)
+    if not result["passed"] and params.gates.on_fail == "stop":
+        print(verdict, file=sys.stderr)
+        return 1
+    print(verdict if result["passed"] else f"{verdict}\n  (gates.on_fail=warn: going on)")
+    if args.passed:  # what later stages depend on: the model that passed, not the figures (see dvc.yaml)
+        from blip.capfilt.scoring import model_id
+        from blip.data import storage
+
+        storage.write_bytes(args.passed, f"{model_id(args.model)}\n".encode())
+    return 0
+
+
 def cmd_capfilt(args: argparse.Namespace) -> int:
     from blip.capfilt.job import CapfiltJob, run_capfilt
 
@@ -260,34 +287,11 @@ def cmd_rounds(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    import mlflow
-
-    from blip.registry import log_and_register, promote
-    from blip.rounds import last_round
-    from blip.tracking import Tracker, data_hashes, git_commit
+    from blip.registry import register_round
 
     params = load_params(args.params)
-    reg = params.registry
-    models, data, select_metrics = last_round(params.rounds, Path(args.rounds_dir))
-    capfilt = json.loads(select_metrics.read_text())
-    lineage = {"git_commit": git_commit(), **data_hashes([str(data)]), "bootstrap_round": str(max(1, params.rounds)),
-               "capfilt.noise_ratio": capfilt["noise_ratio"], "capfilt.web_removed_share": capfilt["web_removed_share"],
-               "capfilt.threshold": capfilt["threshold"]}
-    decisions = []
-    tracker = Tracker(params.tracking.uri, params.tracking.experiment, "register")
-    tracker.tags({"stage": "register", **lineage})
-    for suffix, model in models.items():
-        evaluation = json.loads(model.evaluation.read_text())
-        metric = getattr(reg.metric, suffix)
-        numbers = {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        with mlflow.start_run(run_name=f"register-{suffix}", nested=True):
-            version = log_and_register(str(model.folder), f"{reg.prefix}-{suffix}",
-                                       {**lineage, "model_folder": str(model.folder)}, numbers)
-        decisions.append(promote(f"{reg.prefix}-{suffix}", version, metric))
-        print(f"register: {decisions[-1]['name']} v{version} -> @{decisions[-1]['alias']} ({decisions[-1]['reason']})")
-    tracker.dict_artifact({"decisions": decisions}, "registry_decisions.json")
-    tracker.end()
-    _write_metrics(args.metrics, {"decisions": decisions})
+    for d in register_round(params, args.round or max(1, params.rounds), Path(args.rounds_dir), args.only, args.metrics):
+        print(f"register: {d['name']} v{d['version']} -> @{d['alias']} ({d['reason']})")
     return 0
 
 
@@ -447,9 +451,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="metrics/rounds.json")
     p.set_defaults(func=cmd_rounds)
 
+    p = sub.add_parser("gate", help="stage: judge a fine-tuned filter or captioner on human val pairs (params `gates`)")
+    p.add_argument("kind", choices=["filter", "captioner"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", default="data/human/val")
+    p.add_argument("--metrics", default=None)
+    p.add_argument("--passed", default=None, help="written when the model passes (or warns): the model's id only")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.set_defaults(func=cmd_gate)
+
     p = sub.add_parser("register", help="stage: register captioner, filter and retrained model; promote by alias")
     p.add_argument("--metrics", default="metrics/register.json")
     p.add_argument("--rounds-dir", default="rounds", help="the rounds stage's folder (params `rounds` > 1)")
+    p.add_argument("--round", type=int, default=None, help="the round whose models to register (default: the last)")
+    p.add_argument("--only", nargs="+", choices=["captioner", "filter", "pretrained"], default=None,
+                   help="register only these (e.g. a round's captioner and filter before its retraining)")
     p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("caption", help="caption images with a model (ours, release .pth, HF Blip folder)")

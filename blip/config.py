@@ -358,6 +358,14 @@ class ContractsConfig:
 
 
 @section
+class GatesConfig:
+    on_fail: Literal["stop", "warn"]    # stop the chain, or record the failure and go on (a smoke run)
+    filter_min_auc: Share               # the filter's ITM AUC, true human val pairs against another image's caption
+    min_recall: Share                   # share of true human val pairs kept at the chosen (or calibrated) threshold
+    captioner_min_cider_ratio: PosFloat # the captioner's CIDEr on human val over its chance level (another image's)
+
+
+@section
 class Params:
     seed: NonNegInt
     data: DataConfig
@@ -372,6 +380,7 @@ class Params:
     capfilt: CapfiltConfig
     select: SelectConfig
     contracts: ContractsConfig
+    gates: GatesConfig
     retrain: RetrainConfig
     rounds: PosInt
     registry: RegistryConfig

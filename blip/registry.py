@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 from pathlib import Path
 
@@ -135,3 +136,45 @@ def promote(name: str, version: str, metric: str, higher_is_better: bool = True)
     client.set_model_version_tag(name, version, "promotion_decision", alias)
     client.set_model_version_tag(name, version, "promotion_reason", reason)
     return {"name": name, "version": version, "alias": alias, "reason": reason}
+
+
+def register_round(params, r: int, rounds_dir: Path, only: list[str] | None = None,
+                   metrics_path: str | None = None) -> list[dict]:
+    """Register round `r`'s captioner, filter and pre-trained model (or `only` some), each promoted by its metric."""
+    from blip.data.shards import atomic_write_json
+    from blip.rounds import round_models
+    from blip.tracking import Tracker, data_hashes, git_commit
+
+    if r < 1:
+        raise ValueError(f"--round {r}: rounds count from 1")
+    models, data, select_metrics = round_models(r, rounds_dir)
+    chosen = {k: m for k, m in models.items() if only is None or k in only}
+    for kind, model in chosen.items():
+        if not model.folder.is_dir():
+            raise FileNotFoundError(f"round {r}'s {kind} ({model.folder}) does not exist: run the chain that far "
+                                    f"first (params `rounds` >= {r}), or register another round with --round")
+        if not model.evaluation.is_file():
+            raise FileNotFoundError(f"round {r}'s {kind} has no evaluation ({model.evaluation}), which its promotion "
+                                    f"needs: blip evaluate --model {model.folder} --metrics {model.evaluation}")
+    lineage = {"git_commit": git_commit(), "bootstrap_round": str(r)}
+    if select_metrics.is_file():  # the data this round bootstrapped (absent before its selection ran)
+        capfilt = json.loads(select_metrics.read_text())
+        lineage.update({**data_hashes([str(data)]), "capfilt.noise_ratio": capfilt["noise_ratio"],
+                        "capfilt.web_removed_share": capfilt["web_removed_share"],
+                        "capfilt.threshold": capfilt["threshold"]})
+    decisions = []
+    tracker = Tracker(params.tracking.uri, params.tracking.experiment, f"register round {r}")
+    tracker.tags({"stage": "register", **lineage})
+    for kind, model in chosen.items():
+        evaluation = json.loads(model.evaluation.read_text())
+        numbers = {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        name = f"{params.registry.prefix}-{kind}"
+        with mlflow.start_run(run_name=f"register-{kind}", nested=True):
+            version = log_and_register(str(model.folder), name, {**lineage, "model_folder": str(model.folder)}, numbers)
+        decisions.append(promote(name, version, getattr(params.registry.metric, kind)))
+    tracker.dict_artifact({"decisions": decisions}, "registry_decisions.json")
+    tracker.end()
+    if metrics_path:
+        Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(metrics_path, {"round": r, "decisions": decisions})
+    return decisions

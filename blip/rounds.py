@@ -1,6 +1,6 @@
 """Several rounds of bootstrapping, the paper's first "next step": round r runs CapFilt over the web
-data with the captioner and filter fine-tuned from round r-1's retrained model, gates the result with
-the bootstrapped data contract, pre-trains a new model on it, then fine-tunes and evaluates both
+data with the captioner and filter fine-tuned from round r-1's retrained model (once they pass the
+quality gates), gates the result with the bootstrapped data contract, pre-trains a new model on it, then fine-tunes and evaluates both
 tasks exactly as the main chain does.
 
 Round 1 is the main chain itself (dvc.yaml, capfilt ... finetune_*_retrain); this module runs rounds
@@ -58,7 +58,11 @@ def round_steps(rnd: Round, previous: dict, params_file: str, continue_pretraini
 
     # a NEW model from scratch on the round's data, as round 1; or, for the ablation, the previous one continued
     pretrain = train("pretrain", "pretrain", str(previous["pretrain"]) if continue_pretraining else "", "--data", data)
-    return [
+    return [  # the models that bootstrap this round's data pass the gates first, as round 1's do
+        ("gate_filter", blip + ["gate", "filter", "--model", str(previous["filter"]),
+                                "--metrics", str(rnd.path("metrics/gate_filter.json"))]),
+        ("gate_captioner", blip + ["gate", "captioner", "--model", str(previous["captioner"]),
+                                   "--metrics", str(rnd.path("metrics/gate_captioner.json"))]),
         ("capfilt", blip + ["capfilt", "--captioner", str(previous["captioner"]), "--filter", str(previous["filter"]),
                             "--output", scores, "--metrics", str(rnd.path("metrics/capfilt.json")),
                             "--round", str(rnd.r), "--name", f"{name}-capfilt"]),
@@ -114,21 +118,21 @@ class Registered:
     evaluation: Path
 
 
-def last_round(rounds: int, out_root: Path) -> tuple[dict[str, Registered], Path, Path]:
-    """What the register stage registers after the last round: the captioner and filter that bootstrapped
-    its data and the model pre-trained on that data; with the data folder and its selection statistics."""
-    if rounds <= 1:
+def round_models(r: int, out_root: Path) -> tuple[dict[str, Registered], Path, Path]:
+    """Round `r`'s models for the registry: the captioner and filter that bootstrapped its data and the model
+    pre-trained on that data; with the data folder and its selection statistics."""
+    if r <= 1:
         return ({"captioner": Registered(Path("models/captioner"), Path("metrics/eval_baseline_captioner.json")),
                  "filter": Registered(Path("models/filter"), Path("metrics/eval_baseline_filter.json")),
                  "pretrained": Registered(Path(FIRST["pretrain"]), Path(FIRST["eval_filter"]))},
                 Path("data/bootstrapped"), Path(FIRST["select"]))
-    last = Round(rounds, out_root)
-    previous = FIRST if rounds == 2 else Round(rounds - 1, out_root).outputs
+    this = Round(r, out_root)
+    previous = FIRST if r == 2 else Round(r - 1, out_root).outputs
     return ({"captioner": Registered(Path(previous["captioner"]), Path(previous["eval_captioner"])),
              "filter": Registered(Path(previous["filter"]), Path(previous["eval_filter"])),
              # the pre-trained model is judged by the filter fine-tuned from it, as in round 1
-             "pretrained": Registered(last.outputs["pretrain"], last.outputs["eval_filter"])},
-            last.path("data"), last.outputs["select"])
+             "pretrained": Registered(this.outputs["pretrain"], this.outputs["eval_filter"])},
+            this.path("data"), this.outputs["select"])
 
 
 def rounds_table(rows: list[dict]) -> str:

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mlflow-run", default=None, help="MLflow run name to log results and Data Docs under")
     args = ap.parse_args(argv)
 
-    from data_contracts.runner import explain, validate
+    from data_contracts.messages import explain
+    from data_contracts.runner import validate
 
     params = load_params(args.params)
     reports = []

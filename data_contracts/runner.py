@@ -32,20 +32,31 @@ def _context(docs_dir: Path | None):
     return context
 
 
-def _failures(result, has_key: bool) -> list[dict]:
+def _failures(result, df: pd.DataFrame) -> list[dict]:
+    """Each failed expectation with its bounds, its unexpected rows (by key) and, for a one-row table (the
+    dataset's summary), the value itself: great-expectations' per-row report names only a row index there."""
+    has_key = "key" in df.columns
     out = []
     for r in result.results:
         if r.success:
             continue
         cfg = r.expectation_config
         res = r.result or {}
+        column = cfg.kwargs.get("column")
         examples = res.get("partial_unexpected_index_list") or res.get("partial_unexpected_list") or []
         if has_key:
             examples = [e.get("key", e) if isinstance(e, dict) else e for e in examples]
-        out.append({"expectation": cfg.type, "column": cfg.kwargs.get("column"),
-                    "check": (cfg.meta or {}).get("check"),
-                    "unexpected_count": res.get("unexpected_count"),
-                    "observed": res.get("observed_value"), "examples": [str(e) for e in examples[:5]]})
+        observed = res.get("observed_value")
+        if observed is None and len(df) == 1 and column in df.columns:
+            value = df[column].iloc[0]
+            observed = value.item() if hasattr(value, "item") else value
+            examples = []
+        value_set = cfg.kwargs.get("value_set")
+        out.append({"expectation": cfg.type, "column": column, "check": (cfg.meta or {}).get("check"),
+                    "unexpected_count": res.get("unexpected_count"), "rows": len(df), "observed": observed,
+                    "min_value": cfg.kwargs.get("min_value"), "max_value": cfg.kwargs.get("max_value"),
+                    "value_set": list(value_set) if value_set is not None else None,
+                    "examples": [str(e) for e in examples[:5]]})
     return out
 
 
@@ -81,7 +92,7 @@ def validate(kind: str, dataset: str, params: Params, eval_dirs: list[str], docs
         report["tables"][name] = {"rows": len(df), "success": bool(result.success),
                                   "evaluated": result.statistics["evaluated_expectations"],
                                   "failed": result.statistics["unsuccessful_expectations"]}
-        report["failures"] += [{"table": name, **f} for f in _failures(result, has_key)]
+        report["failures"] += [{"table": name, **f} for f in _failures(result, df)]
     if docs_dir is not None:
         for vd, df, fmt in definitions:  # Data Docs are rendered from checkpoint runs
             checkpoint = context.checkpoints.add(gx.Checkpoint(
@@ -98,15 +109,3 @@ def validate(kind: str, dataset: str, params: Params, eval_dirs: list[str], docs
 def _plain(df) -> dict:
     row = df.iloc[0].to_dict() if len(df) else {}
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-
-
-def explain(report: dict) -> str:
-    """A short readable account of a failed contract: each failed expectation and example samples."""
-    lines = [f"contract '{report['kind']}' FAILED for {report['dataset']}:"]
-    for f in report["failures"]:
-        what = f"{f['expectation']}({f['column']})" + (f" [{f['check']}]" if f["check"] else "")
-        count = f" - {f['unexpected_count']} unexpected" if f["unexpected_count"] else ""
-        observed = f" - observed {f['observed']}" if f["observed"] is not None else ""
-        examples = f" - e.g. {', '.join(f['examples'])}" if f["examples"] else ""
-        lines.append(f"  {f['table']}: {what}{count}{observed}{examples}")
-    return "\n".join(lines)

@@ -1,42 +1,56 @@
-"""The pipeline as a Prefect flow: each DVC stage a task, run in order through `dvc repro`.
+"""The pipeline as a Prefect flow: each flow run is one DVC experiment of the whole chain.
 
-DVC alone decides what is stale and versions every output; the flow adds parameters, retries for
-transient failures, a schedule and the UI. One MLflow parent run per flow run (tagged with the flow
-run's id, and the flow run tagged with it back); every stage's own MLflow run nests under it.
+The flow's parameters (preset, data sources, a recipe file, any `key=value`) become `dvc exp run --temp
+--name <flow run> -S key=value` (flows/experiment.py): the workspace's params.yaml is never written, a
+scheduled run uses only the parameters its deployment carries, and `dvc exp show` compares runs. DVC
+decides what is stale and versions every output; the flow adds validation of the parameters before
+anything runs, retries for transient failures (the run cache resumes at the last finished stage), a
+schedule, and the UI: an MLflow parent run per flow run (every stage's run nests under it, both tagged
+with the experiment) and artifacts for the comparison, CapFilt, the gates and the contracts.
 
-    python flows/pipeline.py                    # run once now, on the embedded default
-    python flows/serve.py                       # serve the scheduled deployment (see prefect.yaml)
+    python -m flows.pipeline                                   # the embedded default, once, now
+    python -m flows.pipeline --recipe flows/recipes/real-small.yaml --set data.web_shards=/data/web ...
+    python flows/serve.py                                      # the scheduled deployment (see prefect.yaml)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
 from blip.tracking import PARENT_ENV  # every stage's MLflow run nests under the run this names
-
-STAGES = ["prepare", "validate_web", "pretrain", "finetune_captioner", "finetune_filter", "capfilt", "select",
-          "validate_bootstrapped", "retrain", "finetune_captioner_retrain", "finetune_filter_retrain",
-          "evaluate", "rounds", "register"]
+from flows.artifacts import failure_markdown, publish
+from flows.experiment import (
+    checked_params,
+    experiment_rev,
+    failure_summary,
+    load_recipe,
+    read_output,
+    run_experiment,
+    with_absolute_data_paths,
+)
 
 
 class StageFailed(RuntimeError):
-    """A DVC stage exited non-zero; `transient` says whether running it again may help."""
+    """The experiment stopped at a failed stage; `transient` says whether running it again may help."""
 
-    def __init__(self, stage: str, code: int, tail: str):
-        self.transient = _is_transient(code, tail)
-        super().__init__(f"stage '{stage}' failed (exit {code}):\n{tail}")
+    def __init__(self, code: int, summary: str):
+        self.transient = _is_transient(code, summary)
+        self.summary = summary
+        super().__init__(f"the experiment stopped (exit {code}):\n{summary}")
 
 
 def _is_transient(code: int, tail: str) -> bool:
-    # killed (OOM, pre-emption) or a locked store are worth another try; a failed data contract or a
-    # bad parameter is not: it fails the same way again
-    if "contract" in tail and "FAILED" in tail:
+    # killed (OOM, pre-emption) or a locked store are worth another try; a failed data contract, a failed
+    # quality gate or a bad parameter is not: it fails the same way again
+    if ("contract" in tail or "gate" in tail) and "FAILED" in tail:
         return False
     return code < 0 or code in (137, 143) or "database is locked" in tail or "Connection refused" in tail
 
@@ -51,88 +65,132 @@ def _retry_transient(task, task_run, state) -> bool:
     return False
 
 
-def set_params(params_file: Path, overrides: dict) -> None:
-    """Write dotted-key overrides into params.yaml, keeping its comments (as `dvc exp run -S` would)."""
-    from ruamel.yaml import YAML
-
-    yaml = YAML()
-    data = yaml.load(params_file.read_text(encoding="utf-8"))
-    for key, value in overrides.items():
-        node, *path, last = [data, *key.split(".")]
-        for part in path:
-            node = node[part]
-        if last not in node:
-            raise ValueError(f"{params_file}: no parameter '{key}' to override")
-        node[last] = value
-    with open(params_file, "w", encoding="utf-8") as f:
-        yaml.dump(data, f)
-
-
-@task(retries=2, retry_delay_seconds=30, retry_condition_fn=_retry_transient, task_run_name="{stage}")
-def run_stage(stage: str, repo: str, env: dict) -> None:
-    """`dvc repro --single-item <stage>`: runs the stage if stale, its output streamed to the run log."""
+@task(retries=2, retry_delay_seconds=30, retry_condition_fn=_retry_transient, task_run_name="dvc exp run {name}")
+def experiment(repo: str, name: str, overrides: dict, targets: list[str], env: dict) -> str:
+    """Run the chain as DVC experiment `name`; returns its commit. Stage output streams to the run log."""
     log = get_run_logger()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=repo,
-                            env={**os.environ, **env}, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line.rstrip())
-        log.info(line.rstrip())
-    if proc.wait() != 0:
-        raise StageFailed(stage, proc.returncode, "\n".join(lines[-25:]))
+    code, lines = run_experiment(Path(repo), name, overrides, targets, {**os.environ, **env}, log.info)
+    if code != 0:
+        raise StageFailed(code, failure_summary(lines))
+    return experiment_rev(Path(repo), name)
+
+
+def flow_overrides(preset: str | None, web_shards: str | list[str] | None, human_karpathy: str | None,
+                   human_images: str | None, threshold: float | None, rounds: int | None, capfilt_procs: int | None,
+                   recipe: str | None, overrides: dict[str, Any] | None, repo: Path) -> dict[str, Any]:
+    """Every parameter of the run as dotted keys: the recipe's, then the named ones, then `overrides`."""
+    merged = dict(load_recipe(repo / recipe if not Path(recipe).is_absolute() else recipe)) if recipe else {}
+    for key, value in (("preset", preset), ("data.web_shards", web_shards), ("data.human_karpathy", human_karpathy),
+                       ("data.human_images", human_images), ("select.threshold", threshold), ("rounds", rounds),
+                       ("capfilt.procs", capfilt_procs)):
+        if value is not None:
+            merged[key] = value
+    if threshold is not None:  # a threshold given is the threshold used, not a calibrated one
+        merged["select.calibrate"] = False
+    merged.update(overrides or {})
+    return with_absolute_data_paths(merged, repo)
 
 
 @flow(name="blip-capfilt", log_prints=True)
-def pipeline(preset: str = "tiny", web_shards: str | None = None, human_karpathy: str | None = None,
+def pipeline(preset: str | None = None, web_shards: str | list[str] | None = None, human_karpathy: str | None = None,
              human_images: str | None = None, threshold: float | None = None, rounds: int | None = None,
-             capfilt_procs: int | None = None, stages: list[str] | None = None, repo: str = ".") -> list[str]:
-    """Run the chain (or the named stages) with these parameters written to params.yaml first.
+             capfilt_procs: int | None = None, recipe: str | None = None, overrides: dict[str, Any] | None = None,
+             stages: list[str] | None = None, repo: str = ".") -> dict:
+    """Run the chain (or up to the named stages) as one DVC experiment with these parameters.
 
-    `rounds` > 1 bootstraps again after round 1 (the `rounds` stage): each round captions and
-    filters the web data with the models fine-tuned from the previous round's retrained model.
-    `capfilt_procs` runs CapFilt as that many local ranks, one per GPU of the worker's node; ranks
-    launched elsewhere on the same shared output (infra/launch_capfilt.sh) join the same job."""
+    Data parameters left at None use the committed params.yaml's (the built-in world by default), never
+    an earlier run's. `recipe` is a YAML file of `key: value` settings (flows/recipes/); `overrides` sets
+    any params key. `rounds` > 1 bootstraps again after round 1. `capfilt_procs` runs CapFilt as that
+    many local ranks, one per GPU of the worker's node."""
     import mlflow
 
-    overrides = {"preset": preset}
-    for key, value in (("data.web_shards", web_shards), ("data.human_karpathy", human_karpathy),
-                       ("data.human_images", human_images), ("select.threshold", threshold),
-                       ("rounds", rounds), ("capfilt.procs", capfilt_procs)):
-        if value is not None:
-            overrides[key] = value
-    if threshold is not None:  # a threshold given is the threshold used, not a calibrated one
-        overrides["select.calibrate"] = False
-    set_params(Path(repo) / "params.yaml", overrides)
-    from blip.config import load_params
-
-    params = load_params(Path(repo) / "params.yaml")
-    uri = os.environ.get("MLFLOW_TRACKING_URI", params.tracking.uri)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{(Path(repo) / uri[len('sqlite:///'):]).resolve()}"  # relative to the repo
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(params.tracking.experiment)
-    flow_run_id = str(flow_run.get_id())
-    with mlflow.start_run(run_name=f"pipeline {flow_run.get_name()}",
-                          tags={"prefect_flow_run_id": flow_run_id, "preset": preset}) as parent:
-        mlflow.log_params({k.replace(".", "/"): v for k, v in overrides.items()})
-        _tag_flow_run(parent.info.run_id)
+    root = Path(repo).resolve()
+    settings = flow_overrides(preset, web_shards, human_karpathy, human_images, threshold, rounds, capfilt_procs,
+                              recipe, overrides, root)
+    params = checked_params(root, settings)  # a bad value stops here, before any stage
+    name = f"{flow_run.get_name()}-{str(flow_run.get_id())[:8]}"
+    uri = _tracking_uri(root, params.tracking.uri)
+    experiment_id = _mlflow_experiment(uri, params.tracking.experiment, root)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"pipeline {name}",
+                          tags={"prefect_flow_run_id": str(flow_run.get_id()), "dvc_experiment": name,
+                                "preset": params.preset}) as parent:
+        mlflow.log_params({k.replace(".", "/"): str(v)[:6000] for k, v in settings.items()})
+        _tag_flow_run([f"mlflow_run_id:{parent.info.run_id}", f"dvc_experiment:{name}"])
         env = {PARENT_ENV: parent.info.run_id, "MLFLOW_TRACKING_URI": uri}
-        done = []
-        for stage in stages or STAGES:
-            run_stage(stage, repo, env)
-            done.append(stage)
-    return done
+        try:
+            rev = experiment(str(root), name, settings, stages or [], env)
+        except StageFailed as e:
+            from prefect.artifacts import create_markdown_artifact
+
+            create_markdown_artifact(key="failure", markdown=failure_markdown(e.summary, name),
+                                     description="why the experiment stopped")
+            raise
+        mlflow.set_tag("dvc_experiment_rev", rev)
+        select_run = _child_run(experiment_id, parent.info.run_id, "select")
+        publish(lambda path: read_output(root, rev, path), uri, experiment_id, parent.info.run_id, select_run, name)
+    return {"experiment": name, "rev": rev, "mlflow_run_id": parent.info.run_id}
 
 
-def _tag_flow_run(mlflow_run_id: str) -> None:
-    """Cross-link: the flow run carries the MLflow parent run's id as a tag."""
+def _tracking_uri(repo: Path, uri: str) -> str:
+    """MLFLOW_TRACKING_URI, else params'; a relative sqlite path is the repository's, not the experiment's copy."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", uri)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{(repo / uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
+def _mlflow_experiment(uri: str, name: str, repo: Path) -> str:
+    """The MLflow experiment's id; created with its artifacts in the repository's mlruns/ for a local store."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    local = uri.startswith("sqlite:")
+    return mlflow.create_experiment(name, artifact_location=(repo / "mlruns").as_uri() if local else None)
+
+
+def _child_run(experiment_id: str, parent_id: str, stage: str) -> str | None:
+    """The id of the parent's nested run of `stage` (the last one), if it ran."""
+    import mlflow
+
+    runs = mlflow.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and "
+                              f"tags.stage = '{stage}'", order_by=["start_time DESC"], max_results=1)
+    return runs["run_id"].iloc[0] if len(runs) else None
+
+
+def _tag_flow_run(tags: list[str]) -> None:
+    """Cross-link: the flow run carries the MLflow parent run's id and the DVC experiment's name as tags."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run.get_id())
-        client.update_flow_run(run.id, tags=[*run.tags, f"mlflow_run_id:{mlflow_run_id}"])
+        client.update_flow_run(run.id, tags=[*run.tags, *tags])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.pipeline [--recipe FILE] [--set key=value ...]`: one flow run, now."""
+    ap = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", default=None, help="a YAML file of key: value settings (flows/recipes/)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="any params key, the value read as YAML (repeatable)")
+    ap.add_argument("--stage", action="append", default=None, help="run up to this stage only (repeatable)")
+    ap.add_argument("--repo", default=".")
+    args = ap.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    state = pipeline(recipe=args.recipe, overrides=overrides, stages=args.stage, repo=args.repo, return_state=True)
+    if state.is_completed():
+        print(f"experiment {state.result()['experiment']}: `dvc exp show` lists it, `dvc exp apply` takes it")
+        return 0
+    return 1
 
 
 if __name__ == "__main__":
-    pipeline()
+    sys.exit(main())

@@ -164,6 +164,7 @@ def test_bootstrapped_dataset_records_provenance(selected, uninterrupted, prepar
             assert meta["captioner"].startswith("captioner@") == (meta["source"] == "synthetic")
             assert meta["shard"].startswith(str(prepared / "web"))  # the input's own shard and key
             assert meta["origin"]["orig_key"] and meta["origin"]["orig_shard"].endswith(".tar")  # before ingestion
+            assert meta["image_sha256"] == hashlib.sha256(sample["jpg"]).hexdigest()
     assert by_source == manifest["by_source"]
     assert sum(by_source.values()) == manifest["samples"]
     assert not list(selected.glob("*.tar"))  # no image copied

@@ -109,6 +109,20 @@ def test_each_break_fails_the_right_expectation(tmp_path, prepared, name, build,
         assert any("_web" in e or "leaked" in e for e in examples), examples
 
 
+def test_a_failed_share_reads_with_its_value_bounds_param_and_cause(tmp_path, prepared, capsys):
+    from data_contracts.messages import markdown
+
+    code, report = _run("bootstrapped", _bootstrapped(tmp_path / "keeps_all", prepared, keep_all=True), prepared, tmp_path)
+    assert code == 1
+    message = capsys.readouterr().err
+    # the value itself (not a row index), its bounds, the param that sets them and what probably went wrong
+    line = next(x for x in message.splitlines() if "web_removed_share:" in x)
+    assert "web_removed_share: 0, allowed [0.02, 0.95] (set by contracts.web_removed_share)" in line, message
+    assert "likely cause: the filter kept nearly every web text" in message
+    table = markdown(report)
+    assert "| summary | web_removed_share | 0 | allowed [0.02, 0.95] | contracts.web_removed_share |" in table
+
+
 def test_manifest_count_off_by_one_fails(tmp_path, prepared):
     dataset = _bootstrapped(tmp_path / "off_by_one", prepared)
     manifest = json.loads((dataset / "manifest.json").read_text())

@@ -1,8 +1,11 @@
-"""The Prefect flow over the real DVC pipeline, against Prefect's test API server."""
+"""The Prefect flow over the real DVC pipeline, against Prefect's test API server: each flow run is one
+DVC experiment, and the workspace's params.yaml is never written."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +14,7 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import pipeline_checkout, raw_params
+from tests.conftest import ROOT, pipeline_checkout, raw_params
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +28,16 @@ def prefect_api(tmp_path_factory):
         yield
 
 
+def git_repo(repo: Path) -> None:
+    """Commit the checkout in a fresh git repository with DVC initialised (as a user's clone is)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    shutil.copytree(ROOT / "flows", repo / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / ".gitignore").write_text("mlruns.db\nmlruns/\n")
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+
+
 def _repo(tmp_path: Path, **contracts) -> Path:
     repo = pipeline_checkout(tmp_path)
     raw = raw_params()
@@ -32,54 +45,101 @@ def _repo(tmp_path: Path, **contracts) -> Path:
     raw["world"]["web"].update(images=30, shard_size=15)
     raw["contracts"].update(image_sample=10, **contracts)
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    (repo / ".gitignore").write_text("mlruns.db\nmlruns/\n")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    git_repo(repo)
     return repo
 
 
-def test_deployment_with_a_schedule_is_created(prefect_api):
+def experiments(repo: Path) -> dict[str, dict]:
+    """`dvc exp show --json`: each experiment's name -> its commit and params.yaml values."""
+    out = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo, capture_output=True,
+                         text=True, check=True).stdout
+    found = {}
+    for baseline in json.loads(out):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp["revs"]:
+                found[rev["name"]] = {"rev": rev["rev"], "params": rev["data"]["params"]["params.yaml"]["data"]}
+    return found
+
+
+def flow_run_of(experiment: str):
+    """The Prefect flow run tagged with this DVC experiment (exactly one)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if f"dvc_experiment:{experiment}" in r.tags]
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_deployment_carries_its_data_parameters(prefect_api):
     from prefect.client.orchestration import get_client
 
     from flows.serve import deployment
 
-    deployment_id = deployment().apply()
+    deployment_id = deployment(web_shards="s3://bucket/web/{00000..00009}.tar").apply()
     with get_client(sync_client=True) as client:
         created = client.read_deployment(deployment_id)
-    assert created.name == "nightly" and created.schedules
-    assert created.schedules[0].schedule.cron == "0 2 * * *"
+    assert created.name == "nightly" and created.schedules[0].schedule.cron == "0 2 * * *"
+    # written out, nulls included: a scheduled run never takes them from an earlier run's params
+    assert created.parameters == {"web_shards": "s3://bucket/web/{00000..00009}.tar", "human_karpathy": None,
+                                  "human_images": None, "recipe": None}
 
 
-def test_flow_runs_stages_through_dvc_with_nested_mlflow_runs(prefect_api, tmp_path, monkeypatch):
+def test_two_flow_runs_are_two_dvc_experiments_and_params_yaml_stays(prefect_api, tmp_path, monkeypatch):
     from flows.pipeline import pipeline
 
     repo = _repo(tmp_path)
+    before = (repo / "params.yaml").read_bytes()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo}/mlruns.db")
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    state = pipeline(stages=["prepare", "validate_web"], threshold=0.6, rounds=2, capfilt_procs=3, repo=str(repo),
-                     return_state=True)
-    assert state.is_completed(), state
-    assert (repo / "metrics/validate_web.json").is_file() and "preset: tiny" in (repo / "params.yaml").read_text()
-    written = yaml.safe_load((repo / "params.yaml").read_text())  # flow parameters reach DVC as params
-    assert written["rounds"] == 2 and written["capfilt"]["procs"] == 3
-    assert written["select"]["threshold"] == 0.6 and written["select"]["calibrate"] is False
+    first = pipeline(stages=["validate_web"], threshold=0.6, rounds=2, repo=str(repo))
+    second = pipeline(stages=["validate_web"], overrides={"world.web.noise_fraction": 0.2}, repo=str(repo))
+    assert (repo / "params.yaml").read_bytes() == before and not (repo / "metrics").exists()
+    found = experiments(repo)
+    one, two = found[first["experiment"]]["params"], found[second["experiment"]]["params"]
+    assert found[second["experiment"]]["rev"] == second["rev"]
+    assert one["rounds"] == 2 and one["select"]["threshold"] == 0.6 and one["select"]["calibrate"] is False
+    assert one["world"]["web"]["noise_fraction"] == 0.4 and two["world"]["web"]["noise_fraction"] == 0.2
+    assert two["rounds"] == 1 and two["select"]["calibrate"] is True
+    # the experiment's own outputs, cross-linked with MLflow and Prefect
+    report = json.loads(subprocess.run(["git", "show", f"{second['rev']}:metrics/validate_web.json"], cwd=repo,
+                                       capture_output=True, text=True, check=True).stdout)
+    assert report["success"] is True
     mlflow.set_tracking_uri(f"sqlite:///{repo}/mlruns.db")
     runs = mlflow.search_runs(experiment_names=["blip-capfilt"])
-    parent = runs[runs["tags.prefect_flow_run_id"].notna()].iloc[0]
+    parent = runs[runs["tags.dvc_experiment"] == second["experiment"]].iloc[0]
+    assert parent["tags.dvc_experiment_rev"] == second["rev"] and parent["run_id"] == second["mlflow_run_id"]
     children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
     assert set(children["tags.stage"]) == {"validate_web", "validate_human"}
+    assert f"mlflow_run_id:{second['mlflow_run_id']}" in flow_run_of(second["experiment"]).tags
 
 
-def test_a_failed_contract_fails_the_flow_before_training(prefect_api, tmp_path, monkeypatch):
+def test_a_bad_parameter_fails_the_flow_before_any_stage(prefect_api, tmp_path):
+    from flows.pipeline import pipeline
+
+    repo = _repo(tmp_path)
+    state = pipeline(overrides={"select.target_precision": 2.0}, repo=str(repo), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="select.target_precision"):
+        state.result()
+    assert not experiments(repo) and not (repo / "data").exists()
+
+
+def test_a_failed_contract_fails_the_flow_and_says_why(prefect_api, tmp_path, monkeypatch):
+    from prefect.client.orchestration import get_client
+
     from flows.pipeline import pipeline
 
     repo = _repo(tmp_path, max_words=2)  # every caption is longer: the web contract fails
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo}/mlruns.db")
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    state = pipeline(stages=["prepare", "validate_web", "pretrain"], repo=str(repo), return_state=True)
+    state = pipeline(stages=["pretrain"], repo=str(repo), return_state=True)
     assert state.is_failed()
-    with pytest.raises(Exception, match="validate_web"):
+    with pytest.raises(Exception, match="contract 'web' FAILED"):
         state.result()
-    assert not (repo / "models/pretrain").exists()
+    assert not experiments(repo)  # a failed experiment is not saved
+    with get_client(sync_client=True) as client:
+        artifacts = [a for a in client.read_artifacts()
+                     if a.key == "failure" and a.flow_run_id == state.state_details.flow_run_id]
+    # the contract's explanation, in the flow run: value, bounds and the param that sets them
+    assert artifacts and "allowed [1, 2] (set by contracts.min_words, contracts.max_words)" in artifacts[0].data

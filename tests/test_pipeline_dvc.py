@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from blip.capfilt.scoring import model_id
-from tests.conftest import pipeline_checkout, raw_params
+from tests.conftest import ROOT, pipeline_checkout, raw_params
 from tests.test_train import small_training_params
 
 pytestmark = pytest.mark.slow
@@ -49,6 +49,8 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     raw["capfilt"].update(batch_size=16, max_length=10)
     raw["select"].update(threshold=0.0, calibrate=False)
     raw["contracts"]["image_sample"] = 20
+    # models of 8 steps are near chance: the gates record it and the chain goes on (test_gates stops one)
+    raw["gates"]["on_fail"] = "warn"
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     (repo / ".gitignore").write_text("mlruns.db\n")
     _run(["git", "init", "-q"], repo)
@@ -57,6 +59,9 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
 
     dvc = [sys.executable, "-m", "dvc"]
     failed = _run(dvc + ["repro"], repo, ok=False)
+    assert "Running stage 'gate_filter'" in failed and "gates.on_fail=warn: going on" in failed
+    assert {json.loads((repo / f"metrics/gate_{m}.json").read_text())["gate"] for m in ("filter", "captioner")} == {
+        "filter", "captioner"}
     assert "Running stage 'capfilt'" in failed and "Running stage 'select'" in failed
     assert "Running stage 'validate_bootstrapped'" in failed
     assert "web_removed_share" in failed  # the failed expectation is named in the output
@@ -108,6 +113,11 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     assert folders == {"blip-pretrained": "rounds/r2/models/pretrain", "blip-captioner": "models/captioner_retrain",
                        "blip-filter": "models/filter_retrain"}
     assert "Running stage" not in _run(dvc + ["repro"], repo)  # a second repro does nothing
+    # each stage depends on the params it reads: the filter's step count leaves pre-training cached
+    raw["presets"]["tiny"]["finetune_filter"]["epochs"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    stale = {line[:-1] for line in _run(dvc + ["status"], repo).splitlines() if line.endswith(":") and line[0] != "\t"}
+    assert stale == {"finetune_filter", "finetune_filter_retrain", "rounds"}, stale
 
 
 def test_prepare_stage_with_your_own_data_makes_no_world(tmp_path):
@@ -130,3 +140,26 @@ def test_prepare_stage_with_your_own_data_makes_no_world(tmp_path):
     metrics = json.loads((repo / "metrics" / "prepare.json").read_text())
     assert "world" not in metrics and metrics["human"]["train"]["samples"] == 12 and metrics["web"]["samples"] == 20
     assert "Data and pipelines are up to date" in _run([sys.executable, "-m", "dvc", "status", "prepare"], repo)
+
+
+def test_the_default_remote_lets_a_fresh_clone_pull_instead_of_recompute(tmp_path):
+    repo = pipeline_checkout(tmp_path)
+    raw = raw_params()
+    raw["world"].update(image_size=64, human={"train": 12, "val": 4, "test": 4},
+                        web={**raw["world"]["web"], "images": 20, "shard_size": 10})
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    (repo / ".gitignore").write_text("mlruns.db\n")
+    _run(["git", "init", "-q"], repo)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    (repo / ".dvc/config").write_text((ROOT / ".dvc/config").read_text())  # the project's own DVC config
+    _commit(repo, "pipeline")
+    _run([sys.executable, "-m", "dvc", "repro", "prepare"], repo)
+    _commit(repo, "prepared")
+    assert "pushed" in _run([sys.executable, "-m", "dvc", "push"], repo)
+    assert (tmp_path / "blip-dvc-remote").is_dir()  # beside the checkout
+
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    _run([sys.executable, "-m", "dvc", "pull", "prepare"], clone)  # what was pushed: prepare's outputs
+    assert (clone / "data/web/manifest.json").read_bytes() == (repo / "data/web/manifest.json").read_bytes()
+    assert "Data and pipelines are up to date" in _run([sys.executable, "-m", "dvc", "status", "prepare"], clone)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import socket
 import subprocess
@@ -163,15 +164,39 @@ def test_the_served_model_answers_every_row_over_http(server, filter_model, tmp_
         serve.wait(timeout=30)
 
 
-def test_register_stage_takes_the_last_rounds_models():
-    from blip.rounds import last_round
+def test_each_rounds_models_for_the_registry():
+    from blip.rounds import round_models
 
-    models, data, _ = last_round(1, Path("rounds"))
+    models, data, _ = round_models(1, Path("rounds"))
     assert models["captioner"].folder == Path("models/captioner")
     assert models["pretrained"].folder == Path("models/retrain") and data == Path("data/bootstrapped")
     # round 3 bootstrapped its data with round 2's fine-tuned models and pre-trained a new model on it
-    models, data, selection = last_round(3, Path("rounds"))
+    models, data, selection = round_models(3, Path("rounds"))
     assert models["captioner"].folder == Path("rounds/r2/models/captioner")
     assert models["filter"].evaluation == Path("rounds/r2/metrics/eval_filter.json")
     assert models["pretrained"].folder == Path("rounds/r3/models/pretrain")
     assert data == Path("rounds/r3/data") and selection == Path("rounds/r3/metrics/select.json")
+
+
+def test_round_ones_captioner_and_filter_register_before_its_retraining(server, filter_model, tmp_path, monkeypatch,
+                                                                        capsys):
+    import shutil
+
+    from blip.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for kind, metric in (("captioner", {"CIDEr": 0.5}), ("filter", {"r_mean": 30.0})):
+        shutil.copytree(filter_model, f"models/{kind}")
+        Path("metrics").mkdir(exist_ok=True)
+        Path(f"metrics/eval_baseline_{kind}.json").write_text(json.dumps(metric))
+    params = ["--params", str(ROOT / "params.yaml")]
+    assert main([*params, "register", "--round", "1", "--only", "captioner", "filter", "--metrics", "r1.json"]) == 0
+    decisions = json.loads(Path("r1.json").read_text())
+    assert decisions["round"] == 1
+    assert [(d["name"], d["alias"]) for d in decisions["decisions"]] == [("blip-captioner", "champion"),
+                                                                         ("blip-filter", "champion")]
+    # what is not there yet is named, with how to get it
+    assert main([*params, "register", "--round", "1", "--only", "pretrained"]) == 2
+    assert "round 1's pretrained (models/retrain) does not exist" in capsys.readouterr().err
+    assert main([*params, "register", "--round", "3"]) == 2
+    assert "params `rounds` >= 3" in capsys.readouterr().err

@@ -23,16 +23,7 @@ from blip.data.parquet import read_table
 from blip.data.shards import read_manifest
 from blip.data.world import scene_from_json
 from blip.data.world_judge import correctness
-
-
-def _auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
-    """P(a positive scores above a negative), ties counted half: the ROC AUC."""
-    if not len(positive) or not len(negative):
-        return None
-    negative = np.sort(negative)
-    below = np.searchsorted(negative, positive, side="left")
-    ties = np.searchsorted(negative, positive, side="right") - below
-    return round(float((below + 0.5 * ties).sum() / (len(positive) * len(negative))), 4)
+from blip.evaluate.common import roc_auc
 
 
 def _scenes(web_dirs: list[str], max_member_bytes: int) -> dict:
@@ -70,7 +61,7 @@ def world_quality(web_dirs: list[str], tables: list[str], max_member_bytes: int)
     clean_scores, noisy_scores = np.array(clean), np.array(noisy)
     flagged = int((noisy_scores < 0.5).sum())
     flagged_all = flagged + int((clean_scores < 0.5).sum())
-    return {"filter": {"itm_auc_clean_vs_noisy": _auc(clean_scores, noisy_scores),
+    return {"filter": {"itm_auc_clean_vs_noisy": roc_auc(clean_scores, noisy_scores),
                        "noisy_precision_at_0.5": round(flagged / flagged_all, 4) if flagged_all else None,
                        "noisy_recall_at_0.5": round(flagged / len(noisy), 4) if noisy else None,
                        "web_texts": len(clean) + len(noisy)},

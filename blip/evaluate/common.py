@@ -1,4 +1,4 @@
-"""Reading an evaluation split: images once each, with all their human captions."""
+"""Reading an evaluation split (images once each, with all their human captions), and the ROC AUC."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -39,3 +40,13 @@ def batched_images(images: list[Image.Image], transform, batch_size: int, device
     `rank`-th (so a batch holds the same images whatever the number of ranks)."""
     for start in range(rank * batch_size, len(images), world * batch_size):
         yield start, torch.stack([transform(im) for im in images[start:start + batch_size]]).to(device)
+
+
+def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    """P(a positive scores above a negative), ties counted half: the ROC AUC."""
+    if not len(positive) or not len(negative):
+        return None
+    negative = np.sort(negative)
+    below = np.searchsorted(negative, positive, side="left")
+    ties = np.searchsorted(negative, positive, side="right") - below
+    return round(float((below + 0.5 * ties).sum() / (len(positive) * len(negative))), 4)

@@ -47,6 +47,7 @@ def join_web_sample(sample: dict, rows: list[dict], shard: str) -> Iterator[dict
         meta = {"source": row["source"], "score": row["score"], "itm": row["itm"], "itc": row["itc"],
                 "captioner": row["captioner"], "filters": row["filters"], "round": row["round"],
                 "image_key": row["key"], "candidate": row["candidate"], "shard": shard,
+                "image_sha256": row["image_sha256"],  # the image's bytes, as scored: a join key back to the input
                 # the user's own sample: its source URL and its key and shard before ingestion
                 "origin": {k: v for k, v in origin.items() if k in ("url", "orig_key", "orig_shard", "truth")}}
         yield encode_sample(f"{row['key']}_{suffix(row['candidate'])}", sample.get("jpg"), row["text"], meta)

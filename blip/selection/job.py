@@ -31,6 +31,7 @@ from blip.config import Params, SelectConfig, to_dict
 from blip.data import storage
 from blip.data.parquet import read_table, write_table
 from blip.data.shards import MANIFEST, atomic_write_json, read_manifest
+from blip.gates import FILTER_ADVICE
 from blip.selection.dataset import SELECTION_FORMAT, TABLE_PATTERN
 from blip.selection.rule import (
     CutoffFilter,
@@ -101,6 +102,15 @@ def threshold_for(job: SelectJob, scores_dir: str, manifest: dict) -> tuple[floa
         raise ValueError(f"no score threshold reaches precision {cfg.target_precision} on the human val pairs "
                          f"({manifest.get('calibrate_on')}); lower select.target_precision, or fine-tune the filter "
                          "longer and re-run capfilt")
+    gates = job.params.gates
+    if result["recall"] < gates.min_recall:
+        message = (f"the threshold calibrated to precision {cfg.target_precision} ({result['threshold']:.4g}) keeps "
+                   f"{result['recall']:.1%} of the true human val pairs ({manifest.get('calibrate_on')}), below "
+                   f"gates.min_recall {gates.min_recall}: CapFilt would remove nearly every text. "
+                   + FILTER_ADVICE.format(preset=job.params.preset))
+        if gates.on_fail == "stop":
+            raise ValueError(message)
+        print(f"select: warning (gates.on_fail=warn): {message}", flush=True)
     return result["threshold"], {**result, "target_precision": cfg.target_precision, "pairs": table.num_rows}
 
 

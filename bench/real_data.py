@@ -1,0 +1,125 @@
+"""Time and quality of the chain on real photos, by recipe: the figures of the README's "Your own data".
+
+    python bench/real_data.py --photos DIR --recipe flows/recipes/real-small.yaml --out bench/results/real_small.json
+    python bench/real_data.py --photos DIR --set preset=base --set ... --stop-after gate_filter   # timing only
+
+DIR holds a real-photo set in the list form of Karpathy JSON (`karpathy_style.json`: image, five captions,
+split). The user's data is built from it as the README's scenario: the Karpathy JSON as the human set,
+and every training image as a web pair, 40% of them given another image's caption (one img2dataset
+shard). The chain runs as one DVC experiment (flows/experiment.py) in a clone of this repository's
+HEAD; the result records seconds per stage and what the models measured: the gates (filter ITM AUC and
+recall on val, captioner CIDEr against chance), CapFilt's counts and the test-split comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flows.experiment import experiment_rev, run_experiment  # noqa: E402
+
+
+def build_own_data(rows: list[dict], images: Path, out: Path, noise: float = 0.4, seed: int = 1) -> dict:
+    """Karpathy JSON (the human set) and one web shard of the train rows, `noise` of them mis-captioned."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "karpathy.json").write_text(json.dumps(rows))
+    train = [r for r in rows if r["split"] == "train"]
+    rng = random.Random(seed)
+    (out / "web").mkdir()
+    wrong = 0
+    with tarfile.open(out / "web/00000.tar", "w") as tar:
+        for i, row in enumerate(train):
+            swap = rng.random() < noise
+            wrong += swap
+            caption = train[(i + 1) % len(train)]["caption"][0] if swap else row["caption"][0]
+            for ext, data in (("jpg", (images / row["image"]).read_bytes()), ("txt", caption.encode()),
+                              ("json", json.dumps({"url": f"https://example.com/{i}.jpg"}).encode())):
+                info = tarfile.TarInfo(f"{i:09d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    (out / "web/00000_stats.json").write_text(json.dumps({"successes": len(train)}))
+    return {"data.human_karpathy": str(out / "karpathy.json"), "data.human_images": str(images),
+            "data.web_shards": str(out / "web"), "web_pairs": len(train), "mis_captioned": wrong}
+
+
+def timed_experiment(repo: Path, name: str, settings: dict, targets: list[str], env: dict) -> tuple[int, dict, list]:
+    """Run the experiment; (exit code, seconds per stage from DVC's "Running stage" lines, output lines)."""
+    stages: dict[str, float] = {}
+    state = {"current": None, "since": time.perf_counter()}
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        if line.startswith("Running stage '"):
+            now = time.perf_counter()
+            if state["current"]:
+                stages[state["current"]] = round(now - state["since"], 1)
+            state.update(current=line.split("'")[1], since=now)
+
+    code, lines = run_experiment(repo, name, settings, targets, env, log)
+    if state["current"]:
+        stages[state["current"]] = round(time.perf_counter() - state["since"], 1)
+    return code, stages, lines
+
+
+def _read(repo: Path, rev: str, path: str) -> dict | None:
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
+    return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", required=True, help="folder with karpathy_style.json and its images")
+    ap.add_argument("--recipe", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--stop-after", action="append", default=[], help="a stage to run up to (timing runs)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    photos = Path(args.photos).resolve()
+    settings = yaml.safe_load((ROOT / args.recipe).read_text()) if args.recipe else {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = yaml.safe_load(value)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+        data = build_own_data(json.loads((photos / "karpathy_style.json").read_text()), photos, Path(tmp) / "mine")
+        settings.update({k: v for k, v in data.items() if k.startswith("data.")})
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlruns.db"
+        start = time.perf_counter()
+        code, stages, lines = timed_experiment(repo, "real-data", settings, args.stop_after, env)
+        total = round(time.perf_counter() - start, 1)
+        rev = experiment_rev(repo, "real-data") if code == 0 else None
+        read = (lambda p: _read(repo, rev, p)) if rev else (lambda p: None)
+        result = {
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
+            "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+            "recipe": args.recipe, "settings": {k: v for k, v in settings.items() if not k.startswith("data.")},
+            "web_pairs": data["web_pairs"], "mis_captioned": data["mis_captioned"], "exit_code": code,
+            "seconds_total": total, "minutes_total": round(total / 60, 1), "seconds_per_stage": stages,
+            "failure": None if code == 0 else lines[-30:],
+            "gate_filter": read("metrics/gate_filter.json"), "gate_captioner": read("metrics/gate_captioner.json"),
+            "select": read("metrics/select.json"), "compare": read("metrics/compare.json"),
+            "training": {s: read(f"metrics/{s}.json") for s in ("pretrain", "finetune_captioner", "finetune_filter")}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("exit_code", "minutes_total", "seconds_per_stage", "gate_filter")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
