@@ -15,7 +15,7 @@ import yaml
 from blip.config import load_params
 from blip.gates import filter_problems, filter_quality
 from tests.conftest import ROOT, pipeline_checkout
-from tests.test_pipeline_dvc import _commit, _run
+from tests.test_pipeline_dvc import _run, dvc_repo
 from tests.test_select import _scores_folder
 from tests.test_train import small_training_params
 
@@ -82,11 +82,7 @@ def test_a_hopeless_filter_stops_the_chain_within_a_minute_of_its_fine_tuning(tm
     raw["presets"]["tiny"]["finetune_filter"].update(epochs=1, steps_per_epoch=1)  # one step: near chance
     raw["gates"]["filter_min_auc"] = 0.9  # far above what 9 steps reach, so no CPU's rounding lets it pass
     raw["contracts"]["image_sample"] = 10
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    (repo / ".gitignore").write_text("mlruns.db\n")
-    _run(["git", "init", "-q"], repo)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
-    _commit(repo, "pipeline")
+    dvc_repo(repo, raw)
     _run([sys.executable, "-m", "dvc", "repro", "finetune_filter"], repo)
     start = time.monotonic()
     out = _run([sys.executable, "-m", "dvc", "repro"], repo, ok=False)

@@ -36,6 +36,24 @@ def _commit(repo: Path, message: str) -> None:
     _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
 
 
+def dvc_repo(repo: Path, raw: dict, message: str = "pipeline", dvc_config: str | None = None) -> None:
+    """params.yaml from `raw`, then git and DVC initialised (with `dvc_config` as .dvc/config) and committed."""
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    (repo / ".gitignore").write_text("mlruns.db\n")
+    _run(["git", "init", "-q"], repo)
+    _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    if dvc_config:
+        (repo / ".dvc/config").write_text(dvc_config)
+    _commit(repo, message)
+
+
+def small_world(raw: dict) -> dict:
+    """The built-in world at 12/4/4 human and 20 web images of 64 px."""
+    raw["world"].update(image_size=64, human={"train": 12, "val": 4, "test": 4},
+                        web={**raw["world"]["web"], "images": 20, "shard_size": 10})
+    return raw
+
+
 @pytest.mark.timeout(1800)  # thirteen stages, ten training runs (about 5 minutes on 2 cores)
 def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     repo = pipeline_checkout(tmp_path)
@@ -51,11 +69,7 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     raw["contracts"]["image_sample"] = 20
     # models of 8 steps are near chance: the gates record it and the chain goes on (test_gates stops one)
     raw["gates"]["on_fail"] = "warn"
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    (repo / ".gitignore").write_text("mlruns.db\n")
-    _run(["git", "init", "-q"], repo)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
-    _commit(repo, "pipeline")
+    dvc_repo(repo, raw)
 
     dvc = [sys.executable, "-m", "dvc"]
     failed = _run(dvc + ["repro"], repo, ok=False)
@@ -122,19 +136,13 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
 
 def test_prepare_stage_with_your_own_data_makes_no_world(tmp_path):
     repo = pipeline_checkout(tmp_path)
-    raw = raw_params()
-    raw["world"].update(image_size=64, human={"train": 12, "val": 4, "test": 4},
-                        web={**raw["world"]["web"], "images": 20, "shard_size": 10})
+    raw = small_world(raw_params())
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     # the user's data: a Karpathy JSON with its images, and img2dataset shards (made here by the world)
     _run([sys.executable, "-m", "blip.cli", "world", "--out", "own"], repo)
     raw["data"] = {"human_karpathy": "own/human/karpathy.json", "human_images": "own/human", "human_name": "mine",
                    "web_shards": "own/web"}
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    (repo / ".gitignore").write_text("mlruns.db\n")
-    _run(["git", "init", "-q"], repo)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
-    _commit(repo, "own data")
+    dvc_repo(repo, raw, "own data")
     _run([sys.executable, "-m", "dvc", "repro", "prepare"], repo)
     assert not (repo / "data" / "world").exists()
     metrics = json.loads((repo / "metrics" / "prepare.json").read_text())
@@ -144,15 +152,7 @@ def test_prepare_stage_with_your_own_data_makes_no_world(tmp_path):
 
 def test_the_default_remote_lets_a_fresh_clone_pull_instead_of_recompute(tmp_path):
     repo = pipeline_checkout(tmp_path)
-    raw = raw_params()
-    raw["world"].update(image_size=64, human={"train": 12, "val": 4, "test": 4},
-                        web={**raw["world"]["web"], "images": 20, "shard_size": 10})
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    (repo / ".gitignore").write_text("mlruns.db\n")
-    _run(["git", "init", "-q"], repo)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
-    (repo / ".dvc/config").write_text((ROOT / ".dvc/config").read_text())  # the project's own DVC config
-    _commit(repo, "pipeline")
+    dvc_repo(repo, small_world(raw_params()), dvc_config=(ROOT / ".dvc/config").read_text())  # the project's own
     _run([sys.executable, "-m", "dvc", "repro", "prepare"], repo)
     _commit(repo, "prepared")
     assert "pushed" in _run([sys.executable, "-m", "dvc", "push"], repo)
