@@ -8,7 +8,8 @@ split). The user's data is built from it as the README's scenario: the Karpathy 
 and every training image as a web pair, 40% of them given another image's caption (one img2dataset
 shard). The chain runs as one DVC experiment (flows/experiment.py) in a clone of this repository's
 HEAD; the result records seconds per stage and what the models measured: the gates (filter ITM AUC and
-recall on val, captioner CIDEr against chance), CapFilt's counts and the test-split comparison.
+recall on val, captioner CIDEr against chance), CapFilt's counts and the test-split comparison, each as
+its stage logged it to MLflow: a run that a gate or a contract stopped still reports what it measured.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.experiment import experiment_rev, run_experiment  # noqa: E402
+from flows.experiment import experiment_rev, failure_summary, run_experiment  # noqa: E402
 
 
 def build_own_data(rows: list[dict], images: Path, out: Path, noise: float = 0.4, seed: int = 1) -> dict:
@@ -76,9 +77,20 @@ def timed_experiment(repo: Path, name: str, settings: dict, targets: list[str], 
     return code, stages, lines
 
 
-def _read(repo: Path, rev: str, path: str) -> dict | None:
-    shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
-    return json.loads(shown.stdout) if shown.returncode == 0 else None
+def measured(tracking_uri: str) -> dict[str, dict]:
+    """Each stage's figures as its MLflow run logged them (there even when a later stage stopped the run)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    runs = mlflow.search_runs(experiment_names=["blip-capfilt"], order_by=["start_time ASC"])
+    out = {}
+    for _, run in runs.iterrows():
+        name = run.get("tags.mlflow.runName")
+        metrics = {k[len("metrics."):]: round(float(v), 4) for k, v in run.items()
+                   if k.startswith("metrics.") and v == v and not k.startswith("metrics.loss")}
+        if name and metrics:
+            out[name] = metrics
+    return out
 
 
 def main() -> None:
@@ -104,21 +116,19 @@ def main() -> None:
         start = time.perf_counter()
         code, stages, lines = timed_experiment(repo, "real-data", settings, args.stop_after, env)
         total = round(time.perf_counter() - start, 1)
-        rev = experiment_rev(repo, "real-data") if code == 0 else None
-        read = (lambda p: _read(repo, rev, p)) if rev else (lambda p: None)
+        figures = measured(env["MLFLOW_TRACKING_URI"])
         result = {
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
             "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
             "recipe": args.recipe, "settings": {k: v for k, v in settings.items() if not k.startswith("data.")},
             "web_pairs": data["web_pairs"], "mis_captioned": data["mis_captioned"], "exit_code": code,
             "seconds_total": total, "minutes_total": round(total / 60, 1), "seconds_per_stage": stages,
-            "failure": None if code == 0 else lines[-30:],
-            "gate_filter": read("metrics/gate_filter.json"), "gate_captioner": read("metrics/gate_captioner.json"),
-            "select": read("metrics/select.json"), "compare": read("metrics/compare.json"),
-            "training": {s: read(f"metrics/{s}.json") for s in ("pretrain", "finetune_captioner", "finetune_filter")}}
+            "experiment_saved": code == 0 and experiment_rev(repo, "real-data") is not None,
+            "failure": None if code == 0 else failure_summary(lines).splitlines(),
+            "figures": {k: v for k, v in figures.items() if not k.startswith("register")}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("exit_code", "minutes_total", "seconds_per_stage", "gate_filter")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("exit_code", "minutes_total", "seconds_per_stage", "failure")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""The paper's CapFilt ablations on the embedded default, as a DVC experiment queue started by one command.
+
+    python bench/ablations.py              # queue every ablation, run the queue, tabulate against the default
+    python bench/ablations.py --tabulate   # tabulate the experiments already run
+
+Each ablation is the whole chain with one setting changed, compared with the chain as committed (this
+workspace's metrics/compare.json, same seed), on the bootstrapped model's captioning and retrieval. The
+replicated-web baseline (Table 12) has its own queue over seeds: bench/table12.py. Writes
+bench/results/ablations.json and reports/ablations.md: each row with the paper's direction next to ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.table12 import ROOT, experiment_metrics, queue_experiment, run_queue  # noqa: E402
+
+# name -> (params changed, what the paper compares, the paper's finding: the default "better" or "not worse")
+ABLATIONS = {
+    "ablation-beam": ({"capfilt.method": "beam"}, "Table 2: nucleus sampling against beam search for the "
+                      "synthetic captions", "nucleus is better: noisier, but more diverse captions"),
+    "ablation-continue": ({"retrain.init_from": "models/pretrain"}, "Table 13: continue training the old model "
+                          "against a new model on the bootstrapped data", "a new model is not worse"),
+}
+METRICS = [("CIDEr", "CIDEr"), ("r_mean", "retrieval R mean (%)")]
+
+
+def rows(default: dict, found: dict[str, dict]) -> list[dict]:
+    """One row per finished ablation: the default's and the ablation's bootstrapped model, and our direction."""
+    out = []
+    for name, result in found.items():
+        overrides, what, paper = ABLATIONS[name]
+        ours = {k: (default["bootstrapped"][k], result["bootstrapped"][k]) for k, _ in METRICS}
+        holds = all(d >= a for d, a in ours.values())
+        out.append({"ablation": name, "changed": overrides, "compares": what, "paper": paper,
+                    "default_vs_ablation": ours,
+                    "ours": "the default is better or equal on both" if holds else "the ablation is better on "
+                            + ", ".join(k for k, (d, a) in ours.items() if a > d)})
+    return out
+
+
+def markdown(table: list[dict]) -> str:
+    """The ablation table, the paper's direction beside ours."""
+    lines = ["| ablation | compares | paper | " + " | ".join(f"{label}: default / ablation" for _, label in METRICS)
+             + " | ours |", "|---|---|---|" + "---|" * len(METRICS) + "---|"]
+    for r in table:
+        cells = " | ".join(f"{d:.3f} / {a:.3f}" for d, a in r["default_vs_ablation"].values())
+        lines.append(f"| {r['ablation']} | {r['compares']} | {r['paper']} | {cells} | {r['ours']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tabulate", action="store_true", help="only tabulate the experiments already run")
+    args = ap.parse_args()
+    if not args.tabulate:
+        for name, (overrides, _, _) in ABLATIONS.items():
+            queue_experiment(ROOT, name, overrides)
+        run_queue(ROOT)
+    found = {k: v for k, v in experiment_metrics(ROOT, "ablation-").items() if k in ABLATIONS}
+    if not found:
+        raise SystemExit("no ablation has finished: see `dvc queue status` and `dvc queue logs`")
+    table = rows(json.loads((ROOT / "metrics/compare.json").read_text()), found)
+    (ROOT / "reports/ablations.md").write_text(markdown(table))
+    (ROOT / "bench/results/ablations.json").write_text(json.dumps(table, indent=1) + "\n")
+    print(markdown(table))
+
+
+if __name__ == "__main__":
+    main()
