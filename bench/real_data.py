@@ -119,7 +119,8 @@ def main() -> None:
         figures = measured(env["MLFLOW_TRACKING_URI"])
         result = {
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
-            "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+            "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                     text=True).stdout.strip(),
             "recipe": args.recipe, "settings": {k: v for k, v in settings.items() if not k.startswith("data.")},
             "web_pairs": data["web_pairs"], "mis_captioned": data["mis_captioned"], "exit_code": code,
             "seconds_total": total, "minutes_total": round(total / 60, 1), "seconds_per_stage": stages,

@@ -58,18 +58,18 @@ def run_queue(repo: Path) -> None:
 
 
 def experiment_metrics(repo: Path, prefix: str, path: str = "metrics/compare.json") -> dict[str, dict]:
-    """A metrics file of every finished experiment whose name starts with `prefix`, by name."""
-    shown = json.loads(subprocess.run(DVC + ["exp", "show", "--json"], cwd=repo, capture_output=True, text=True,
-                                      check=True).stdout)
+    """A metrics file of every finished experiment whose name starts with `prefix`, by name (whatever commit
+    it was run from: experiments are git refs, refs/exps/<baseline>/<name>)."""
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], cwd=repo,
+                          capture_output=True, text=True, check=True).stdout.splitlines()
     found = {}
-    for baseline in shown:
-        for exp in baseline.get("experiments") or []:
-            for rev in exp["revs"]:
-                if (rev.get("name") or "").startswith(prefix):
-                    text = subprocess.run(["git", "show", f"{rev['rev']}:{path}"], cwd=repo, capture_output=True,
-                                          text=True)
-                    if text.returncode == 0:
-                        found[rev["name"]] = json.loads(text.stdout)
+    for line in refs:
+        sha, ref = line.split()
+        name = ref.rsplit("/", 1)[-1]
+        if name.startswith(prefix):
+            text = subprocess.run(["git", "show", f"{sha}:{path}"], cwd=repo, capture_output=True, text=True)
+            if text.returncode == 0:
+                found[name] = json.loads(text.stdout)
     return dict(sorted(found.items()))
 
 
@@ -108,7 +108,8 @@ def main() -> None:
     if not args.tabulate:
         preset = yaml.safe_load((ROOT / "params.yaml").read_text())["preset"]
         for seed in args.seeds:
-            queue_experiment(ROOT, f"table12-seed{seed}", {"seed": seed, f"presets.{preset}.pretrain.steps_per_epoch": steps})
+            queue_experiment(ROOT, f"table12-seed{seed}",
+                             {"seed": seed, f"presets.{preset}.pretrain.steps_per_epoch": steps})
         run_queue(ROOT)
     found = experiment_metrics(ROOT, "table12-")
     if not found:

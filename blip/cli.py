@@ -255,6 +255,9 @@ def compare_table(result: dict) -> str:
     lines = ["| metric | baseline (noisy web) | bootstrapped (CapFilt) |", "|---|---|---|"]
     for k, name in names.items():
         lines.append(f"| {name} | {fmt(result['baseline'][k])} | {fmt(result['bootstrapped'][k])} |")
+    lines += ["", "One seed; each model pre-trained for epochs of its own data, so for its own number of steps. "
+              "The paper's comparison (its Table 12: the baseline's samples replicated to the bootstrapped set's "
+              "per epoch, the same steps), over seeds: reports/table12.md (`make table12`)."]
     return "\n".join(lines) + "\n"
 
 
@@ -290,7 +293,9 @@ def cmd_register(args: argparse.Namespace) -> int:
     from blip.registry import register_round
 
     params = load_params(args.params)
-    for d in register_round(params, args.round or max(1, params.rounds), Path(args.rounds_dir), args.only, args.metrics):
+    decisions = register_round(params, args.round or max(1, params.rounds), Path(args.rounds_dir), args.only,
+                               args.metrics)
+    for d in decisions:
         print(f"register: {d['name']} v{d['version']} -> @{d['alias']} ({d['reason']})")
     return 0
 

@@ -59,7 +59,9 @@ def _bounds(failure: dict) -> str:
         return "allowed: " + " or ".join(str(v) for v in allowed)
     if low is not None and high is not None:
         return f"allowed [{low:g}, {high:g}]"
-    return f"allowed >= {low:g}" if low is not None else f"allowed <= {high:g}" if high is not None else "allowed: not null"
+    if low is not None:
+        return f"allowed >= {low:g}"
+    return f"allowed <= {high:g}" if high is not None else "allowed: not null"
 
 
 def describe(failure: dict) -> dict:
