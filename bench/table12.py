@@ -26,6 +26,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flows.experiment import experiment_refs  # noqa: E402
+
 DVC = [sys.executable, "-m", "dvc"]
 METRICS = [("CIDEr", "CIDEr"), ("BLEU-4", "BLEU-4"), ("txt_r1", "TR@1 (%)"), ("img_r1", "IR@1 (%)"),
            ("r_mean", "retrieval R mean (%)")]
@@ -58,14 +62,9 @@ def run_queue(repo: Path) -> None:
 
 
 def experiment_metrics(repo: Path, prefix: str, path: str = "metrics/compare.json") -> dict[str, dict]:
-    """A metrics file of every finished experiment whose name starts with `prefix`, by name (whatever commit
-    it was run from: experiments are git refs, refs/exps/<baseline>/<name>)."""
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], cwd=repo,
-                          capture_output=True, text=True, check=True).stdout.splitlines()
+    """A metrics file of every finished experiment whose name starts with `prefix`, by name."""
     found = {}
-    for line in refs:
-        sha, ref = line.split()
-        name = ref.rsplit("/", 1)[-1]
+    for name, sha in experiment_refs(repo).items():
         if name.startswith(prefix):
             text = subprocess.run(["git", "show", f"{sha}:{path}"], cwd=repo, capture_output=True, text=True)
             if text.returncode == 0:

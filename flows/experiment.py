@@ -80,20 +80,24 @@ def run_experiment(repo: Path, name: str, overrides: dict[str, Any], targets: li
     return proc.wait(), lines
 
 
-def experiment_rev(repo: Path, name: str) -> str | None:
-    """The commit of the experiment called `name` (None when it was not saved: it failed)."""
+def experiment_refs(repo: Path) -> dict[str, str]:
+    """Every saved experiment's name -> commit, whatever commit it ran from (refs/exps/<baseline>/<name>)."""
     refs = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], cwd=repo,
                           capture_output=True, text=True, check=True).stdout.split("\n")
-    found = [line.split()[0] for line in refs if line.strip() and line.rsplit("/", 1)[-1] == name]
-    return found[-1] if found else None
+    return {line.rsplit("/", 1)[-1]: line.split()[0] for line in refs if line.strip()}
 
 
-def read_output(repo: Path, rev: str, path: str, binary: bool = False) -> str | bytes | None:
+def experiment_rev(repo: Path, name: str) -> str | None:
+    """The commit of the experiment called `name` (None when it was not saved: it failed)."""
+    return experiment_refs(repo).get(name)
+
+
+def read_output(repo: Path, rev: str, path: str) -> str | None:
     """A file of the experiment, git-tracked or in DVC's cache (None when it has none)."""
     import dvc.api
 
     try:
-        return dvc.api.read(path, repo=str(repo), rev=rev, mode="rb" if binary else "r")
+        return dvc.api.read(path, repo=str(repo), rev=rev)
     except Exception:  # not an output of this experiment (a stage it did not run), or not cached here
         return None
 
