@@ -28,11 +28,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from blip.config import load_params  # noqa: E402
+from blip.evaluate.compare import SEED_METRICS, chain_of, seeds_table  # noqa: E402
 from flows.experiment import experiment_refs  # noqa: E402
 
 DVC = [sys.executable, "-m", "dvc"]
-METRICS = [("CIDEr", "CIDEr"), ("BLEU-4", "BLEU-4"), ("txt_r1", "TR@1 (%)"), ("img_r1", "IR@1 (%)"),
-           ("r_mean", "retrieval R mean (%)")]
 
 
 def steps_per_epoch(repo: Path) -> tuple[int, int]:
@@ -44,9 +44,9 @@ def steps_per_epoch(repo: Path) -> tuple[int, int]:
 
 
 def queue_experiment(repo: Path, name: str, overrides: dict) -> None:
-    """Queue one DVC experiment of the chain up to `evaluate` (the comparison) with these params."""
+    """Queue one DVC experiment of the chain up to `compare` (the comparison) with these params."""
     sets = [arg for k, v in overrides.items() for arg in ("-S", f"{k}={v}")]
-    subprocess.run(DVC + ["exp", "run", "--queue", "--name", name, *sets, "evaluate"], cwd=repo, check=True)
+    subprocess.run(DVC + ["exp", "run", "--queue", "--name", name, *sets, "compare"], cwd=repo, check=True)
 
 
 def run_queue(repo: Path) -> None:
@@ -74,28 +74,16 @@ def experiment_metrics(repo: Path, prefix: str, path: str = "metrics/compare.jso
 
 def tabulate(found: dict[str, dict]) -> tuple[dict, str]:
     """Every seed's row, and mean +- std of each arm and of their difference."""
-    rows = {name: {arm: {k: r[arm][k] for k, _ in METRICS} for arm in ("baseline", "bootstrapped")}
+    rows = {name: {arm: {k: r[arm][k] for k in SEED_METRICS} for arm in ("baseline", "bootstrapped")}
             for name, r in found.items()}
     summary = {}
-    for key, _ in METRICS:
+    for key in SEED_METRICS:
         for arm in ("baseline", "bootstrapped", "delta"):
             values = [r["bootstrapped"][key] - r["baseline"][key] if arm == "delta" else r[arm][key]
                       for r in rows.values()]
             summary[f"{arm}.{key}"] = {"mean": statistics.mean(values),
                                        "std": statistics.stdev(values) if len(values) > 1 else 0.0}
-    lines = ["| metric | baseline, web replicated (mean ± std) | bootstrapped | difference | seeds where "
-             "bootstrapped is better |", "|---|---|---|---|---|"]
-    for key, label in METRICS:
-        cell = lambda arm: f"{summary[f'{arm}.{key}']['mean']:.3f} ± {summary[f'{arm}.{key}']['std']:.3f}"  # noqa: E731
-        wins = sum(r["bootstrapped"][key] > r["baseline"][key] for r in rows.values())
-        lines.append(f"| {label} | {cell('baseline')} | {cell('bootstrapped')} | {cell('delta')} | "
-                     f"{wins} of {len(rows)} |")
-    lines += ["", "| experiment | " + " | ".join(f"{label} (baseline / bootstrapped)" for _, label in METRICS) + " |",
-              "|---|" + "---|" * len(METRICS)]
-    for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r['baseline'][k]:.3f} / {r['bootstrapped'][k]:.3f}"
-                                                for k, _ in METRICS) + " |")
-    return {"per_experiment": rows, "summary": summary}, "\n".join(lines) + "\n"
+    return {"per_experiment": rows, "summary": summary}, seeds_table(rows, summary)
 
 
 def main() -> None:
@@ -118,7 +106,10 @@ def main() -> None:
               f"bootstrapped set's {samples} samples at the preset's batch).\n\n")
     (ROOT / "reports/table12.md").write_text(header + markdown)
     out = ROOT / "bench/results/table12.json"
-    out.write_text(json.dumps({"steps_per_epoch": steps, "bootstrapped_samples": samples, **table}, indent=1) + "\n")
+    # the chain these seeds ran on: `blip compare` shows this table in reports/compare.md beside that chain only
+    chain = chain_of(load_params(ROOT / "params.yaml"))
+    out.write_text(json.dumps({"chain": chain, "steps_per_epoch": steps, "bootstrapped_samples": samples, **table},
+                              indent=1) + "\n")
     print(header + markdown)
 
 

@@ -135,6 +135,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         return relaunched
     task, section, data, init, out = STAGE_DEFAULTS[args.stage]
     name = args.name or args.stage
+    if args.models == "shared" and args.stage == "finetune_captioner":
+        from blip.train.shared import adopt_shared_captioner
+
+        adopt_shared_captioner(Path(STAGE_DEFAULTS["finetune_filter"][4]), Path(args.out or out),
+                               Path("metrics/finetune_filter.json"), Path(args.metrics or f"metrics/{name}.json"),
+                               Path("plots/finetune_filter_loss.csv"), Path(args.plot or f"plots/{name}_loss.csv"))
+        print(f"[{name}] capfilt.models is shared: the captioner is the shared captioner-filter, not trained apart")
+        return 0
+    if args.models == "shared" and args.stage == "finetune_filter":
+        task = "shared"
     job = TrainJob(
         name=name, task=task, stage=getattr(params.active, section), params=params,
         data=args.data or data, out_dir=Path(args.out or (f"models/{name}" if args.name else out)),
@@ -223,50 +233,15 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     return 0
 
 
-COMPARED = {"captioner": ("CIDEr", "BLEU-4", "CIDEr_other_image"), "filter": ("txt_r1", "img_r1", "r_mean")}
-
-
-def compare(metrics_dir: Path) -> dict:
-    """Baseline vs bootstrapped: the evaluation figures side by side, with CapFilt's statistics."""
-    out: dict = {}
-    for run in ("baseline", "bootstrapped"):
-        row = {}
-        for model, keys in COMPARED.items():
-            m = json.loads((metrics_dir / f"eval_{run}_{model}.json").read_text())
-            row.update({k: m.get(k) for k in keys})
-        out[run] = row
-    out["delta"] = {k: round(out["bootstrapped"][k] - out["baseline"][k], 4)
-                    for k in out["baseline"] if isinstance(out["baseline"][k], (int, float))}
-    selected = metrics_dir / "select.json"
-    if selected.is_file():
-        c = json.loads(selected.read_text())
-        out["capfilt"] = {"web_kept": c["web"]["kept"], "web_total": c["web"]["total"],
-                          "synthetic_kept": c["synthetic"]["kept"], "noise_ratio": c["noise_ratio"],
-                          "web_removed_share": c["web_removed_share"], "threshold": c["threshold"],
-                          "truth": c.get("truth")}
-    return out
-
-
-def compare_table(result: dict) -> str:
-    """The comparison as a markdown table (the README's)."""
-    names = {"CIDEr": "CIDEr", "BLEU-4": "BLEU-4", "CIDEr_other_image": "CIDEr vs another image (chance)",
-             "txt_r1": "TR@1 (%)", "img_r1": "IR@1 (%)", "r_mean": "retrieval R mean (%)"}
-    fmt = lambda v: "-" if v is None else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"  # noqa: E731
-    lines = ["| metric | baseline (noisy web) | bootstrapped (CapFilt) |", "|---|---|---|"]
-    for k, name in names.items():
-        lines.append(f"| {name} | {fmt(result['baseline'][k])} | {fmt(result['bootstrapped'][k])} |")
-    lines += ["", "One seed; each model pre-trained for epochs of its own data, so for its own number of steps. "
-              "The paper's comparison (its Table 12: the baseline's samples replicated to the bootstrapped set's "
-              "per epoch, the same steps), over seeds: reports/table12.md (`make table12`)."]
-    return "\n".join(lines) + "\n"
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     from blip.data import storage
+    from blip.evaluate.compare import chain_of, compare, compare_table
 
+    params = load_params(args.params)
     result = compare(Path(args.metrics_dir))
     _write_metrics(args.out, result)
-    table = compare_table(result)
+    seeds = json.loads(Path(args.seeds).read_text()) if args.seeds and Path(args.seeds).is_file() else None
+    table = compare_table(result, chain_of(params), seeds)
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
         storage.write_bytes(Path(args.table), table.encode())
@@ -402,7 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--plot", default=None)
         p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
         p.add_argument("--procs", type=int, default=None, help="processes (default: train.procs)")
-        p.set_defaults(func=cmd_train, stage=stage)
+        if stage != "pretrain":
+            p.add_argument("--models", choices=["decoupled", "shared"], default="decoupled",
+                           help="CapFilt's models (params capfilt.models): shared = one captioner-filter, trained "
+                                "by finetune_filter and adopted by finetune_captioner (Table 4's ablation)")
+        p.set_defaults(func=cmd_train, stage=stage, models="decoupled")
 
     p = sub.add_parser("evaluate", help="caption metrics / retrieval recalls of a model on a test split")
     p.add_argument("--model", required=True)
@@ -449,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-dir", default="metrics")
     p.add_argument("--out", default="metrics/compare.json")
     p.add_argument("--table", default=None)
+    p.add_argument("--seeds", default=None, help="Table 12 over seeds (bench/table12.py's result): shown when it "
+                                                 "ran on this chain's data, world and preset")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("rounds", help="stage: bootstrapping rounds 2..R (params `rounds`) after the main chain's round 1")

@@ -279,6 +279,7 @@ class CapfiltConfig:
     poll_seconds: PosFloat        # how often a rank with nothing to claim looks again
     captioners: list[Str]         # extra captioner models whose captions are pooled (ensemble)
     filters: list[Str]            # extra filter models, each scoring every candidate text
+    models: Literal["decoupled", "shared"]  # two fine-tuned models (the paper) | one as both (Table 4's ablation)
 
     @model_validator(mode="after")
     def _lengths(self) -> CapfiltConfig:
@@ -391,6 +392,13 @@ class Params:
     def _preset_exists(self) -> Params:
         if self.preset not in self.presets:
             raise ValueError(f"preset '{self.preset}' is not one of {sorted(self.presets)}")
+        return self
+
+    @model_validator(mode="after")
+    def _shared_in_one_round(self) -> Params:
+        if self.capfilt.models == "shared" and self.rounds > 1:
+            raise ValueError("capfilt.models is 'shared' (the ablation) and rounds > 1: later rounds fine-tune "
+                             "decoupled models; run the ablation with rounds: 1")
         return self
 
     @property

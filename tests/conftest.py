@@ -23,6 +23,9 @@ def pipeline_checkout(root: Path) -> Path:
     for package in ("blip", "data_contracts"):
         shutil.copytree(ROOT / package, repo / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo)
+    # Table 12 over seeds (bench/table12.py), which the compare stage shows beside the chain it ran on
+    (repo / "bench/results").mkdir(parents=True)
+    shutil.copy(ROOT / "bench/results/table12.json", repo / "bench/results")
     return repo
 
 

@@ -143,6 +143,12 @@ def test_metrics_judge_the_filter_and_the_captioner_against_the_world(uninterrup
                                                 / len(synthetic), 4)
     assert captioner["correct"] >= captioner["strict_wording"]  # every exact wording is correct claim by claim
     assert set(captioner["claims"]) == {"shape", "colour", "size", "position", "relation", "background", "count"}
+    # each targeted figure against its target: the filter as a detector of noisy web texts, the captioner's truth
+    targets = world["targets"]
+    assert targets["filter.noisy_recall_at_0.5"]["value"] == world["filter"]["noisy_recall_at_0.5"]
+    assert targets["captioner.correct"] == {"value": captioner["correct"], "target": 0.5,
+                                            "met": captioner["correct"] >= 0.5}
+    assert targets["filter.noisy_precision_at_0.5"]["target"] == targets["filter.noisy_recall_at_0.5"]["target"] == 0.9
 
 
 def test_bootstrapped_dataset_records_provenance(selected, uninterrupted, prepared):

@@ -76,6 +76,13 @@ def test_a_rule_that_scores_everything_zero_is_refused():
     assert "select: itm_weight and itc_weight are both 0" in _refused(edit)
 
 
+def test_the_shared_captioner_filter_ablation_runs_one_round_only():
+    def edit(raw):
+        raw["capfilt"]["models"], raw["rounds"] = "shared", 2
+
+    assert "capfilt.models is 'shared' (the ablation) and rounds > 1" in _refused(edit)
+
+
 def test_an_unknown_preset_is_refused():
     assert "preset 'huge' is not one of ['base', 'large', 'tiny']" in _refused(lambda raw: raw.update(preset="huge"))
 

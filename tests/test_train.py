@@ -126,3 +126,37 @@ def test_fine_tuning_stages_start_from_the_pretrained_model(setup):
         run(blip_cmd(params, stage, out, data[:1], "--init-from", str(base), "--max-steps", "2"), env, tmp)
         cfg = yaml.safe_load((out / "model/config.json").read_text())
         assert cfg["task"] == task and cfg["init_from"] == str(base) and cfg["trained_steps"] == 2
+
+
+def test_shared_captioner_filter_is_one_model_in_both_roles(setup):
+    """Table 4's ablation: finetune_filter trains one model with ITC, ITM and LM; finetune_captioner adopts it."""
+    from PIL import Image
+
+    from blip.inference import load
+
+    tmp, params, env, data = setup
+    base = tmp / "straight/model"
+    if not base.exists():
+        pytest.skip("needs the pre-trained model of the resume test")
+    work = tmp / "shared"
+    work.mkdir()
+    blip = [sys.executable, "-m", "blip.cli", "--params", str(params)]
+    refused = subprocess.run(blip + ["finetune_captioner", "--models", "shared"], env=env, cwd=work,
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "models/filter holds no model: with capfilt.models = shared" in refused.stderr
+    run(blip + ["finetune_filter", "--models", "shared", "--procs", "1", "--data", str(data[0]),
+                "--init-from", str(base), "--max-steps", "2"], env, work)
+    history = (work / "plots/finetune_filter_loss.csv").read_text()
+    assert {"itc", "itm", "lm"} <= set(history.splitlines()[0].split(","))  # all three losses trained
+    run(blip + ["finetune_captioner", "--models", "shared"], env, work)
+
+    captioner, filter_ = work / "models/captioner", work / "models/filter"
+    assert load_file(captioner / "model.safetensors").keys() == load_file(filter_ / "model.safetensors").keys()
+    assert all(torch.equal(a, b) for a, b in zip(load_file(captioner / "model.safetensors").values(),
+                                                 load_file(filter_ / "model.safetensors").values()))
+    assert yaml.safe_load((work / "metrics/finetune_captioner.json").read_text())["shared_with"] == "models/filter"
+    model = load(captioner, device="cpu")
+    assert model.model.cfg.task == "pretrain"  # encoder and decoder sharing all but self-attention
+    image = Image.new("RGB", (64, 64), "red")
+    assert isinstance(model.caption([image])[0][0], str)
+    assert 0 <= model.score(image, ["a red square"])[0]["itm"] <= 1

@@ -8,7 +8,8 @@ but the texts) and the input shards' truth records, after scoring: the tables th
   free), and the precision and recall of "ITM < 0.5" as a detector of noisy texts (the calibrated
   threshold's figures are `select`'s);
 - captioner: its synthetic captions judged claim by claim against their scenes (`world_judge`), and the
-  share that is one of the templates' exact wordings (the strict test).
+  share that is one of the templates' exact wordings (the strict test);
+- targets: each figure against what models good at their jobs reach on a fully learnable world (TARGETS).
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from blip.data.shards import read_manifest
 from blip.data.world import scene_from_json
 from blip.data.world_judge import correctness
 from blip.evaluate.common import roc_auc
+
+# what a filter and a captioner that do their jobs reach on the world: the filter finds most noisy web texts
+# and most of what it flags is noisy; most synthetic captions are true of their scene in every claim
+TARGETS = {("filter", "noisy_precision_at_0.5"): 0.9, ("filter", "noisy_recall_at_0.5"): 0.9,
+           ("captioner", "correct"): 0.5}
 
 
 def _scenes(web_dirs: list[str], max_member_bytes: int) -> dict:
@@ -61,9 +67,19 @@ def world_quality(web_dirs: list[str], tables: list[str], max_member_bytes: int)
     clean_scores, noisy_scores = np.array(clean), np.array(noisy)
     flagged = int((noisy_scores < 0.5).sum())
     flagged_all = flagged + int((clean_scores < 0.5).sum())
-    return {"filter": {"itm_auc_clean_vs_noisy": roc_auc(clean_scores, noisy_scores),
-                       "noisy_precision_at_0.5": round(flagged / flagged_all, 4) if flagged_all else None,
-                       "noisy_recall_at_0.5": round(flagged / len(noisy), 4) if noisy else None,
-                       "web_texts": len(clean) + len(noisy)},
-            "captioner": {**correctness(synthetic),
-                          "strict_wording": round(sum(strict) / len(strict), 4) if strict else None}}
+    quality = {"filter": {"itm_auc_clean_vs_noisy": roc_auc(clean_scores, noisy_scores),
+                          "noisy_precision_at_0.5": round(flagged / flagged_all, 4) if flagged_all else None,
+                          "noisy_recall_at_0.5": round(flagged / len(noisy), 4) if noisy else None,
+                          "web_texts": len(clean) + len(noisy)},
+               "captioner": {**correctness(synthetic),
+                             "strict_wording": round(sum(strict) / len(strict), 4) if strict else None}}
+    return {**quality, "targets": against_targets(quality)}
+
+
+def against_targets(quality: dict) -> dict:
+    """Each targeted figure: its value, the target and whether it is met (a missing figure is not)."""
+    out = {}
+    for (model, figure), target in TARGETS.items():
+        value = quality[model].get(figure)
+        out[f"{model}.{figure}"] = {"value": value, "target": target, "met": value is not None and value >= target}
+    return out

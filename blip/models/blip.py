@@ -281,8 +281,8 @@ class Blip(nn.Module):
         batch with `negatives_all_ranks`, drawn by the task's release rule (module docstring)."""
         image_feat, text_feat, image_feat_m, text_feat_m = (f.detach() for f in feats)
         n, device = len(image_feat), image_feat.device
-        if self.cfg.task == "pretrain":
-            own = torch.eye(n, dtype=torch.bool, device=device)
+        if self.cfg.task == "pretrain":  # with image ids (a captioner-filter fine-tuned as one): no caption of its own image
+            own = torch.eye(n, dtype=torch.bool, device=device) if idx is None else idx.view(-1, 1) == idx.view(1, -1)
             sim_t2i, sim_i2t, floor = text_feat @ image_feat_m.T, image_feat @ text_feat_m.T, 1e-4
         else:
             if negatives_all_ranks:
@@ -348,10 +348,13 @@ class Blip(nn.Module):
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, alpha: float = 0.0,
                 idx: torch.Tensor | None = None, prompt_len: int = 0, negatives_all_ranks: bool = False,
-                negatives: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
+                lm_text: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The task's losses for a batch: {'itc', 'itm', 'lm'} as the task has them.
 
         `negatives` pins ITM's negatives: (image index per text, text index per image) into the batch.
+        `lm_text`: the decoder's own (ids, mask) when they differ from the encoder's: a captioner-filter
+        fine-tuned as one model reads its captions with the captioner's prompt, its encoder without.
         """
         if self.cfg.inference_only:
             raise ValueError("this filter was loaded for inference only (a BLIP_ITM-style checkpoint: no momentum "
@@ -368,7 +371,7 @@ class Blip(nn.Module):
             losses["itc"], feats = self._itc(image_embeds, images, ids, mask, alpha, idx)
             losses["itm"] = self._itm(image_embeds, ids, mask, feats, idx, negatives_all_ranks, negatives)
         if self.cfg.has_decoder:
-            losses["lm"] = self._lm(image_embeds, ids, mask, prompt_len)
+            losses["lm"] = self._lm(image_embeds, *(lm_text or (ids, mask)), prompt_len)
         return losses
 
     # ------------------------------------------------------------------ utilities

@@ -45,7 +45,7 @@ class TrainJob:
     """What one stage trains: a task model on some datasets, from scratch or from a model."""
 
     name: str                      # stage name: pretrain | finetune_captioner | finetune_filter | ...
-    task: str                      # pretrain | captioner | filter
+    task: str                      # pretrain | captioner | filter | shared (both CapFilt models as one, Table 4)
     stage: StageConfig
     params: Params
     data: list[str]                # dataset folders (shards + manifest)
@@ -97,9 +97,11 @@ def build_model(job: TrainJob) -> Blip:
                      label_smoothing=m.label_smoothing, prompt=m.prompt,
                      mean=job.params.loader.mean, std=job.params.loader.std)
     torch.manual_seed(job.params.seed)
+    # the shared captioner-filter is built as pre-training's model: encoder and decoder share all but self-attention
+    task = "pretrain" if job.task == "shared" else job.task
     if job.init_from:
-        return init_task_model(job.init_from, job.task, job.stage.image_size, **overrides)
-    model = Blip(BlipConfig(task=job.task, image_size=job.stage.image_size, vision=arch.vision, text=arch.text,
+        return init_task_model(job.init_from, task, job.stage.image_size, **overrides)
+    model = Blip(BlipConfig(task=task, image_size=job.stage.image_size, vision=arch.vision, text=arch.text,
                             embed_dim=arch.embed_dim, queue_size=arch.queue_size, **overrides))
     # BLIP starts pre-training from an ImageNet ViT and BERT; only the fusion layers start random
     if arch.vision_init:
@@ -208,8 +210,8 @@ def train(job: TrainJob) -> dict:
 
     tokenizer = build_tokenizer(p.tokenizer.vocab)
     text_len = {"pretrain": p.model.text_len.pretrain, "filter": p.model.text_len.retrieval,
-                "captioner": p.model.text_len.caption}[job.task]
-    prompt = module.cfg.prompt if job.task == "captioner" else ""
+                "shared": p.model.text_len.retrieval, "captioner": p.model.text_len.caption}[job.task]
+    prompt = module.cfg.prompt if job.task in ("captioner", "shared") else ""
     prompt_len = len(tokenizer(prompt).input_ids) - 1 if prompt else 0  # [CLS] + prompt, no [SEP]
     data = training_data(job.data)
     samples = data.samples
@@ -220,7 +222,9 @@ def train(job: TrainJob) -> dict:
     if job.max_steps:
         total_steps = min(total_steps, job.max_steps)
     transform = build_transform("pretrain" if job.task == "pretrain" else "finetune", stage.image_size, p.loader)
-    negatives_all = isinstance(stage, FilterStageConfig) and stage.negatives_all_ranks
+    # the shared captioner-filter draws its ITM negatives within each rank's batch, as pre-training does
+    negatives_all = job.task == "filter" and isinstance(stage, FilterStageConfig) and stage.negatives_all_ranks
+    with_idx = job.task in ("filter", "shared")  # every caption of an image a positive, as retrieval fine-tuning
 
     start_micro, history = 0, []
     stamp = fingerprint(job, world)
@@ -261,13 +265,19 @@ def train(job: TrainJob) -> dict:
                 lr = learning_rate(step, steps_per_epoch, stage)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                ids, mask = tokenize(tokenizer, [prompt + c for c in batch.captions], text_len)
+                lm_text = None
+                if job.task == "shared":  # its encoder reads captions as the filter scores them, its decoder with the prompt
+                    ids, mask = tokenize(tokenizer, batch.captions, text_len)
+                    lm_ids, lm_mask = tokenize(tokenizer, [prompt + c for c in batch.captions], p.model.text_len.caption)
+                    lm_text = (lm_ids.to(device), lm_mask.to(device))
+                else:
+                    ids, mask = tokenize(tokenizer, [prompt + c for c in batch.captions], text_len)
                 images = batch.images.to(device, torch.bfloat16 if bf16 else torch.float32)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_autocast):
                     losses = engine(images, ids.to(device), mask.to(device),
                                     alpha=alpha_at(step, steps_per_epoch, p.model.alpha, stage.alpha_ramp_epochs),
-                                    idx=_idx(batch.keys, device) if job.task == "filter" else None,
-                                    prompt_len=prompt_len, negatives_all_ranks=negatives_all)
+                                    idx=_idx(batch.keys, device) if with_idx else None, prompt_len=prompt_len,
+                                    negatives_all_ranks=negatives_all, lm_text=lm_text)
                 engine.backward(sum(losses.values()))
                 boundary = engine.is_gradient_accumulation_boundary()
                 engine.step()
