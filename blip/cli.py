@@ -238,7 +238,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from blip.evaluate.compare import chain_of, compare, compare_table
 
     params = load_params(args.params)
-    result = compare(Path(args.metrics_dir))
+    result = compare(Path(args.metrics_dir), params.downstream.tasks)
     _write_metrics(args.out, result)
     seeds = json.loads(Path(args.seeds).read_text()) if args.seeds and Path(args.seeds).is_file() else None
     table = compare_table(result, chain_of(params), seeds)
@@ -334,6 +334,52 @@ def cmd_score(args: argparse.Namespace) -> int:
     blip = load(args.model, device=args.device, vision_heads=args.vision_heads, text_heads=args.text_heads)
     for row in blip.score(_open_image(args.image), args.texts, itm_token=args.itm_token):
         print(f"itm={row['itm']:.4f}\titc={row['itc']:.4f}\t{row['text']}")
+    return 0
+
+
+def cmd_vqa_data(args: argparse.Namespace) -> int:
+    from blip.vqa.stage import build_vqa_data
+
+    params = load_params(args.params)
+    start = time.time()
+    metrics = build_vqa_data(params, args.out)
+    metrics["seconds"] = round(time.time() - start, 1)
+    _write_metrics(args.metrics, metrics)
+    print(f"vqa-data: {metrics['questions']} questions ({metrics['source']}) in {metrics['seconds']} s -> {args.out}")
+    return 0
+
+
+def cmd_downstream(args: argparse.Namespace) -> int:
+    from blip.vqa.stage import run_vqa, write_result
+
+    params = load_params(args.params)
+    relaunched = _relaunch(args.procs if args.procs is not None else params.train.procs)
+    if relaunched is not None:
+        return relaunched
+    sources = {}
+    for spec in args.sources:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--from takes NAME=MODEL pairs (e.g. baseline=models/pretrain), got {spec!r}")
+        sources[name] = path
+    result = run_vqa(params, sources, args.data, args.models, args.max_steps)
+    import torch.distributed as dist
+
+    if dist.get_rank() == 0:  # rank 0 scored the models
+        write_result(result, args.metrics)
+        scores = {n: result[n]["overall"] for n in sources if n in result}
+        print(f"downstream {args.task}: VQA accuracy {scores} (chance: prior {result['chance']['prior']['overall']}, "
+              f"uniform {result['chance']['uniform_over_answers']})")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from blip.inference import load
+
+    blip = load(args.model, device=args.device, vision_heads=args.vision_heads, text_heads=args.text_heads)
+    image = _open_image(args.image)
+    for question, reply in zip(args.questions, blip.ask([image] * len(args.questions), args.questions, args.method)):
+        print(f"{question}\t{reply}")
     return 0
 
 
@@ -477,6 +523,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ITM's first token: enc as the release's retrieval training, cls as its BLIP_ITM demo")
     _add_heads(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("vqa-data", help="stage: VQA questions as shards (built-in world, or params data.vqa's files)")
+    p.add_argument("--out", default="data/vqa")
+    p.add_argument("--metrics", default=None)
+    p.set_defaults(func=cmd_vqa_data)
+
+    p = sub.add_parser("downstream", help="stage: fine-tune and score a transfer task from each given model")
+    p.add_argument("task", choices=["vqa"])
+    p.add_argument("--from", dest="sources", nargs="+", required=True, metavar="NAME=MODEL",
+                   help="models to fine-tune from, e.g. baseline=models/pretrain bootstrapped=models/retrain")
+    p.add_argument("--data", default="data/vqa")
+    p.add_argument("--models", default="models/vqa", help="folder of the fine-tuned models (one per NAME)")
+    p.add_argument("--metrics", default="metrics/downstream/vqa.json")
+    p.add_argument("--max-steps", type=int, default=None, help="stop each fine-tuning after this many steps")
+    p.add_argument("--procs", type=int, default=None, help="processes (default: train.procs)")
+    p.set_defaults(func=cmd_downstream)
+
+    p = sub.add_parser("ask", help="answer questions about an image with a VQA model")
+    p.add_argument("image")
+    p.add_argument("questions", nargs="+")
+    p.add_argument("--model", required=True, help="a VQA model folder (its answer_list.json ranks) or release .pth")
+    p.add_argument("--method", choices=["rank", "generate"], default=None,
+                   help="rank the model's answer list (default when it has one) or generate freely")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    _add_heads(p)
+    p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("verify", help="check finished datasets: checksums, counts, decodable images")
     p.add_argument("datasets", nargs="+")

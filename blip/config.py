@@ -46,11 +46,19 @@ def _shard_sources(value: Any) -> Any:
 
 
 @section
+class VQAData:
+    train: Annotated[list[Str], Field(min_length=1)]  # VQA v2 questions + annotations files, or release vqa_*.json
+    test: Annotated[list[Str], Field(min_length=1)]   # the evaluation split's files (with annotations, to score)
+    images: Str                                       # the root their image paths are relative to
+
+
+@section
 class DataConfig:
     human_karpathy: Str | None
     human_images: Str | None
     human_name: Name
     web_shards: Annotated[Any, AfterValidator(_shard_sources)]  # a folder, a glob or a list of them
+    vqa: VQAData | None                               # None: the built-in world's questions
 
 
 @section
@@ -83,12 +91,20 @@ class WebWorld:
 
 
 @section
+class WorldVQA:
+    train: PosInt                # images, each with its questions
+    test: PosInt
+    questions_per_image: PosInt
+
+
+@section
 class WorldConfig:
     image_size: Annotated[int, Strict(), Field(ge=16)]
     jpeg_quality: JpegQuality
     max_objects: Annotated[int, Strict(), Field(ge=1, le=9)]  # one object per cell of a 3x3 grid
     human: HumanSplits
     web: WebWorld
+    vqa: WorldVQA
 
 
 @section
@@ -189,6 +205,7 @@ class TextLengths:
     pretrain: PosInt
     retrieval: PosInt
     caption: PosInt
+    question: PosInt
 
 
 @section
@@ -229,16 +246,24 @@ class FilterStageConfig(StageConfig):
 
 
 @section
+class VQAStageConfig(StageConfig):
+    answers: PosInt          # the candidate list `rank` answers from: the most frequent training answers
+    k_test: PosInt           # rank: candidates with the likeliest first token, then re-scored whole
+    inference: Literal["rank", "generate"]
+
+
+@section
 class Preset:
     model: ModelArch
     pretrain: StageConfig
     finetune_captioner: StageConfig
     finetune_filter: FilterStageConfig
+    finetune_vqa: VQAStageConfig
 
     @model_validator(mode="after")
     def _patches_tile(self) -> Preset:
         patch = self.model.vision.patch_size
-        for name in ("pretrain", "finetune_captioner", "finetune_filter"):
+        for name in ("pretrain", "finetune_captioner", "finetune_filter", "finetune_vqa"):
             size = getattr(self, name).image_size
             if size % patch:
                 raise ValueError(f"{name}.image_size {size} is not a multiple of the patch size {patch}")
@@ -327,12 +352,18 @@ class RegistryMetrics:
     captioner: Name
     filter: Name
     pretrained: Name
+    vqa: Name
 
 
 @section
 class RegistryConfig:
-    prefix: Name               # registered names: <prefix>-captioner, -filter, -pretrained
+    prefix: Name               # registered names: <prefix>-captioner, -filter, -pretrained, -vqa
     metric: RegistryMetrics    # the evaluation metric (higher is better) that decides champion
+
+
+@section
+class DownstreamConfig:
+    tasks: list[Literal["vqa"]]  # the paper's transfer tasks, each fine-tuned from the baseline and the retrained model
 
 
 @section
@@ -383,6 +414,7 @@ class Params:
     contracts: ContractsConfig
     gates: GatesConfig
     retrain: RetrainConfig
+    downstream: DownstreamConfig
     rounds: PosInt
     registry: RegistryConfig
     preset: Name

@@ -4,6 +4,7 @@
     blip = load("models/captioner")            # our folder, a release .pth, a HF Blip folder or hub id
     blip.caption([Image.open("cat.jpg")])       # [["a cat sitting on a couch"]]
     blip.score(Image.open("cat.jpg"), ["a cat", "a dog"])   # ITM probabilities and ITC similarities
+    load("models/vqa/baseline").ask([Image.open("cat.jpg")], ["what animal is this"])   # ["cat"]
 
 `score(..., itm_token="cls")` feeds [CLS] instead of [ENC] to the ITM pass, as the release's BLIP_ITM
 demo does (its retrieval training and evaluation use [ENC], our default); the two give different scores.
@@ -12,6 +13,7 @@ demo does (its retrieval training and evaluation use [ENC], our default); the tw
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,6 +37,7 @@ class BlipInference:
     tokenizer: object
     device: torch.device
     precision: str = "fp32"  # fp32 | bf16 (autocast)
+    answer_list: list[str] | None = None  # a VQA model's candidate answers (its folder's answer_list.json)
 
     @cached_property
     def transform(self) -> T.Compose:
@@ -79,6 +82,17 @@ class BlipInference:
         return [{"text": t, "itm": float(p), "itc": float(s)} for t, p, s in zip(texts, itm, itc)]
 
     @torch.no_grad()
+    @torch.no_grad()
+    def ask(self, images: list[Image.Image], questions: list[str], method: str | None = None, k: int = 128) -> list[str]:
+        """One answer per (image, question): ranked from the model's answer list when it has one, else generated."""
+        from blip.vqa.answer import answer
+
+        if len(images) != len(questions):
+            raise ValueError(f"{len(images)} images for {len(questions)} questions: give one image per question")
+        method = method or ("rank" if self.answer_list else "generate")
+        with autocast(self.precision, self.device):
+            return answer(self.model, self.tokenizer, self.images(images), questions, method, self.answer_list, k)
+
     def image_embeddings(self, images: list[Image.Image]) -> torch.Tensor:
         """Normalised ITC image features (N, embed_dim)."""
         self._need("encoder")
@@ -129,4 +143,6 @@ def load(source: str | Path | Mapping, image_size: int | None = None, device: st
     where = resolve_device(device, ranks_from_env().local_rank)
     model = load_model(source, image_size, vision_heads, text_heads).to(where).eval()
     tokenizer = load_tokenizer_for(None if isinstance(source, Mapping) else source)
-    return BlipInference(model, tokenizer, where, resolve_precision(precision, where))
+    answers = None if isinstance(source, Mapping) else Path(source) / "answer_list.json"
+    answer_list = json.loads(answers.read_text()) if answers is not None and answers.is_file() else None
+    return BlipInference(model, tokenizer, where, resolve_precision(precision, where), answer_list)

@@ -2,8 +2,8 @@
 
 A registered model is a pyfunc over our model folder: given base64 images it captions them; given
 images and texts it returns ITM match probabilities and ITC similarities (param `itm_token`: "enc", or
-"cls" as the release's BLIP_ITM demo). So `mlflow models serve -m models:/blip-captioner@champion`
-answers HTTP requests.
+"cls" as the release's BLIP_ITM demo); given images and questions (a VQA model) it answers them. So
+`mlflow models serve -m models:/blip-captioner@champion` answers HTTP requests.
 
 Promotion by alias: a new version becomes `champion` only when its metric (named in params) beats
 the version that holds `champion` now, whoever put it there (a person promoting in the UI included);
@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # base64 images, optionally a text per image (both optional here: a row or a frame without them gets an
 # answer saying so, not a refused request); the params a request may set
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image", required=False),
-                                          ColSpec("string", "text", required=False)]),
+                                          ColSpec("string", "text", required=False),
+                                          ColSpec("string", "question", required=False)]),
                            params=ParamSchema([ParamSpec("itm_token", "string", "enc")]))
 
 
@@ -47,7 +48,8 @@ def _row_image(value: object):
 
 
 class BlipPyfunc(mlflow.pyfunc.PythonModel):
-    """Caption images (column `image`: base64 bytes) or score them against texts (column `text`).
+    """Caption images (column `image`: base64 bytes), score them against texts (column `text`), or answer
+    questions about them (column `question`, a VQA model).
 
     Every row gets its answer or, in the `error` column, why it has none: one bad row never fails the rest.
     """
@@ -70,6 +72,9 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
             except ValueError as e:
                 images.append(None)
                 errors.append(str(e) if has_images else "no 'image' column in the request")
+        if "question" in model_input.columns:
+            return pd.DataFrame(self._answers(images, list(model_input["question"]), errors),
+                                columns=["question", "answer", "error"])
         if "text" in model_input.columns:
             return pd.DataFrame(self._scores(images, list(model_input["text"]), errors, token),
                                 columns=["text", "itm", "itc", "error"])
@@ -91,6 +96,21 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
             rows.append({"text": text if isinstance(text, str) else None, "itm": math.nan, "itc": math.nan,
                          "error": error})
         return rows
+
+
+    def _answers(self, images: list, questions: list, errors: list) -> list[dict]:
+        for i, question in enumerate(questions):
+            if errors[i] is None and (not isinstance(question, str) or not question.strip()):
+                errors[i] = f"no question (got {question!r}): send the question to answer about the image"
+        good = [i for i, e in enumerate(errors) if e is None]
+        replies = {}
+        if good:
+            try:
+                replies = dict(zip(good, self.blip.ask([images[i] for i in good], [questions[i] for i in good])))
+            except ValueError as e:  # not a VQA model: every row says so
+                errors = [errors[i] or str(e) for i in range(len(errors))]
+        return [{"question": q if isinstance(q, str) else None, "answer": replies.get(i), "error": errors[i]}
+                for i, q in enumerate(questions)]
 
 
 def log_and_register(model_dir: str, name: str, tags: dict, metrics: dict) -> str:

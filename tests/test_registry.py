@@ -104,6 +104,30 @@ def test_registered_model_serves_captions_and_scores(server, filter_model):
     assert isinstance(captions["caption"][0], str)
 
 
+def test_a_registered_vqa_model_answers_questions_row_by_row(server, tmp_path):
+    import mlflow
+
+    from blip.models.checkpoints import save_pretrained
+    from blip.registry import log_and_register
+    from blip.tokenizer import build_tokenizer
+    from tests.test_models import tiny
+
+    folder = tmp_path / "vqa"
+    save_pretrained(tiny("vqa"), folder, build_tokenizer())
+    (folder / "answer_list.json").write_text(json.dumps(["red", "blue", "yes", "no", "2"]))
+    mlflow.set_experiment("registry-test")
+    with mlflow.start_run():
+        version = log_and_register(str(folder), "blip-test-vqa", {}, {"overall": 50.0})
+    model = mlflow.pyfunc.load_model(f"models:/blip-test-vqa/{version}")
+    image = _red_jpeg()
+    out = model.predict(pd.DataFrame({"image": [image, image, "not base64!", image],
+                                      "question": ["what colour is it", "how many", "what colour is it", ""]}))
+    assert list(out.columns) == ["question", "answer", "error"]
+    assert set(out["answer"][:2]) <= {"red", "blue", "yes", "no", "2"} and out["error"][:2].isna().all()
+    assert "not base64" in out["error"][2] and "no question" in out["error"][3]
+    assert out["answer"][2:].isna().all()
+
+
 def _red_jpeg(size=(40, 40)) -> str:
     buf = io.BytesIO()
     Image.new("RGB", size, (200, 30, 30)).save(buf, format="JPEG")

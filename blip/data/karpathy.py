@@ -250,7 +250,7 @@ def ingest_karpathy(json_path: str | Path, image_root: str | Path, out_dir: str 
 def _image(entry: dict, root: str, cfg: IngestConfig, tally: Tally):
     """The entry's cleaned image, its captions cleaned in place; None (skipped and counted) if unusable."""
     origin = str(entry["image"])
-    path = _safe_image_path(root, origin)
+    path = safe_image_path(root, origin)
     if path is None:
         tally.skip(origin, "path_escapes_root", f"outside {root}")
         return None
@@ -270,7 +270,7 @@ def _image(entry: dict, root: str, cfg: IngestConfig, tally: Tally):
     return img
 
 
-def _safe_image_path(root: str, rel: str) -> str | None:
+def safe_image_path(root: str, rel: str) -> str | None:
     """The image's path or URL under `root`; None when `rel` would leave it."""
     if storage.is_remote(root):
         return None if unsafe_name(rel) else storage.join(root, rel)

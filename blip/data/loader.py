@@ -178,8 +178,12 @@ def _collate(items: list[tuple]) -> Batch:
 
 def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, train: bool, seed: int,
                    epoch: SharedEpoch, max_words: int, resampled: bool = False, shuffle_buffer: int = 1000,
-                   shuffle_initial: int = 100, skip_batches: int = 0, joiner: Joiner | None = None) -> wds.DataPipeline:
-    """The sample pipeline: shards -> (rank, worker) split -> samples -> shuffle -> decode -> batches."""
+                   shuffle_initial: int = 100, skip_batches: int = 0, joiner: Joiner | None = None,
+                   expand: Callable | None = None) -> wds.DataPipeline:
+    """The sample pipeline: shards -> (rank, worker) split -> samples -> shuffle -> decode -> batches.
+
+    `expand` turns each raw sample into several before shuffling (VQA: one per question, the image shared).
+    """
     handler = wds.warn_and_continue
     if skip_batches and not resampled:
         raise ValueError("skip_batches (mid-epoch resume) needs the resampled mode")
@@ -195,6 +199,8 @@ def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, t
     stages.append(_tar_samples)
     if joiner is not None:
         stages.append(_Join(joiner))
+    if expand is not None:
+        stages.append(expand)
     if train:
         stages.append(_SeededSampleShuffle(shuffle_buffer, shuffle_initial, seed, epoch, offset))
     if skip_batches:
@@ -210,12 +216,13 @@ def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, t
 def build_loader(shards: list[str], transform: Callable, batch_size: int, *, train: bool, seed: int,
                  num_workers: int, max_words: int, epoch: SharedEpoch | None = None, resampled: bool = False,
                  batches_per_epoch: int | None = None, shuffle_buffer: int = 1000,
-                 shuffle_initial: int = 100, skip_batches: int = 0,
-                 joiner: Joiner | None = None) -> tuple[wds.WebLoader, SharedEpoch]:
+                 shuffle_initial: int = 100, skip_batches: int = 0, joiner: Joiner | None = None,
+                 expand: Callable | None = None) -> tuple[wds.WebLoader, SharedEpoch]:
     """A WebLoader of `Batch`es and the epoch handle to advance it; resampled loaders need a length.
 
     `skip_batches` resumes an epoch mid-way: the loader yields what an uninterrupted one would have
-    yielded after that many batches (same samples, same augmentation). `joiner` reads selection datasets.
+    yielded after that many batches (same samples, same augmentation). `joiner` reads selection datasets;
+    `expand` makes several samples of one (see build_pipeline).
     """
     epoch = epoch or SharedEpoch()
     rank, world, _, _ = pytorch_worker_info()
@@ -224,7 +231,8 @@ def build_loader(shards: list[str], transform: Callable, batch_size: int, *, tra
                          "write more, smaller shards (ingest.shard_size) or use resampled mode")
     pipeline = build_pipeline(shards, transform, batch_size, train=train, seed=seed, epoch=epoch,
                               max_words=max_words, resampled=resampled, shuffle_buffer=shuffle_buffer,
-                              shuffle_initial=shuffle_initial, skip_batches=skip_batches, joiner=joiner)
+                              shuffle_initial=shuffle_initial, skip_batches=skip_batches, joiner=joiner,
+                              expand=expand)
     loader = wds.WebLoader(pipeline, batch_size=None, num_workers=num_workers,
                            persistent_workers=False)
     if resampled:

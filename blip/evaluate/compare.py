@@ -20,13 +20,16 @@ SEED_METRICS = ("CIDEr", "BLEU-4", "txt_r1", "img_r1", "r_mean")
 
 
 def chain_of(params: Params) -> dict:
-    """What a comparison belongs to: the data, the built-in world and the preset (every seed alike), as JSON."""
-    return json.loads(json.dumps({"data": to_dict(params.data), "world": to_dict(params.world),
-                                  "preset": params.preset}))
+    """What a comparison belongs to: the data, the built-in world and the preset (every seed alike), as JSON;
+    the downstream tasks' data (VQA's) is not part of the chain that pre-trains and bootstraps."""
+    data, world = to_dict(params.data), to_dict(params.world)
+    data.pop("vqa"), world.pop("vqa")
+    return json.loads(json.dumps({"data": data, "world": world, "preset": params.preset}))
 
 
-def compare(metrics_dir: Path) -> dict:
-    """Baseline vs bootstrapped: the evaluation figures side by side, with CapFilt's statistics."""
+def compare(metrics_dir: Path, tasks: list[str] = ()) -> dict:
+    """Baseline vs bootstrapped: the evaluation figures side by side, with CapFilt's statistics and the
+    downstream `tasks`' scores (metrics/downstream/<task>.json)."""
     out: dict = {}
     for run in ("baseline", "bootstrapped"):
         row = {}
@@ -43,7 +46,19 @@ def compare(metrics_dir: Path) -> dict:
                           "synthetic_kept": c["synthetic"]["kept"], "noise_ratio": c["noise_ratio"],
                           "web_removed_share": c["web_removed_share"], "threshold": c["threshold"],
                           "truth": c.get("truth")}
+    if tasks:
+        out["downstream"] = {t: downstream_row(json.loads((metrics_dir / "downstream" / f"{t}.json").read_text()))
+                             for t in tasks}
     return out
+
+
+def downstream_row(result: dict) -> dict:
+    """A transfer task's scores (`blip downstream`): each model's, per answer type, and chance."""
+    prior = result["chance"]["prior"]
+    return {"metric": "VQA accuracy (%)", "test_questions": result["test_questions"], "chance": prior["overall"],
+            "chance_per_answer_type": prior["per_answer_type"],
+            **{arm: {"overall": result[arm]["overall"], "per_answer_type": result[arm]["per_answer_type"]}
+               for arm in ("baseline", "bootstrapped") if arm in result}}
 
 
 def seeds_table(per_experiment: dict[str, dict], summary: dict) -> str:
@@ -71,6 +86,19 @@ def compare_table(result: dict, chain: dict, seeds: dict | None = None) -> str:
     for k, name in NAMES.items():
         lines.append(f"| {name} | {fmt(result['baseline'][k])} | {fmt(result['bootstrapped'][k])} |")
     lines += ["", "One seed; each model pre-trained for epochs of its own data, so for its own number of steps."]
+    if result.get("downstream"):
+        lines += ["", "## Downstream tasks (paper sec. 5), each fine-tuned from both pre-trained models", "",
+                  "| task | metric | baseline | bootstrapped | chance (most frequent training answer per question type) |",
+                  "|---|---|---|---|---|"]
+        for task, row in result["downstream"].items():
+            arm = lambda a: fmt(row[a]["overall"]) if a in row else "-"  # noqa: E731
+            lines.append(f"| {task} ({row['test_questions']} questions) | {row['metric']} | {arm('baseline')} | "
+                         f"{arm('bootstrapped')} | {fmt(row['chance'])} |")
+            types = sorted(row.get("baseline", {}).get("per_answer_type", {}))
+            for t in types:
+                per = lambda a: fmt(row[a]["per_answer_type"].get(t)) if a in row else "-"  # noqa: E731
+                lines.append(f"| {task}: {t} | | {per('baseline')} | {per('bootstrapped')} | "
+                             f"{fmt(row['chance_per_answer_type'].get(t))} |")
     if seeds is not None and seeds.get("chain") == chain:
         lines += ["", f"## The paper's comparison (Table 12) over {len(seeds['per_experiment'])} seeds", "",
                   f"The baseline's samples replicated to the bootstrapped set's {seeds['bootstrapped_samples']} per "

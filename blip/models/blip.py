@@ -3,6 +3,8 @@
     pretrain   ViT + text encoder + text decoder (sharing all but self-attention): ITC + ITM + LM
     captioner  ViT + text decoder: LM on "a picture of " + caption, prompt tokens not predicted
     filter     ViT + text encoder: ITC + ITM (the retrieval model CapFilt filters with)
+    vqa        ViT + image-grounded encoder reading the question + an answer decoder cross-attending to the
+               encoder's output (BLIP_VQA): LM on the answers, each weighted by its share of the annotators
 
 ITC keeps momentum encoders (EMA of the online ones, never seen by the optimizer) and queues of their
 features, and mixes the momentum model's soft similarities into the targets (weight alpha). ITM
@@ -41,8 +43,8 @@ from blip.models.med import build_text_decoder, build_text_encoder, share_all_bu
 from blip.models.vit import create_vit, set_grad_checkpointing
 from blip.tokenizer import CLS_ID, DEC_ID, ENC_ID, PAD_ID, VOCAB_SIZE
 
-Task = Literal["pretrain", "captioner", "filter"]
-TASKS = ("pretrain", "captioner", "filter")
+Task = Literal["pretrain", "captioner", "filter", "vqa"]
+TASKS = ("pretrain", "captioner", "filter", "vqa")
 # the first token of ITM's image-grounded pass: [ENC] as the release trains and evaluates retrieval,
 # [CLS] as its BLIP_ITM demo feeds it
 ITMToken = Literal["enc", "cls"]
@@ -84,10 +86,12 @@ class BlipConfig:
 
     @property
     def has_encoder(self) -> bool:
+        """The text encoder with ITC and ITM (retrieval, filtering)."""
         return self.task in ("pretrain", "filter")
 
     @property
     def has_decoder(self) -> bool:
+        """The image-grounded decoder (captioning)."""
         return self.task in ("pretrain", "captioner")
 
 
@@ -160,6 +164,12 @@ class Blip(nn.Module):
             self.text_decoder = build_text_decoder(tcfg)
             if cfg.has_encoder:
                 share_all_but_self_attention(self.text_encoder, self.text_decoder)
+        if cfg.task == "vqa":
+            # two separate transformers, as BLIP_VQA: the answer decoder reads the question encoder's states,
+            # so its cross-attention is as wide as the text, not the image
+            self.text_encoder = build_text_encoder(tcfg)
+            self.text_decoder = build_text_decoder(
+                text_config(cfg.text, cfg.text.hidden, cfg.label_smoothing, cfg.tie_lm_head, cfg.vocab_size))
 
     # ------------------------------------------------------------------ momentum and queues
 
@@ -346,15 +356,47 @@ class Blip(nn.Module):
         logits = self.text_decoder.cls(hidden[:, :-1][keep])
         return F.cross_entropy(logits.float(), labels[keep], label_smoothing=self.cfg.label_smoothing)
 
+    def question_states(self, image_embeds: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """VQA: the image-grounded encoder's output for [ENC] + question (B, L, hidden)."""
+        ids = ids.clone()
+        ids[:, 0] = ENC_ID
+        return self.text_encoder(ids, attention_mask=mask, encoder_hidden_states=image_embeds,
+                                 encoder_attention_mask=_ones(image_embeds)).last_hidden_state
+
+    def answer_nll(self, states: torch.Tensor, state_mask: torch.Tensor, ids: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+        """Per answer, the decoder's label-smoothed cross-entropy summed over its tokens ([SEP] included),
+        given the question states (one row per answer): BLIP_VQA's loss with reduction 'none'."""
+        dec_ids = ids.clone()
+        dec_ids[:, 0] = DEC_ID
+        hidden = self.text_decoder.bert(dec_ids, attention_mask=mask, encoder_hidden_states=states,
+                                        encoder_attention_mask=state_mask, is_decoder=True).last_hidden_state
+        logits = self.text_decoder.cls(hidden[:, :-1]).float()
+        labels = dec_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        nll = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none",
+                              label_smoothing=self.cfg.label_smoothing)
+        return nll.sum(1)
+
+    def _vqa(self, image_embeds, ids, mask, answers):
+        """Each question's answers weighted by their share of its annotators, summed, over the batch size."""
+        answer_ids, answer_mask, weights, counts = answers
+        states = self.question_states(image_embeds, ids, mask)
+        rows = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), counts)
+        nll = self.answer_nll(states[rows], mask[rows], answer_ids, answer_mask)
+        return (weights.to(nll.dtype) * nll).sum() / len(ids)
+
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, alpha: float = 0.0,
                 idx: torch.Tensor | None = None, prompt_len: int = 0, negatives_all_ranks: bool = False,
                 negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
-                lm_text: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                lm_text: tuple[torch.Tensor, torch.Tensor] | None = None,
+                answers: tuple[torch.Tensor, ...] | None = None) -> dict[str, torch.Tensor]:
         """The task's losses for a batch: {'itc', 'itm', 'lm'} as the task has them.
 
         `negatives` pins ITM's negatives: (image index per text, text index per image) into the batch.
         `lm_text`: the decoder's own (ids, mask) when they differ from the encoder's: a captioner-filter
         fine-tuned as one model reads its captions with the captioner's prompt, its encoder without.
+        `answers` (VQA; `ids` are then the questions): (answer ids, answer mask, weights, answers per question),
+        the answers of question i following those of question i-1.
         """
         if self.cfg.inference_only:
             raise ValueError("this filter was loaded for inference only (a BLIP_ITM-style checkpoint: no momentum "
@@ -366,6 +408,10 @@ class Blip(nn.Module):
             raise ValueError("negatives_all_ranks is the retrieval fine-tuning rule; pre-training draws its "
                              "negatives within each rank's batch, as the release does")
         image_embeds = self.image_embeds(images)
+        if self.cfg.task == "vqa":
+            if answers is None:
+                raise ValueError("a VQA model trains on answers: pass answers=(ids, mask, weights, counts)")
+            return {"lm": self._vqa(image_embeds, ids, mask, answers)}
         losses = {}
         if self.cfg.has_encoder:
             losses["itc"], feats = self._itc(image_embeds, images, ids, mask, alpha, idx)

@@ -204,7 +204,8 @@ def _read_release(source: str | Path | Mapping) -> tuple[dict[str, torch.Tensor]
 def load_release(source: str | Path | Mapping, image_size: int | None = None, vision_heads: int | None = None,
                  text_heads: int | None = None) -> Blip:
     """The reference release's checkpoints (model_base.pth, *_capfilt_large.pth, *_retrieval_coco.pth,
-    model_base_retrieval_coco.pth's BLIP_ITM-style cousins, ...), from a file or an in-memory state dict.
+    model_base_retrieval_coco.pth's BLIP_ITM-style cousins, model_base_vqa_capfilt_large.pth, ...), from a
+    file or an in-memory state dict.
 
     Every size the tensors show is read from them (widths, depths, the text position table, the
     vocabulary); head counts are given, or the released models' for the width (RELEASE_*_HEADS).
@@ -218,9 +219,11 @@ def load_release(source: str | Path | Mapping, image_size: int | None = None, vi
     if "visual_encoder.cls_token" not in state:
         raise CheckpointError(f"{name}: no 'visual_encoder.*' weights; is this a BLIP checkpoint?")
     has_enc, has_dec = "itm_head.weight" in state, "text_decoder.cls.predictions.bias" in state
-    task = "pretrain" if has_enc and has_dec else "filter" if has_enc else "captioner"
+    # BLIP_VQA: a question encoder without ITM beside the answer decoder
+    vqa = has_dec and not has_enc and "text_encoder.embeddings.word_embeddings.weight" in state
+    task = "vqa" if vqa else "pretrain" if has_enc and has_dec else "filter" if has_enc else "captioner"
     inference_only = has_enc and "visual_encoder_m.cls_token" not in state
-    text_prefix = "text_encoder." if has_enc else "text_decoder.bert."
+    text_prefix = "text_encoder." if has_enc or vqa else "text_decoder.bert."
     try:
         vision, trained_size = _release_arch(state, vision_heads, name)
         text = _text_arch(state, text_prefix, text_heads, name)
@@ -229,7 +232,8 @@ def load_release(source: str | Path | Mapping, image_size: int | None = None, vi
                               "is it complete?") from e
     head = "text_decoder.cls.predictions.decoder.weight"
     words = state[text_prefix + "embeddings.word_embeddings.weight"]
-    tie = not (has_dec and head in state and not torch.equal(state[head], words))
+    dec_words = state.get("text_decoder.bert.embeddings.word_embeddings.weight", words)
+    tie = not (has_dec and head in state and not torch.equal(state[head], dec_words))
     queue = state["image_queue"].shape[1] if "image_queue" in state else 57600
     cfg = BlipConfig(task=task, image_size=image_size or trained_size, vision=vision, text=text,
                      embed_dim=state["vision_proj.weight"].shape[0] if has_enc else 256, queue_size=queue,
@@ -369,11 +373,12 @@ def load_tokenizer_for(source: str | Path | None, vocab: str | None = None):
 
 
 def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overrides) -> Blip:
-    """A `task` model (captioner / filter / pretrain) initialised from another model's weights.
+    """A `task` model (captioner / filter / pretrain / vqa) initialised from another model's weights.
 
     The fine-tunings start from the pre-trained model: every weight the task has is taken by name
     (the captioner takes the decoder, the filter the encoder, projections, ITM head, momentum
-    encoders and queues); a weight the source lacks is an error, listed like any load.
+    encoders and queues; VQA the encoder and the decoder); a weight the source lacks is an error, listed
+    like any load.
     """
     import dataclasses
 
@@ -381,10 +386,27 @@ def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overri
     if src.cfg.inference_only and task != "captioner":
         raise CheckpointError(f"{source}: an inference-only filter (no momentum encoders, no queues) cannot start "
                               f"a {task} model; start from a pre-trained or retrieval checkpoint")
+    if task == "vqa" and not (src.cfg.task == "pretrain" or src.cfg.task == "vqa"):
+        raise CheckpointError(f"{source}: a VQA model starts from a pre-trained model (it takes both the encoder and "
+                              f"the decoder), not from a {src.cfg.task}")
     dst = Blip(dataclasses.replace(src.cfg, task=task, image_size=image_size, **cfg_overrides))
     own = dst.state_dict()
-    load_checked(dst, {k: v for k, v in src.state_dict().items() if k in own}, str(source))
+    state = {k: v for k, v in src.state_dict().items() if k in own}
+    fresh = _fresh_cross_attention(state, own) if task == "vqa" else ()
+    load_checked(dst, {k: v for k, v in state.items() if k not in fresh}, str(source), allow_missing=fresh)
     return dst
+
+
+def _fresh_cross_attention(state: dict, own: dict) -> tuple[str, ...]:
+    """VQA's answer decoder attends to the question (text width), the pre-trained one to the image: where the
+    two widths differ, its cross-attention keys and values cannot be taken and start fresh, as the release's
+    loader leaves such mis-shaped weights (said aloud here, not silently)."""
+    fresh = tuple(k for k in own if k.startswith("text_decoder.") and ".crossattention.self." in k
+                  and k in state and state[k].shape != own[k].shape)
+    if fresh:
+        print(f"VQA answer decoder: {len(fresh)} cross-attention key/value weights start fresh (the image is "
+              f"{state[fresh[0]].shape[-1]} wide, the question states {own[fresh[0]].shape[-1]})", flush=True)
+    return fresh
 
 
 # ---------------------------------------------------------------------------------------- initialisation

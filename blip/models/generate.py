@@ -152,8 +152,9 @@ def pad_after_sep(ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
     return torch.cat([ids[:, :prompt_len], generated.masked_fill(after, PAD_ID)], dim=1)
 
 
-def _beam_ids(model, image_embeds: torch.Tensor, input_ids: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:
-    """Beam search on the decoder, its self-attention cache reordered with the beams."""
+def beam_ids(model, image_embeds: torch.Tensor, input_ids: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:
+    """Beam search on the decoder over any cross-attended states (image tokens; VQA: question states, unmasked
+    as the release), its self-attention cache reordered with the beams."""
     decoder, rows = model.text_decoder, settings.num_beams
     cache = image_kv_cache(decoder, image_embeds, rows)
     embeds = image_embeds.repeat_interleave(rows, 0)
@@ -184,7 +185,7 @@ def generate_ids(model, images: torch.Tensor, tokenizer, settings: GenerationSet
     image_embeds = model.image_embeds(images)
     input_ids = prompt_ids(tokenizer, prompt, len(images), images.device)
     if settings.method == "beam":
-        return _beam_ids(model, image_embeds, input_ids, settings)
+        return beam_ids(model, image_embeds, input_ids, settings)
     if seeds is None:
         kwargs = settings.generate_kwargs()
         # generate() expands every input to this many rows per image (samples)

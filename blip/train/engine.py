@@ -38,6 +38,7 @@ from blip.selection.dataset import training_data
 from blip.tokenizer import build_tokenizer, tokenize
 from blip.tracking import Tracker, data_hashes, git_commit
 from blip.train.schedules import alpha_at, learning_rate
+from blip.vqa.data import answer_batch, per_question, question_count
 
 
 @dataclass
@@ -45,7 +46,7 @@ class TrainJob:
     """What one stage trains: a task model on some datasets, from scratch or from a model."""
 
     name: str                      # stage name: pretrain | finetune_captioner | finetune_filter | ...
-    task: str                      # pretrain | captioner | filter | shared (both CapFilt models as one, Table 4)
+    task: str                      # pretrain | captioner | filter | shared (both CapFilt models as one, Table 4) | vqa
     stage: StageConfig
     params: Params
     data: list[str]                # dataset folders (shards + manifest)
@@ -210,11 +211,13 @@ def train(job: TrainJob) -> dict:
 
     tokenizer = build_tokenizer(p.tokenizer.vocab)
     text_len = {"pretrain": p.model.text_len.pretrain, "filter": p.model.text_len.retrieval,
-                "shared": p.model.text_len.retrieval, "captioner": p.model.text_len.caption}[job.task]
+                "shared": p.model.text_len.retrieval, "captioner": p.model.text_len.caption,
+                "vqa": p.model.text_len.question}[job.task]
     prompt = module.cfg.prompt if job.task in ("captioner", "shared") else ""
     prompt_len = len(tokenizer(prompt).input_ids) - 1 if prompt else 0  # [CLS] + prompt, no [SEP]
     data = training_data(job.data)
-    samples = data.samples
+    # a VQA dataset's sample is an image with its questions; an epoch is one pass over the questions
+    samples = question_count(job.data) if job.task == "vqa" else data.samples
     global_batch = stage.batch_size * world * stage.grad_accum
     steps_per_epoch = steps_for(samples, stage, world)
     micro_per_epoch = steps_per_epoch * stage.grad_accum
@@ -257,7 +260,7 @@ def train(job: TrainJob) -> dict:
                                           resampled=True, batches_per_epoch=micro_per_epoch,
                                           shuffle_buffer=p.loader.shuffle_buffer,
                                           shuffle_initial=p.loader.shuffle_initial, skip_batches=in_epoch,
-                                          joiner=data.joiner)
+                                          joiner=data.joiner, expand=per_question if job.task == "vqa" else None)
             handle.set(epoch)
             for batch in loader:
                 step = micro // stage.grad_accum  # optimizer step this micro-batch belongs to
@@ -265,8 +268,11 @@ def train(job: TrainJob) -> dict:
                 lr = learning_rate(step, steps_per_epoch, stage)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                lm_text = None
-                if job.task == "shared":  # its encoder reads captions as the filter scores them, its decoder with the prompt
+                lm_text, answers = None, None
+                if job.task == "vqa":  # the batch's texts are questions, its metadata their answers
+                    ids, mask = tokenize(tokenizer, batch.captions, text_len)
+                    answers = answer_batch(tokenizer, batch, p.model.text_len.caption, device)
+                elif job.task == "shared":  # its encoder reads captions as the filter scores them, its decoder with the prompt
                     ids, mask = tokenize(tokenizer, batch.captions, text_len)
                     lm_ids, lm_mask = tokenize(tokenizer, [prompt + c for c in batch.captions], p.model.text_len.caption)
                     lm_text = (lm_ids.to(device), lm_mask.to(device))
@@ -277,7 +283,7 @@ def train(job: TrainJob) -> dict:
                     losses = engine(images, ids.to(device), mask.to(device),
                                     alpha=alpha_at(step, steps_per_epoch, p.model.alpha, stage.alpha_ramp_epochs),
                                     idx=_idx(batch.keys, device) if with_idx else None, prompt_len=prompt_len,
-                                    negatives_all_ranks=negatives_all, lm_text=lm_text)
+                                    negatives_all_ranks=negatives_all, lm_text=lm_text, answers=answers)
                 engine.backward(sum(losses.values()))
                 boundary = engine.is_gradient_accumulation_boundary()
                 engine.step()

@@ -1,0 +1,245 @@
+"""VQA datasets: VQA v2's JSON, the BLIP release's vqa_*.json, and the built-in world's questions, as shards.
+
+Every form becomes our shard layout with one sample per image (the image stored once, however many
+questions it has); its .json holds the questions:
+
+    {"questions": [{"question_id", "question", "answers": [...], "answer_type", "question_type", "source"}]}
+
+`answers` are the annotators' raw answers (10 in VQA v2; one in Visual Genome; none in a test split).
+The question files are read whole (VQA v2's largest, the train annotations, is some 350 MB as JSON); the
+images are streamed one at a time.
+Training expands a sample into one item per question (`per_question`), and weighs each distinct answer
+as the release does (`answer_weights`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from blip.config import IngestConfig
+from blip.data import storage
+from blip.data.images import ImageError, clean_image
+from blip.data.ingest import Tally
+from blip.data.karpathy import safe_image_path
+from blip.data.shards import DatasetWriter
+
+VG_WEIGHT = 0.2  # the release's weight of a Visual Genome answer (one annotator)
+
+
+class VQAFormatError(ValueError):
+    """A file that is none of the VQA forms read here."""
+
+
+def answer_weights(answers: list[str], source: str = "vqa") -> tuple[list[str], list[float]]:
+    """Distinct answers and their weights: the share of annotators who gave each (VQA), 0.2 each (VG)."""
+    if source == "vg":
+        return list(answers), [VG_WEIGHT] * len(answers)
+    counts = Counter(answers)
+    return list(counts), [c / len(answers) for c in counts.values()]
+
+
+def _load(path: str) -> object:
+    try:
+        return json.loads(storage.read_bytes(path))
+    except (OSError, ValueError) as e:
+        raise VQAFormatError(f"{path}: not readable JSON ({e})") from e
+
+
+def read_vqa_files(files: list[str]) -> Iterator[dict]:
+    """Question records from VQA v2 (a questions file, with its annotations file when the split has them) or
+    from the release's vqa_*.json lists; each record: image (path under the image root) + question fields."""
+    loaded = {f: _load(f) for f in files}
+    annotations = {}
+    for f, d in loaded.items():
+        if isinstance(d, dict) and "annotations" in d:
+            annotations.update({a["question_id"]: a for a in d["annotations"]})
+    for f, d in loaded.items():
+        if isinstance(d, list):
+            yield from (_release_record(r, f) for r in d)
+        elif isinstance(d, dict) and "questions" in d:
+            subtype = d.get("data_subtype")
+            if not subtype:
+                raise VQAFormatError(f"{f}: a VQA v2 questions file names its images' folder in 'data_subtype' "
+                                     "(e.g. train2014); this one has none")
+            for q in d["questions"]:
+                yield _v2_record(q, annotations, subtype, f)
+        elif not (isinstance(d, dict) and "annotations" in d):
+            raise VQAFormatError(f"{f}: neither a VQA v2 questions/annotations file nor a release vqa_*.json list")
+
+
+def _v2_record(q: dict, annotations: dict, subtype: str, path: str) -> dict:
+    try:
+        ann = annotations.get(q["question_id"])
+        return {"image": f"{subtype}/COCO_{subtype}_{int(q['image_id']):012d}.jpg", "question_id": q["question_id"],
+                "question": q["question"], "answers": [a["answer"] for a in ann["answers"]] if ann else [],
+                "answer_type": ann.get("answer_type") if ann else None,
+                "question_type": ann.get("question_type") if ann else None, "source": "vqa"}
+    except (KeyError, TypeError, ValueError) as e:
+        raise VQAFormatError(f"{path}: a VQA v2 question (or its annotation) without a usable {e}: "
+                             f"{str(q)[:200]}") from None
+
+
+def _release_record(r: dict, path: str) -> dict:
+    try:
+        answers = r.get("answer", [])
+        return {"image": r["image"], "question_id": r["question_id"], "question": r["question"],
+                "answers": [answers] if isinstance(answers, str) else list(answers),
+                "answer_type": None, "question_type": None, "source": r.get("dataset", "vqa")}
+    except KeyError as e:
+        raise VQAFormatError(f"{path}: a release VQA entry without {e.args[0]!r}: {str(r)[:200]}") from None
+
+
+def ingest_vqa(files: list[str], image_root: str, out_dir: str | Path, cfg: IngestConfig, shard_size: int) -> dict:
+    """Shards + manifest of the files' questions, grouped by image; unusable images are skipped and counted."""
+    by_image: dict[str, list[dict]] = defaultdict(list)
+    for record in read_vqa_files(files):
+        by_image[record.pop("image")].append(record)
+    tally, writer = Tally(), DatasetWriter(out_dir, shard_size)
+    try:
+        for i, (name, questions) in enumerate(sorted(by_image.items())):
+            tally.seen += len(questions)
+            path = safe_image_path(image_root, name)
+            if path is None or not storage.exists(path):
+                tally.skip(name, "missing_file" if path else "path_escapes_root", samples=len(questions))
+                continue
+            try:
+                img = clean_image(storage.read_bytes(path), cfg)
+            except ImageError as e:
+                tally.skip(name, e.reason, e.detail, samples=len(questions))
+                continue
+            tally.count_fixes(img.fixes)
+            writer.write(f"{i:09d}", img.jpeg, questions[0]["question"], {"image": name, "questions": questions})
+        tally.check(cfg, f"VQA ingest of {', '.join(files)}")
+        return writer.finish({"kind": "vqa", "questions": tally.seen - sum(tally.skipped.values()), **tally.fields()})
+    except BaseException:
+        writer.abort()
+        raise
+
+
+# ---------------------------------------------------------------------------------------- built-in world
+
+VQA_STREAM = 3  # the world's generator stream for VQA scenes (1: human set, 2: web)
+
+
+def world_questions(scene, rng: np.random.Generator, k: int) -> list[dict]:
+    """Up to `k` questions about a scene, with their true answers, one per template drawn without repeat:
+    counts, colours, shapes, sizes, positions, relations and yes/no questions."""
+    from blip.data.world import COLOURS, COLS, ROWS, SHAPES
+
+    objs = scene.objects
+    by_shape, by_colour = Counter(o.shape for o in objs), Counter(o.colour for o in objs)
+    pool: list[tuple[str, str, str, str]] = [("how many objects are there", str(len(objs)), "number", "count")]
+    colour = str(rng.choice(list(COLOURS)))
+    pool.append((f"how many {colour} objects are there", str(by_colour[colour]), "number", "count colour"))
+    pool.append(("what colour is the background", scene.background, "other", "background"))
+    o = objs[int(rng.integers(len(objs)))]
+    if by_shape[o.shape] == 1:
+        pool.append((f"what colour is the {o.shape}", o.colour, "other", "colour"))
+    if by_colour[o.colour] == 1:
+        pool.append((f"what shape is the {o.colour} object", o.shape, "other", "shape"))
+        pool.append((f"is the {o.colour} {o.shape} large", "yes" if o.size == "large" else "no", "yes/no", "size"))
+        row, col = ROWS[o.cell[0]], COLS[o.cell[1]]
+        pool.append((f"which row is the {o.colour} {o.shape} in", row, "other", "row"))
+        pool.append((f"which column is the {o.colour} {o.shape} in", col, "other", "column"))
+    # yes/no about presence: half the time a true object, half an object the scene lacks
+    present = bool(rng.integers(2))
+    asked = (o.colour, o.shape) if present else (str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)))
+    truth = any((x.colour, x.shape) == asked for x in objs)
+    pool.append((f"is there a {asked[0]} {asked[1]}", "yes" if truth else "no", "yes/no", "exists"))
+    if len(objs) > 1 and by_colour[objs[0].colour] == 1 and by_colour[objs[1].colour] == 1:
+        a, b = objs[0], objs[1]
+        pool.append((f"is the {a.colour} {a.shape} left of the {b.colour} {b.shape}",
+                     "yes" if a.cell[1] < b.cell[1] else "no", "yes/no", "left of"))
+    picks = rng.choice(len(pool), size=min(k, len(pool)), replace=False)
+    return [{"question": pool[i][0], "answer": pool[i][1], "answer_type": pool[i][2], "question_type": pool[i][3]}
+            for i in sorted(picks)]
+
+
+def write_world_vqa(world_cfg, seed: int, splits: dict[str, int], questions_per_image: int, out_dir: str | Path,
+                    shard_size: int) -> dict:
+    """The built-in world's VQA sets (one folder per split) from fresh scenes; ten annotators per question,
+    of whom a seeded few write a count as a word ("two"), which the VQA clean-up maps back to the digit."""
+    from blip.data.world import encode_jpeg, render, rng_for, sample_scene
+
+    words = {"0": "zero", "1": "one", "2": "two", "3": "three"}
+    stats, index = {}, 0
+    for split, n in splits.items():
+        writer = DatasetWriter(Path(out_dir) / split, shard_size)
+        count = 0
+        for _ in range(n):
+            rng = rng_for(seed, VQA_STREAM, index)
+            scene = sample_scene(rng, world_cfg.max_objects)
+            jpeg = encode_jpeg(render(scene, world_cfg.image_size, rng), world_cfg.jpeg_quality)
+            questions = []
+            for j, q in enumerate(world_questions(scene, rng, questions_per_image)):
+                answers = [words[q["answer"]] if q["answer"] in words and rng.random() < 0.2 else q["answer"]
+                           for _ in range(10)]
+                questions.append({"question_id": index * 100 + j, "question": q["question"], "answers": answers,
+                                  "answer_type": q["answer_type"], "question_type": q["question_type"],
+                                  "source": "vqa"})
+            writer.write(f"{index:09d}", jpeg, questions[0]["question"],
+                         {"image": f"world://vqa/{index}", "questions": questions, "scene": scene.to_json()})
+            count += len(questions)
+            index += 1
+        stats[split] = writer.finish({"kind": "vqa", "questions": count})["questions"]
+    return stats
+
+
+def per_question(samples: Iterator[dict]) -> Iterator[dict]:
+    """One raw sample per question of each image sample (the image bytes shared): text = the question,
+    json = its record. A webdataset pipeline stage."""
+    for sample in samples:
+        meta = json.loads(sample["json"])
+        for q in meta["questions"]:
+            yield {**sample, "__key__": f"{sample['__key__']}-{q['question_id']}", "txt": q["question"].encode(),
+                   "json": json.dumps(q).encode()}
+
+
+def answer_list(dataset_dirs: list[str], size: int) -> list[str]:
+    """The `size` most frequent answers of the training questions (the release's answer list for VQA v2 holds
+    3,128), ties by first appearance: the candidates `rank` answers from."""
+    from blip.data.shards import iter_samples
+
+    counts: Counter = Counter()
+    for d in dataset_dirs:
+        for sample in iter_samples(d):
+            for q in sample["json"]["questions"]:
+                counts.update(" ".join(a.lower().split()) for a in q["answers"])
+    return [a for a, _ in counts.most_common(size) if a]
+
+
+def question_count(dataset_dirs: list[str]) -> int:
+    """Questions in VQA datasets (their manifests count them)."""
+    from blip.data.shards import read_manifest
+
+    counts = [read_manifest(d).get("questions") for d in dataset_dirs]
+    missing = [d for d, c in zip(dataset_dirs, counts) if c is None]
+    if missing:
+        raise VQAFormatError(f"{', '.join(missing)}: not a VQA dataset (its manifest counts no questions); "
+                             "build one with `blip vqa-data`")
+    return sum(counts)
+
+
+def answer_batch(tokenizer, batch, max_len: int, device) -> tuple:
+    """A training batch's answers for the model: (ids, mask, weights, answers per question), in question order."""
+    import torch
+
+    from blip.tokenizer import tokenize
+
+    texts, weights, counts = [], [], []
+    for key, q in zip(batch.keys, batch.meta):
+        if not q.get("answers"):
+            raise VQAFormatError(f"question {key} has no answers: VQA trains on annotated questions only "
+                                 "(a test split's questions have none)")
+        distinct, w = answer_weights(q["answers"], q.get("source", "vqa"))
+        texts += distinct
+        weights += w
+        counts.append(len(distinct))
+    ids, mask = tokenize(tokenizer, texts, max_len)
+    return (ids.to(device), mask.to(device), torch.tensor(weights, device=device),
+            torch.tensor(counts, device=device))

@@ -1,0 +1,96 @@
+"""The VQA stage: its data, and a VQA model fine-tuned from each given model and scored on the test questions.
+
+    blip vqa-data --out data/vqa              # the built-in world's questions, or data.vqa's files
+    blip downstream vqa --from baseline=models/pretrain bootstrapped=models/retrain
+
+Every fine-tuning is a DeepSpeed run of the training engine (task vqa, MLflow-tracked); each model folder
+also holds the candidate answers it ranks from (answer_list.json), so `blip ask` answers as evaluated.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch.distributed as dist
+
+from blip.config import Params
+from blip.data.shards import atomic_write_json
+from blip.tracking import Tracker, git_commit
+from blip.vqa.data import answer_list, ingest_vqa, write_world_vqa
+
+ANSWER_LIST = "answer_list.json"
+
+
+def build_vqa_data(params: Params, out_dir: str | Path) -> dict:
+    """data/vqa/{train,test}: the world's questions (data.vqa null) or the configured VQA v2 / release files."""
+    out_dir = Path(out_dir)
+    if params.data.vqa is None:
+        w = params.world.vqa
+        counts = write_world_vqa(params.world, params.seed, {"train": w.train, "test": w.test},
+                                 w.questions_per_image, out_dir, params.ingest.shard_size)
+        return {"source": "world", "questions": counts}
+    v = params.data.vqa
+    counts = {split: ingest_vqa(files, v.images, out_dir / split, params.ingest, params.ingest.shard_size)["questions"]
+              for split, files in (("train", v.train), ("test", v.test))}
+    return {"source": "files", "questions": counts}
+
+
+def run_vqa(params: Params, sources: dict[str, str], data_dir: str | Path, models_dir: str | Path,
+            max_steps: int | None = None) -> dict:
+    """Fine-tune a VQA model from each source model and score it on the test questions; all ranks call it."""
+    from blip.train.engine import TrainJob, train
+    from blip.vqa.evaluate import prior_accuracy, questions_of
+
+    stage, data_dir, models_dir = params.active.finetune_vqa, Path(data_dir), Path(models_dir)
+    train_dirs, test_dir = [str(data_dir / "train")], str(data_dir / "test")
+    candidates = answer_list(train_dirs, stage.answers)
+    questions = questions_of(test_dir)
+    result = {"task": "vqa", "inference": stage.inference, "answers": len(candidates), "test_questions": len(questions),
+              "chance": {"prior": prior_accuracy(train_dirs, questions),
+                         "uniform_over_answers": round(100 / max(1, len(candidates)), 2)}}
+    for name, source in sources.items():
+        out = models_dir / name
+        train(TrainJob(name=f"vqa_{name}", task="vqa", stage=stage, params=params, data=train_dirs, out_dir=out,
+                       ckpt_dir=Path("checkpoints") / f"vqa_{name}", init_from=source,
+                       metrics_path=models_dir / f"{name}_train.json", plot_path=models_dir / f"{name}_loss.csv",
+                       max_steps=max_steps,
+                       extra_tags={"downstream": "vqa", "source_model": source}))
+        if dist.get_rank() == 0:
+            atomic_write_json(out / ANSWER_LIST, candidates)
+            result[name] = _score(params, name, source, out, test_dir, candidates, questions)
+        dist.barrier()
+    return result
+
+
+def _score(params: Params, name: str, source: str, model_dir: Path, test_dir: str, candidates: list[str],
+           questions: dict) -> dict:
+    from blip.inference import load
+    from blip.vqa.accuracy import vqa_accuracy
+    from blip.vqa.evaluate import predict
+
+    stage = params.active.finetune_vqa
+    start = time.time()
+    blip = load(model_dir, device=params.inference.device, precision=params.inference.precision)
+    predictions = predict(blip, test_dir, stage.inference, candidates, stage.k_test, 64, params.ingest.max_words)
+    scores = {**vqa_accuracy(predictions, questions), "from": source, "model": str(model_dir),
+              "seconds": round(time.time() - start, 1)}
+    tracker = Tracker(params.tracking.uri, params.tracking.experiment, f"evaluate-vqa-{name}")
+    tracker.params({"model": str(model_dir), "from": source, "data": test_dir, "inference": stage.inference})
+    tracker.metrics({"vqa/overall": scores["overall"],
+                     **{f"vqa/{t.replace('/', '_')}": v for t, v in scores["per_answer_type"].items()}})
+    if tracker.enabled:  # a servable pyfunc (image + question -> answer), champion when it scores best
+        from blip.registry import log_and_register, promote
+
+        name = f"{params.registry.prefix}-vqa"
+        version = log_and_register(str(model_dir), name, {"from": source, "git_commit": git_commit()},
+                                   {"overall": scores["overall"]})
+        scores["registered"] = promote(name, version, params.registry.metric.vqa)
+    tracker.end("FINISHED")
+    return scores
+
+
+def write_result(result: dict, metrics_path: str | Path) -> None:
+    """The stage's metrics JSON (atomically)."""
+    Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(metrics_path, result)
