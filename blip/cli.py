@@ -337,20 +337,21 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_vqa_data(args: argparse.Namespace) -> int:
-    from blip.vqa.stage import build_vqa_data
+def cmd_downstream_data(args: argparse.Namespace) -> int:
+    from blip.downstream import build_data
 
     params = load_params(args.params)
     start = time.time()
-    metrics = build_vqa_data(params, args.out)
+    metrics = build_data(args.task, params, args.out)
     metrics["seconds"] = round(time.time() - start, 1)
     _write_metrics(args.metrics, metrics)
-    print(f"vqa-data: {metrics['questions']} questions ({metrics['source']}) in {metrics['seconds']} s -> {args.out}")
+    counts = metrics.get("questions") or metrics.get("pairs")
+    print(f"downstream-data {args.task}: {counts} ({metrics['source']}) in {metrics['seconds']} s -> {args.out}")
     return 0
 
 
 def cmd_downstream(args: argparse.Namespace) -> int:
-    from blip.vqa.stage import run_vqa, write_result
+    from blip.downstream import run
 
     params = load_params(args.params)
     relaunched = _relaunch(args.procs if args.procs is not None else params.train.procs)
@@ -362,14 +363,26 @@ def cmd_downstream(args: argparse.Namespace) -> int:
         if not sep or not name or not path:
             raise ValueError(f"--from takes NAME=MODEL pairs (e.g. baseline=models/pretrain), got {spec!r}")
         sources[name] = path
-    result = run_vqa(params, sources, args.data, args.models, args.max_steps)
+    data = args.data or f"data/{args.task}"
+    result = run(args.task, params, sources, data, args.models or f"models/{args.task}", args.max_steps)
     import torch.distributed as dist
 
     if dist.get_rank() == 0:  # rank 0 scored the models
-        write_result(result, args.metrics)
-        scores = {n: result[n]["overall"] for n in sources if n in result}
-        print(f"downstream {args.task}: VQA accuracy {scores} (chance: prior {result['chance']['prior']['overall']}, "
-              f"uniform {result['chance']['uniform_over_answers']})")
+        _write_metrics(args.metrics or f"metrics/downstream/{args.task}.json", result)
+        metric = "overall" if args.task == "vqa" else "accuracy"
+        print(f"downstream {args.task}: {metric} {({n: result[n][metric] for n in sources})}, chance {result['chance']}")
+    return 0
+
+
+def cmd_verify_pair(args: argparse.Namespace) -> int:
+    from blip.inference import load
+
+    blip = load(args.model, device=args.device, vision_heads=args.vision_heads, text_heads=args.text_heads)
+    first, second = _open_image(args.first), _open_image(args.second)
+    for statement, (verdict, p) in zip(args.statements, blip.verify_pair([first] * len(args.statements),
+                                                                         [second] * len(args.statements),
+                                                                         args.statements)):
+        print(f"{statement}\t{'true' if verdict else 'false'}\t{p:.4f}")
     return 0
 
 
@@ -524,18 +537,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_heads(p)
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("vqa-data", help="stage: VQA questions as shards (built-in world, or params data.vqa's files)")
-    p.add_argument("--out", default="data/vqa")
+    p = sub.add_parser("downstream-data", help="stage: a transfer task's data as shards (built-in world, or params "
+                                               "data.<task>'s files)")
+    p.add_argument("task", choices=["vqa", "nlvr"])
+    p.add_argument("--out", required=True)
     p.add_argument("--metrics", default=None)
-    p.set_defaults(func=cmd_vqa_data)
+    p.set_defaults(func=cmd_downstream_data)
 
     p = sub.add_parser("downstream", help="stage: fine-tune and score a transfer task from each given model")
-    p.add_argument("task", choices=["vqa"])
+    p.add_argument("task", choices=["vqa", "nlvr"])
     p.add_argument("--from", dest="sources", nargs="+", required=True, metavar="NAME=MODEL",
                    help="models to fine-tune from, e.g. baseline=models/pretrain bootstrapped=models/retrain")
-    p.add_argument("--data", default="data/vqa")
-    p.add_argument("--models", default="models/vqa", help="folder of the fine-tuned models (one per NAME)")
-    p.add_argument("--metrics", default="metrics/downstream/vqa.json")
+    p.add_argument("--data", default=None, help="the task's data (default: data/TASK)")
+    p.add_argument("--models", default=None,
+                   help="folder of the fine-tuned models, one per NAME (default: models/TASK)")
+    p.add_argument("--metrics", default=None, help="default: metrics/downstream/TASK.json")
     p.add_argument("--max-steps", type=int, default=None, help="stop each fine-tuning after this many steps")
     p.add_argument("--procs", type=int, default=None, help="processes (default: train.procs)")
     p.set_defaults(func=cmd_downstream)
@@ -549,6 +565,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_heads(p)
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("verify-pair", help="is each statement true of the image pair? (an NLVR2 model)")
+    p.add_argument("first")
+    p.add_argument("second")
+    p.add_argument("statements", nargs="+")
+    p.add_argument("--model", required=True, help="an NLVR model folder or the release's model_base_nlvr.pth")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    _add_heads(p)
+    p.set_defaults(func=cmd_verify_pair)
 
     p = sub.add_parser("verify", help="check finished datasets: checksums, counts, decodable images")
     p.add_argument("datasets", nargs="+")

@@ -53,12 +53,20 @@ class VQAData:
 
 
 @section
+class NLVRData:
+    train: Annotated[list[Str], Field(min_length=1)]  # NLVR2's train.json (JSON lines) or the release's nlvr_train.json
+    test: Annotated[list[Str], Field(min_length=1)]
+    images: Str                                       # the root their image paths are relative to
+
+
+@section
 class DataConfig:
     human_karpathy: Str | None
     human_images: Str | None
     human_name: Name
     web_shards: Annotated[Any, AfterValidator(_shard_sources)]  # a folder, a glob or a list of them
     vqa: VQAData | None                               # None: the built-in world's questions
+    nlvr: NLVRData | None                             # None: the built-in world's statements about pairs
 
 
 @section
@@ -98,6 +106,13 @@ class WorldVQA:
 
 
 @section
+class WorldNLVR:
+    pretrain: PosInt             # image pairs with a caption of the first, the second or neither (3-way)
+    train: PosInt                # image pairs, each with one statement, true or false
+    test: PosInt
+
+
+@section
 class WorldConfig:
     image_size: Annotated[int, Strict(), Field(ge=16)]
     jpeg_quality: JpegQuality
@@ -105,6 +120,7 @@ class WorldConfig:
     human: HumanSplits
     web: WebWorld
     vqa: WorldVQA
+    nlvr: WorldNLVR
 
 
 @section
@@ -253,18 +269,27 @@ class VQAStageConfig(StageConfig):
 
 
 @section
+class NLVRStageConfig(StageConfig):
+    pretrain: StageConfig    # the extra pre-training step first: which image (or neither) a caption belongs to
+
+
+@section
 class Preset:
     model: ModelArch
     pretrain: StageConfig
     finetune_captioner: StageConfig
     finetune_filter: FilterStageConfig
     finetune_vqa: VQAStageConfig
+    finetune_nlvr: NLVRStageConfig
 
     @model_validator(mode="after")
     def _patches_tile(self) -> Preset:
         patch = self.model.vision.patch_size
-        for name in ("pretrain", "finetune_captioner", "finetune_filter", "finetune_vqa"):
-            size = getattr(self, name).image_size
+        stages = {name: getattr(self, name) for name in ("pretrain", "finetune_captioner", "finetune_filter",
+                                                          "finetune_vqa", "finetune_nlvr")}
+        stages["finetune_nlvr.pretrain"] = self.finetune_nlvr.pretrain
+        for name, stage in stages.items():
+            size = stage.image_size
             if size % patch:
                 raise ValueError(f"{name}.image_size {size} is not a multiple of the patch size {patch}")
         return self
@@ -353,6 +378,7 @@ class RegistryMetrics:
     filter: Name
     pretrained: Name
     vqa: Name
+    nlvr: Name
 
 
 @section
@@ -363,7 +389,7 @@ class RegistryConfig:
 
 @section
 class DownstreamConfig:
-    tasks: list[Literal["vqa"]]  # the paper's transfer tasks, each fine-tuned from the baseline and the retrained model
+    tasks: list[Literal["vqa", "nlvr"]]  # the paper's transfer tasks, each fine-tuned from both pre-trained models
 
 
 @section

@@ -5,6 +5,7 @@
     blip.caption([Image.open("cat.jpg")])       # [["a cat sitting on a couch"]]
     blip.score(Image.open("cat.jpg"), ["a cat", "a dog"])   # ITM probabilities and ITC similarities
     load("models/vqa/baseline").ask([Image.open("cat.jpg")], ["what animal is this"])   # ["cat"]
+    load("models/nlvr/baseline").verify_pair([left], [right], ["both images show dogs"])  # [(True, 0.93)]
 
 `score(..., itm_token="cls")` feeds [CLS] instead of [ENC] to the ITM pass, as the release's BLIP_ITM
 demo does (its retrieval training and evaluation use [ENC], our default); the two give different scores.
@@ -92,6 +93,22 @@ class BlipInference:
         method = method or ("rank" if self.answer_list else "generate")
         with autocast(self.precision, self.device):
             return answer(self.model, self.tokenizer, self.images(images), questions, method, self.answer_list, k)
+
+    @torch.no_grad()
+    def verify_pair(self, first: list[Image.Image], second: list[Image.Image],
+                    statements: list[str]) -> list[tuple[bool, float]]:
+        """NLVR: for each (first image, second image, statement), whether it is true, and the probability of true."""
+        if self.model.cfg.task != "nlvr":
+            raise ValueError(f"this is a {self.model.cfg.task} model, not an NLVR model: fine-tune one with "
+                             "`blip downstream nlvr`")
+        if not len(first) == len(second) == len(statements):
+            raise ValueError(f"{len(first)} first images, {len(second)} second images and {len(statements)} "
+                             "statements: give one pair per statement")
+        pairs = torch.stack([self.images(first), self.images(second)], 1)
+        ids, mask = self.text_inputs(statements)
+        with autocast(self.precision, self.device):
+            p = self.model.pair_logits(pairs, ids, mask).float().softmax(-1)[:, 1]
+        return [(bool(x > 0.5), float(x)) for x in p.tolist()]
 
     def image_embeddings(self, images: list[Image.Image]) -> torch.Tensor:
         """Normalised ITC image features (N, embed_dim)."""

@@ -2,7 +2,8 @@
 
 A registered model is a pyfunc over our model folder: given base64 images it captions them; given
 images and texts it returns ITM match probabilities and ITC similarities (param `itm_token`: "enc", or
-"cls" as the release's BLIP_ITM demo); given images and questions (a VQA model) it answers them. So
+"cls" as the release's BLIP_ITM demo); given images and questions (a VQA model) it answers them; given
+two images and a statement (an NLVR model: columns `image`, `image2`, `text`) it says whether it is true. So
 `mlflow models serve -m models:/blip-captioner@champion` answers HTTP requests.
 
 Promotion by alias: a new version becomes `champion` only when its metric (named in params) beats
@@ -30,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # answer saying so, not a refused request); the params a request may set
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image", required=False),
                                           ColSpec("string", "text", required=False),
-                                          ColSpec("string", "question", required=False)]),
+                                          ColSpec("string", "question", required=False),
+                                          ColSpec("string", "image2", required=False)]),
                            params=ParamSchema([ParamSpec("itm_token", "string", "enc")]))
 
 
@@ -72,6 +74,10 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
             except ValueError as e:
                 images.append(None)
                 errors.append(str(e) if has_images else "no 'image' column in the request")
+        if "image2" in model_input.columns:
+            return pd.DataFrame(self._verdicts(images, list(model_input["image2"]),
+                                               list(model_input.get("text", [None] * len(images))), errors),
+                                columns=["text", "true", "probability", "error"])
         if "question" in model_input.columns:
             return pd.DataFrame(self._answers(images, list(model_input["question"]), errors),
                                 columns=["question", "answer", "error"])
@@ -97,6 +103,22 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
                          "error": error})
         return rows
 
+
+    def _verdicts(self, images: list, seconds: list, texts: list, errors: list) -> list[dict]:
+        rows = []
+        for image, second, text, error in zip(images, seconds, texts, errors):
+            if error is None and (not isinstance(text, str) or not text.strip()):
+                error = f"no text (got {text!r}): send the statement to verify against the two images"
+            if error is None:
+                try:
+                    verdict, p = self.blip.verify_pair([image], [_row_image(second)], [text])[0]
+                    rows.append({"text": text, "true": verdict, "probability": p, "error": None})
+                    continue
+                except ValueError as e:
+                    error = str(e)
+            rows.append({"text": text if isinstance(text, str) else None, "true": None, "probability": math.nan,
+                         "error": error})
+        return rows
 
     def _answers(self, images: list, questions: list, errors: list) -> list[dict]:
         for i, question in enumerate(questions):
@@ -124,6 +146,15 @@ def log_and_register(model_dir: str, name: str, tags: dict, metrics: dict) -> st
     for k, v in {**tags, **{f"metric.{k}": v for k, v in metrics.items()}}.items():
         client.set_model_version_tag(name, version, k, str(v))
     return version
+
+
+def register_downstream(params, task: str, model_dir: Path, source: str, metrics: dict) -> dict:
+    """A fine-tuned transfer-task model as `<prefix>-<task>` in the active run, promoted by registry.metric.<task>."""
+    from blip.tracking import git_commit
+
+    name = f"{params.registry.prefix}-{task}"
+    version = log_and_register(str(model_dir), name, {"from": source, "git_commit": git_commit()}, metrics)
+    return promote(name, version, getattr(params.registry.metric, task))
 
 
 def _metric_of(client: MlflowClient, name: str, version: str, metric: str) -> float | None:

@@ -46,6 +46,36 @@ def small_params(**world_overrides) -> Params:
     return params_from_dict(raw)
 
 
+def downstream_workspace(tmp: Path, raw: dict):
+    """`tmp` as a workspace for `blip` commands: params.yaml from `raw` and two small pre-trained models, `a` and `b`
+    (other seeds); returns a runner of `blip <args>` there that checks the exit status and returns the output."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from blip.config import TextArch
+    from blip.models.checkpoints import save_pretrained
+    from blip.tokenizer import build_tokenizer
+    from tests.test_models import tiny
+
+    raw["train"].update(num_workers=0, log_every=1)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(raw))
+    narrow = TextArch(hidden=32, layers=2, heads=2, intermediate=64, dropout=0.0, positions=64)
+    for name, seed in (("a", 0), ("b", 1)):
+        torch.manual_seed(seed)
+        save_pretrained(tiny("pretrain", text=narrow), tmp / name, build_tokenizer())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def blip(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "blip.cli", "--params", "params.yaml", *args], cwd=tmp, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    return blip
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_mlflow(tmp_path_factory):
     """Every run a test makes goes to a throw-away sqlite store, never the repository's."""

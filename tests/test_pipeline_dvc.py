@@ -54,7 +54,7 @@ def small_world(raw: dict) -> dict:
     return raw
 
 
-@pytest.mark.timeout(1800)  # fifteen stages, twelve training runs (about 6 minutes on 2 cores)
+@pytest.mark.timeout(1800)  # eighteen stages, sixteen training runs (about 7 minutes on 2 cores)
 def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     repo = pipeline_checkout(tmp_path)
     raw = yaml.safe_load(small_training_params(tmp_path).read_text())
@@ -62,6 +62,7 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     raw["world"]["web"].update(images=48, shard_size=24)
     raw["world"]["image_size"] = 64
     raw["world"]["vqa"] = {"train": 12, "test": 4, "questions_per_image": 2}
+    raw["world"]["nlvr"] = {"pretrain": 8, "train": 8, "test": 4}
     raw["ingest"]["shard_size"] = 24
     raw["train"].update(procs=1, log_every=2, checkpoint_every=100)
     # keeps every text: a broken filter
@@ -112,8 +113,11 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     assert set(compare) >= {"baseline", "bootstrapped", "delta", "capfilt"}
     assert "| TR@1 (%) |" in (repo / "reports/compare.md").read_text()
     # the transfer tasks, fine-tuned from both pre-trained models, in the same table
-    assert "Running stage 'downstream@vqa'" in done and set(compare["downstream"]["vqa"]) >= {"baseline", "bootstrapped"}
-    assert "| vqa (8 questions) | VQA accuracy (%) |" in (repo / "reports/compare.md").read_text()
+    for task in ("vqa", "nlvr"):
+        assert f"Running stage 'downstream@{task}'" in done
+        assert set(compare["downstream"][task]) >= {"baseline", "bootstrapped"}
+    table = (repo / "reports/compare.md").read_text()
+    assert "| vqa (8 questions) | VQA accuracy (%) |" in table and "| nlvr (4 pairs) | accuracy (%) |" in table
     # round 2 bootstrapped with the models fine-tuned from round 1's retrained model
     round2 = json.loads((repo / "rounds/r2/data/manifest.json").read_text())["selection"]
     assert round2["round"] == 2

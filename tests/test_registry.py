@@ -128,6 +128,28 @@ def test_a_registered_vqa_model_answers_questions_row_by_row(server, tmp_path):
     assert out["answer"][2:].isna().all()
 
 
+def test_a_registered_nlvr_model_verifies_statements_about_image_pairs(server, tmp_path):
+    import mlflow
+
+    from blip.models.checkpoints import save_pretrained
+    from blip.registry import log_and_register
+    from blip.tokenizer import build_tokenizer
+    from tests.test_models import tiny
+
+    folder = tmp_path / "nlvr"
+    save_pretrained(tiny("nlvr"), folder, build_tokenizer())
+    mlflow.set_experiment("registry-test")
+    with mlflow.start_run():
+        version = log_and_register(str(folder), "blip-test-nlvr", {}, {"accuracy": 60.0})
+    model = mlflow.pyfunc.load_model(f"models:/blip-test-nlvr/{version}")
+    image = _red_jpeg()
+    out = model.predict(pd.DataFrame({"image": [image, image, image], "image2": [image, "not base64!", image],
+                                      "text": ["both images are red", "both images are red", None]}))
+    assert list(out.columns) == ["text", "true", "probability", "error"]
+    assert out["true"][0] in (True, False) and 0 <= out["probability"][0] <= 1 and pd.isna(out["error"][0])
+    assert "not base64" in out["error"][1] and "no text" in out["error"][2]
+
+
 def _red_jpeg(size=(40, 40)) -> str:
     buf = io.BytesIO()
     Image.new("RGB", size, (200, 30, 30)).save(buf, format="JPEG")

@@ -4,14 +4,10 @@
 import dataclasses
 import io
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from PIL import Image
 
 from blip.config import TextArch, params_from_dict
@@ -20,7 +16,7 @@ from blip.tokenizer import DEC_ID, build_tokenizer, tokenize
 from blip.vqa.accuracy import normalize_answer, question_accuracy, vqa_accuracy
 from blip.vqa.answer import answer, candidate_ids, rank
 from blip.vqa.data import VQAFormatError, answer_weights, ingest_vqa, read_vqa_files
-from tests.conftest import ROOT, raw_params
+from tests.conftest import downstream_workspace, raw_params
 from tests.test_models import TEXT, tiny
 
 QUESTIONS = ["what colour is the star", "how many objects are there", "is there a red circle"]
@@ -262,22 +258,11 @@ def test_the_vqa_stage_fine_tunes_from_each_model_scores_them_and_blip_ask_answe
     raw = raw_params()
     raw["world"].update(image_size=32, vqa={"train": 24, "test": 8, "questions_per_image": 3})
     raw["presets"]["tiny"]["finetune_vqa"].update(image_size=32, batch_size=8, epochs=1, steps_per_epoch=3)
-    raw["train"].update(num_workers=0, log_every=1)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     params = params_from_dict(raw)
-    narrow = TextArch(hidden=32, layers=1, heads=2, intermediate=64, dropout=0.0, positions=64)
-    for name, seed in (("a", 0), ("b", 1)):
-        torch.manual_seed(seed)
-        save_pretrained(tiny("pretrain", text=narrow), tmp_path / name, build_tokenizer())
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    blip = downstream_workspace(tmp_path, raw)
 
-    def blip(*args):
-        proc = subprocess.run([sys.executable, "-m", "blip.cli", "--params", "params.yaml", *args], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return proc.stdout
-
-    assert "vqa-data: {'train': 72, 'test': 24} questions (world)" in blip("vqa-data", "--out", "data/vqa")
+    made = blip("downstream-data", "vqa", "--out", "data/vqa")
+    assert "downstream-data vqa: {'train': 72, 'test': 24} (world)" in made
     out = blip("downstream", "vqa", "--from", "baseline=a", "bootstrapped=b", "--procs", "1")
     assert "[vqa_baseline] epoch 1/1 step 3/3" in out and "[vqa_bootstrapped] epoch 1/1 step 3/3" in out
     result = json.loads((tmp_path / "metrics/downstream/vqa.json").read_text())

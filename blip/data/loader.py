@@ -168,6 +168,8 @@ class _ToItem:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(make_seed(self.seed, self.epoch.get(), zlib.crc32(sample["__key__"].encode())))
             image = self.transform(sample["jpg"])
+            if "right.jpg" in sample:  # an image pair (NLVR): (2, 3, H, W)
+                image = torch.stack([image, self.transform(sample["right.jpg"])])
         return image, clean_caption(caption, self.max_words), sample["__key__"], meta
 
 

@@ -89,9 +89,12 @@ class DatasetWriter:
         self.shards: list[dict] = []
         self._pending: list[dict] = []
 
-    def write(self, key: str, jpeg: bytes, caption: str, meta: dict) -> None:
-        """Add one sample; a full shard is committed to disk at once."""
-        self._pending.append(encode_sample(key, jpeg, caption, meta))
+    def write(self, key: str, jpeg: bytes, caption: str, meta: dict, second: bytes | None = None) -> None:
+        """Add one sample (`second`: a pair's second image, NLVR's); a full shard is committed to disk at once."""
+        sample = encode_sample(key, jpeg, caption, meta)
+        if second is not None:
+            sample["right.jpg"] = second
+        self._pending.append(sample)
         if len(self._pending) >= self.shard_size:
             self._flush()
 

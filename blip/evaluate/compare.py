@@ -53,11 +53,16 @@ def compare(metrics_dir: Path, tasks: list[str] = ()) -> dict:
 
 
 def downstream_row(result: dict) -> dict:
-    """A transfer task's scores (`blip downstream`): each model's, per answer type, and chance."""
+    """A transfer task's scores (`blip downstream`): each model's (VQA: per answer type too) and chance."""
+    if result["task"] == "nlvr":
+        return {"metric": "accuracy (%)", "size": f"{result['test_pairs']} pairs",
+                "chance": result["chance"]["majority_class"], "chance_is": "the majority class", "parts": {},
+                **{arm: {"score": result[arm]["accuracy"], "parts": {}} for arm in ("baseline", "bootstrapped")
+                   if arm in result}}
     prior = result["chance"]["prior"]
-    return {"metric": "VQA accuracy (%)", "test_questions": result["test_questions"], "chance": prior["overall"],
-            "chance_per_answer_type": prior["per_answer_type"],
-            **{arm: {"overall": result[arm]["overall"], "per_answer_type": result[arm]["per_answer_type"]}
+    return {"metric": "VQA accuracy (%)", "size": f"{result['test_questions']} questions", "chance": prior["overall"],
+            "chance_is": "each question type's most frequent training answer", "parts": prior["per_answer_type"],
+            **{arm: {"score": result[arm]["overall"], "parts": result[arm]["per_answer_type"]}
                for arm in ("baseline", "bootstrapped") if arm in result}}
 
 
@@ -88,17 +93,15 @@ def compare_table(result: dict, chain: dict, seeds: dict | None = None) -> str:
     lines += ["", "One seed; each model pre-trained for epochs of its own data, so for its own number of steps."]
     if result.get("downstream"):
         lines += ["", "## Downstream tasks (paper sec. 5), each fine-tuned from both pre-trained models", "",
-                  "| task | metric | baseline | bootstrapped | chance (most frequent training answer per question type) |",
-                  "|---|---|---|---|---|"]
+                  "| task | metric | baseline | bootstrapped | chance |", "|---|---|---|---|---|"]
         for task, row in result["downstream"].items():
-            arm = lambda a: fmt(row[a]["overall"]) if a in row else "-"  # noqa: E731
-            lines.append(f"| {task} ({row['test_questions']} questions) | {row['metric']} | {arm('baseline')} | "
-                         f"{arm('bootstrapped')} | {fmt(row['chance'])} |")
-            types = sorted(row.get("baseline", {}).get("per_answer_type", {}))
-            for t in types:
-                per = lambda a: fmt(row[a]["per_answer_type"].get(t)) if a in row else "-"  # noqa: E731
-                lines.append(f"| {task}: {t} | | {per('baseline')} | {per('bootstrapped')} | "
-                             f"{fmt(row['chance_per_answer_type'].get(t))} |")
+            arm = lambda a, part=None: "-" if a not in row else fmt(  # noqa: E731
+                row[a]["score"] if part is None else row[a]["parts"].get(part))
+            lines.append(f"| {task} ({row['size']}) | {row['metric']} | {arm('baseline')} | {arm('bootstrapped')} | "
+                         f"{fmt(row['chance'])} ({row['chance_is']}) |")
+            for part, chance in sorted(row["parts"].items()):
+                lines.append(f"| {task}: {part} | | {arm('baseline', part)} | {arm('bootstrapped', part)} | "
+                             f"{fmt(chance)} |")
     if seeds is not None and seeds.get("chain") == chain:
         lines += ["", f"## The paper's comparison (Table 12) over {len(seeds['per_experiment'])} seeds", "",
                   f"The baseline's samples replicated to the bootstrapped set's {seeds['bootstrapped_samples']} per "

@@ -5,6 +5,8 @@
     filter     ViT + text encoder: ITC + ITM (the retrieval model CapFilt filters with)
     vqa        ViT + image-grounded encoder reading the question + an answer decoder cross-attending to the
                encoder's output (BLIP_VQA): LM on the answers, each weighted by its share of the annotators
+    nlvr       ViT + image-grounded encoder attending to two images (blip/models/nlvr.py) + an MLP on [ENC]:
+               cross-entropy over `num_classes` (2: the statement is true or false; 3 in its extra pre-training)
 
 ITC keeps momentum encoders (EMA of the online ones, never seen by the optimizer) and queues of their
 features, and mixes the momentum model's soft similarities into the targets (weight alpha). ITM
@@ -40,11 +42,12 @@ from transformers.models.blip.modeling_blip_text import BlipTextLayer
 
 from blip.config import TextArch, VisionArch
 from blip.models.med import build_text_decoder, build_text_encoder, share_all_but_self_attention, text_config
+from blip.models.nlvr import make_twin
 from blip.models.vit import create_vit, set_grad_checkpointing
 from blip.tokenizer import CLS_ID, DEC_ID, ENC_ID, PAD_ID, VOCAB_SIZE
 
-Task = Literal["pretrain", "captioner", "filter", "vqa"]
-TASKS = ("pretrain", "captioner", "filter", "vqa")
+Task = Literal["pretrain", "captioner", "filter", "vqa", "nlvr"]
+TASKS = ("pretrain", "captioner", "filter", "vqa", "nlvr")
 # the first token of ITM's image-grounded pass: [ENC] as the release trains and evaluates retrieval,
 # [CLS] as its BLIP_ITM demo feeds it
 ITMToken = Literal["enc", "cls"]
@@ -73,6 +76,7 @@ class BlipConfig:
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     inference_only: bool = False  # no momentum encoders or queues (a BLIP_ITM-style filter): cannot train
+    num_classes: int = 2  # NLVR's classifier: true/false, or 3 (first image, second, neither) in its pre-training
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -164,6 +168,11 @@ class Blip(nn.Module):
             self.text_decoder = build_text_decoder(tcfg)
             if cfg.has_encoder:
                 share_all_but_self_attention(self.text_encoder, self.text_decoder)
+        if cfg.task == "nlvr":
+            self.text_encoder = build_text_encoder(tcfg)
+            make_twin(self.text_encoder)
+            hidden = cfg.text.hidden
+            self.cls_head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, cfg.num_classes))
         if cfg.task == "vqa":
             # two separate transformers, as BLIP_VQA: the answer decoder reads the question encoder's states,
             # so its cross-attention is as wide as the text, not the image
@@ -385,18 +394,29 @@ class Blip(nn.Module):
         nll = self.answer_nll(states[rows], mask[rows], answer_ids, answer_mask)
         return (weights.to(nll.dtype) * nll).sum() / len(ids)
 
+    def pair_logits(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """NLVR: (B, num_classes) logits for image pairs (B, 2, 3, H, W) and their statements."""
+        b = len(images)
+        embeds = self.image_embeds(images.transpose(0, 1).reshape(2 * b, *images.shape[2:]))  # one ViT pass
+        ids = ids.clone()
+        ids[:, 0] = ENC_ID
+        hidden = self.text_encoder(ids, attention_mask=mask,
+                                   encoder_hidden_states=(embeds[:b], embeds[b:])).last_hidden_state
+        return self.cls_head(hidden[:, 0])
+
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, alpha: float = 0.0,
                 idx: torch.Tensor | None = None, prompt_len: int = 0, negatives_all_ranks: bool = False,
                 negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
                 lm_text: tuple[torch.Tensor, torch.Tensor] | None = None,
-                answers: tuple[torch.Tensor, ...] | None = None) -> dict[str, torch.Tensor]:
+                answers: tuple[torch.Tensor, ...] | None = None,
+                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The task's losses for a batch: {'itc', 'itm', 'lm'} as the task has them.
 
         `negatives` pins ITM's negatives: (image index per text, text index per image) into the batch.
         `lm_text`: the decoder's own (ids, mask) when they differ from the encoder's: a captioner-filter
         fine-tuned as one model reads its captions with the captioner's prompt, its encoder without.
         `answers` (VQA; `ids` are then the questions): (answer ids, answer mask, weights, answers per question),
-        the answers of question i following those of question i-1.
+        the answers of question i following those of question i-1. `labels` (NLVR; `images` are pairs): classes.
         """
         if self.cfg.inference_only:
             raise ValueError("this filter was loaded for inference only (a BLIP_ITM-style checkpoint: no momentum "
@@ -407,6 +427,10 @@ class Blip(nn.Module):
         if negatives_all_ranks and self.cfg.task != "filter":
             raise ValueError("negatives_all_ranks is the retrieval fine-tuning rule; pre-training draws its "
                              "negatives within each rank's batch, as the release does")
+        if self.cfg.task == "nlvr":
+            if labels is None:
+                raise ValueError("an NLVR model trains on labelled pairs: pass labels")
+            return {"cls": F.cross_entropy(self.pair_logits(images, ids, mask).float(), labels)}
         image_embeds = self.image_embeds(images)
         if self.cfg.task == "vqa":
             if answers is None:

@@ -24,6 +24,7 @@ from torch import nn
 from blip.config import TextArch, VisionArch
 from blip.models.blip import Blip, BlipConfig
 from blip.models.config_check import CheckpointError, checked_config, layer_count, weight_shapes
+from blip.models.nlvr import twin_state
 from blip.models.vit import resample_pos_embed
 
 FORMAT = "blip-capfilt-model/1"
@@ -219,11 +220,13 @@ def load_release(source: str | Path | Mapping, image_size: int | None = None, vi
     if "visual_encoder.cls_token" not in state:
         raise CheckpointError(f"{name}: no 'visual_encoder.*' weights; is this a BLIP checkpoint?")
     has_enc, has_dec = "itm_head.weight" in state, "text_decoder.cls.predictions.bias" in state
-    # BLIP_VQA: a question encoder without ITM beside the answer decoder
+    # BLIP_VQA: a question encoder without ITM beside the answer decoder; BLIP_NLVR: a classifier on a twin encoder
     vqa = has_dec and not has_enc and "text_encoder.embeddings.word_embeddings.weight" in state
-    task = "vqa" if vqa else "pretrain" if has_enc and has_dec else "filter" if has_enc else "captioner"
+    nlvr = "cls_head.0.weight" in state
+    task = ("nlvr" if nlvr else "vqa" if vqa else "pretrain" if has_enc and has_dec else "filter" if has_enc
+            else "captioner")
     inference_only = has_enc and "visual_encoder_m.cls_token" not in state
-    text_prefix = "text_encoder." if has_enc or vqa else "text_decoder.bert."
+    text_prefix = "text_encoder." if has_enc or vqa or nlvr else "text_decoder.bert."
     try:
         vision, trained_size = _release_arch(state, vision_heads, name)
         text = _text_arch(state, text_prefix, text_heads, name)
@@ -237,7 +240,8 @@ def load_release(source: str | Path | Mapping, image_size: int | None = None, vi
     queue = state["image_queue"].shape[1] if "image_queue" in state else 57600
     cfg = BlipConfig(task=task, image_size=image_size or trained_size, vision=vision, text=text,
                      embed_dim=state["vision_proj.weight"].shape[0] if has_enc else 256, queue_size=queue,
-                     tie_lm_head=tie, vocab_size=words.shape[0], inference_only=inference_only)
+                     tie_lm_head=tie, vocab_size=words.shape[0], inference_only=inference_only,
+                     num_classes=state["cls_head.2.weight"].shape[0] if nlvr else 2)
     model = Blip(cfg)
     # BLIP_ITM has no temperature (its ITC score is the plain cosine); ours keeps its initial one
     load_checked(model, _fit_pos_embeds(state, model), name,
@@ -386,15 +390,28 @@ def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overri
     if src.cfg.inference_only and task != "captioner":
         raise CheckpointError(f"{source}: an inference-only filter (no momentum encoders, no queues) cannot start "
                               f"a {task} model; start from a pre-trained or retrieval checkpoint")
-    if task == "vqa" and not (src.cfg.task == "pretrain" or src.cfg.task == "vqa"):
-        raise CheckpointError(f"{source}: a VQA model starts from a pre-trained model (it takes both the encoder and "
-                              f"the decoder), not from a {src.cfg.task}")
+    if task in ("vqa", "nlvr") and src.cfg.task not in ("pretrain", task):
+        raise CheckpointError(f"{source}: a {task.upper()} model starts from a pre-trained model (or one of its own "
+                              f"task), not from a {src.cfg.task}")
     dst = Blip(dataclasses.replace(src.cfg, task=task, image_size=image_size, **cfg_overrides))
     own = dst.state_dict()
-    state = {k: v for k, v in src.state_dict().items() if k in own}
-    fresh = _fresh_cross_attention(state, own) if task == "vqa" else ()
+    state = src.state_dict()
+    if task == "nlvr" and src.cfg.task != "nlvr":
+        state = twin_state(state)
+    state = {k: v for k, v in state.items() if k in own}
+    fresh = _fresh_cross_attention(state, own) if task == "vqa" else _fresh_nlvr(state, own) if task == "nlvr" else ()
     load_checked(dst, {k: v for k, v in state.items() if k not in fresh}, str(source), allow_missing=fresh)
     return dst
+
+
+def _fresh_nlvr(state: dict, own: dict) -> tuple[str, ...]:
+    """NLVR's new weights: the merge layers and the classifier (from its 3-way pre-training to the 2-way task,
+    the classifier's last layer), which start fresh."""
+    fresh = tuple(k for k in own if (k.startswith("cls_head.") or ".merge_layer." in k)
+                  and (k not in state or state[k].shape != own[k].shape))
+    for k in fresh:
+        state.pop(k, None)
+    return fresh
 
 
 def _fresh_cross_attention(state: dict, own: dict) -> tuple[str, ...]:

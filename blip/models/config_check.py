@@ -72,7 +72,7 @@ def layer_count(keys: Iterable[str], prefix: str, source: str) -> int:
 def _against_weights(cfg: BlipConfig, shapes: dict[str, tuple[int, ...]], source: str) -> list[str]:
     """Each size the weights show, compared with the config's (position tables may be resampled: skipped)."""
     v, t = cfg.vision, cfg.text
-    text = "text_encoder." if cfg.has_encoder else "text_decoder.bert."
+    text = "text_decoder.bert." if cfg.task == "captioner" else "text_encoder."
     expected = {"visual_encoder.cls_token": (1, 1, v.width),
                 "visual_encoder.patch_embed.proj.weight": (v.width, 3, v.patch_size, v.patch_size),
                 "visual_encoder.blocks.0.mlp.fc1.weight": (int(v.width * v.mlp_ratio), v.width),

@@ -47,6 +47,7 @@ class TrainJob:
 
     name: str                      # stage name: pretrain | finetune_captioner | finetune_filter | ...
     task: str                      # pretrain | captioner | filter | shared (both CapFilt models as one, Table 4) | vqa
+                                   # | nlvr | nlvr_pretrain (NLVR's extra step: 3 classes)
     stage: StageConfig
     params: Params
     data: list[str]                # dataset folders (shards + manifest)
@@ -99,7 +100,9 @@ def build_model(job: TrainJob) -> Blip:
                      mean=job.params.loader.mean, std=job.params.loader.std)
     torch.manual_seed(job.params.seed)
     # the shared captioner-filter is built as pre-training's model: encoder and decoder share all but self-attention
-    task = "pretrain" if job.task == "shared" else job.task
+    task = {"shared": "pretrain", "nlvr_pretrain": "nlvr"}.get(job.task, job.task)
+    if task == "nlvr":  # which image a caption belongs to, or neither (its extra pre-training); true or false
+        overrides["num_classes"] = 3 if job.task == "nlvr_pretrain" else 2
     if job.init_from:
         return init_task_model(job.init_from, task, job.stage.image_size, **overrides)
     model = Blip(BlipConfig(task=task, image_size=job.stage.image_size, vision=arch.vision, text=arch.text,
@@ -212,7 +215,8 @@ def train(job: TrainJob) -> dict:
     tokenizer = build_tokenizer(p.tokenizer.vocab)
     text_len = {"pretrain": p.model.text_len.pretrain, "filter": p.model.text_len.retrieval,
                 "shared": p.model.text_len.retrieval, "captioner": p.model.text_len.caption,
-                "vqa": p.model.text_len.question}[job.task]
+                "vqa": p.model.text_len.question, "nlvr": p.model.text_len.retrieval,
+                "nlvr_pretrain": p.model.text_len.retrieval}[job.task]
     prompt = module.cfg.prompt if job.task in ("captioner", "shared") else ""
     prompt_len = len(tokenizer(prompt).input_ids) - 1 if prompt else 0  # [CLS] + prompt, no [SEP]
     data = training_data(job.data)
@@ -268,8 +272,11 @@ def train(job: TrainJob) -> dict:
                 lr = learning_rate(step, steps_per_epoch, stage)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                lm_text, answers = None, None
-                if job.task == "vqa":  # the batch's texts are questions, its metadata their answers
+                lm_text, answers, labels = None, None, None
+                if job.task in ("nlvr", "nlvr_pretrain"):  # image pairs, each with a statement and its class
+                    ids, mask = tokenize(tokenizer, batch.captions, text_len)
+                    labels = torch.tensor([m["label"] for m in batch.meta], device=device)
+                elif job.task == "vqa":  # the batch's texts are questions, its metadata their answers
                     ids, mask = tokenize(tokenizer, batch.captions, text_len)
                     answers = answer_batch(tokenizer, batch, p.model.text_len.caption, device)
                 elif job.task == "shared":  # its encoder reads captions as the filter scores them, its decoder with the prompt
@@ -283,7 +290,7 @@ def train(job: TrainJob) -> dict:
                     losses = engine(images, ids.to(device), mask.to(device),
                                     alpha=alpha_at(step, steps_per_epoch, p.model.alpha, stage.alpha_ramp_epochs),
                                     idx=_idx(batch.keys, device) if with_idx else None, prompt_len=prompt_len,
-                                    negatives_all_ranks=negatives_all, lm_text=lm_text, answers=answers)
+                                    negatives_all_ranks=negatives_all, lm_text=lm_text, answers=answers, labels=labels)
                 engine.backward(sum(losses.values()))
                 boundary = engine.is_gradient_accumulation_boundary()
                 engine.step()
@@ -357,7 +364,7 @@ def _plot(history: list[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = [r["step"] for r in history]
-    for k in ("itc", "itm", "lm"):
+    for k in ("itc", "itm", "lm", "cls"):
         if k in history[0]:
             ax.plot(steps, [r[k] for r in history], label=k)
     ax.set_xlabel("optimizer step")

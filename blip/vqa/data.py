@@ -221,7 +221,7 @@ def question_count(dataset_dirs: list[str]) -> int:
     missing = [d for d, c in zip(dataset_dirs, counts) if c is None]
     if missing:
         raise VQAFormatError(f"{', '.join(missing)}: not a VQA dataset (its manifest counts no questions); "
-                             "build one with `blip vqa-data`")
+                             "build one with `blip downstream-data vqa`")
     return sum(counts)
 
 

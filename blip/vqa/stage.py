@@ -1,6 +1,6 @@
 """The VQA stage: its data, and a VQA model fine-tuned from each given model and scored on the test questions.
 
-    blip vqa-data --out data/vqa              # the built-in world's questions, or data.vqa's files
+    blip downstream-data vqa --out data/vqa   # the built-in world's questions, or data.vqa's files
     blip downstream vqa --from baseline=models/pretrain bootstrapped=models/retrain
 
 Every fine-tuning is a DeepSpeed run of the training engine (task vqa, MLflow-tracked); each model folder
@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from blip.config import Params
 from blip.data.shards import atomic_write_json
-from blip.tracking import Tracker, git_commit
+from blip.tracking import Tracker
 from blip.vqa.data import answer_list, ingest_vqa, write_world_vqa
 
 ANSWER_LIST = "answer_list.json"
@@ -80,17 +80,9 @@ def _score(params: Params, name: str, source: str, model_dir: Path, test_dir: st
     tracker.metrics({"vqa/overall": scores["overall"],
                      **{f"vqa/{t.replace('/', '_')}": v for t, v in scores["per_answer_type"].items()}})
     if tracker.enabled:  # a servable pyfunc (image + question -> answer), champion when it scores best
-        from blip.registry import log_and_register, promote
+        from blip.registry import register_downstream
 
-        name = f"{params.registry.prefix}-vqa"
-        version = log_and_register(str(model_dir), name, {"from": source, "git_commit": git_commit()},
-                                   {"overall": scores["overall"]})
-        scores["registered"] = promote(name, version, params.registry.metric.vqa)
+        scores["registered"] = register_downstream(params, "vqa", model_dir, source, {"overall": scores["overall"]})
     tracker.end("FINISHED")
     return scores
 
-
-def write_result(result: dict, metrics_path: str | Path) -> None:
-    """The stage's metrics JSON (atomically)."""
-    Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(metrics_path, result)

@@ -1,0 +1,156 @@
+"""NLVR2 datasets: NLVR2's JSON lines, the BLIP release's nlvr_*.json, and the built-in world's pairs, as shards.
+
+One sample per (image pair, statement): the first image as `.jpg`, the second as `.right.jpg`, the statement as
+`.txt`, and `{"label": 1 | 0, "identifier", "images"}` as `.json` (NLVR2 has about four statements per pair;
+the images are stored with each). The world also writes the extra pre-training step's pairs: a caption of the
+first image (label 0), of the second (1) or of neither (2).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from blip.config import IngestConfig
+from blip.data import storage
+from blip.data.images import ImageError, clean_image
+from blip.data.ingest import Tally
+from blip.data.karpathy import safe_image_path
+from blip.data.shards import DatasetWriter
+
+NLVR_STREAM = 4  # the world's generator stream for NLVR scenes (1: human set, 2: web, 3: VQA)
+
+
+class NLVRFormatError(ValueError):
+    """A file that is none of the NLVR2 forms read here."""
+
+
+def _label(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or value in (0, 1):
+        return int(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return int(value.lower() == "true")
+    raise NLVRFormatError(f"{where}: label {value!r} is neither true nor false")
+
+
+def _rows(path: str) -> list[dict]:
+    """A file's entries: a JSON list (the release) or JSON lines (NLVR2)."""
+    text = storage.read_bytes(path).decode("utf-8", errors="replace").strip()
+    try:
+        data = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
+    except ValueError as e:
+        raise NLVRFormatError(f"{path}: neither a JSON list nor JSON lines ({e})") from e
+    if not all(isinstance(r, dict) for r in data):
+        raise NLVRFormatError(f"{path}: its entries are not JSON objects")
+    return data
+
+
+def read_nlvr_files(files: list[str]) -> Iterator[dict]:
+    """Records {images: [first, second], sentence, label, identifier} from NLVR2 (images found as
+    <split>/[<directory>/]<identifier minus its last part>-img0.png, -img1.png) or the release's lists."""
+    for f in files:
+        for i, r in enumerate(_rows(f)):
+            where = f"{f}, entry {i}"
+            try:
+                if "images" in r:  # the release: image paths given
+                    images, identifier = list(r["images"]), r.get("identifier", f"{Path(f).stem}-{i}")
+                else:  # NLVR2: the images follow from the identifier, split-set-pair-sentence
+                    identifier = r["identifier"]
+                    prefix, split = identifier.rsplit("-", 1)[0], identifier.split("-")[0]
+                    folder = f"{split}/{r['directory']}" if "directory" in r else split
+                    images = [f"{folder}/{prefix}-img0.png", f"{folder}/{prefix}-img1.png"]
+                yield {"images": images, "sentence": r["sentence"], "label": _label(r.get("label"), where),
+                       "identifier": identifier}
+            except (KeyError, ValueError, AttributeError) as e:
+                if isinstance(e, NLVRFormatError):
+                    raise
+                raise NLVRFormatError(f"{where}: not an NLVR2 or release entry (no usable {e}): "
+                                      f"{str(r)[:200]}") from None
+
+
+def ingest_nlvr(files: list[str], image_root: str, out_dir: str | Path, cfg: IngestConfig, shard_size: int) -> dict:
+    """Shards + manifest of the files' statements; a pair with a missing or broken image is skipped and counted."""
+    tally, writer = Tally(), DatasetWriter(out_dir, shard_size)
+    try:
+        for i, r in enumerate(read_nlvr_files(files)):
+            tally.seen += 1
+            jpegs = []
+            for name in r["images"]:
+                path = safe_image_path(image_root, name)
+                if path is None or not storage.exists(path):
+                    tally.skip(name, "missing_file" if path else "path_escapes_root")
+                    break
+                try:
+                    img = clean_image(storage.read_bytes(path), cfg)
+                except ImageError as e:
+                    tally.skip(name, e.reason, e.detail)
+                    break
+                tally.count_fixes(img.fixes)
+                jpegs.append(img.jpeg)
+            if len(jpegs) == 2:
+                writer.write(f"{i:09d}", jpegs[0], r["sentence"], {k: r[k] for k in ("label", "identifier", "images")},
+                             second=jpegs[1])
+        tally.check(cfg, f"NLVR2 ingest of {', '.join(files)}")
+        return writer.finish({"kind": "nlvr", **tally.fields()})
+    except BaseException:
+        writer.abort()
+        raise
+
+
+# ---------------------------------------------------------------------------------------- built-in world
+
+def world_statement(left, right, rng: np.random.Generator, want: bool) -> str | None:
+    """A statement about two scenes whose truth is `want`, or None if the drawn template cannot be made so."""
+    from blip.data.world import BACKGROUNDS, COLOURS
+
+    colour, bg = str(rng.choice(list(COLOURS))), str(rng.choice(list(BACKGROUNDS)))
+    side = str(rng.choice(["left", "right"]))
+    scene = left if side == "left" else right
+    has = lambda s, c: any(o.colour == c for o in s.objects)  # noqa: E731
+    more = {"left": len(left.objects) > len(right.objects), "right": len(right.objects) > len(left.objects)}
+    candidates = [
+        (f"the {side} image has more objects than the other", more[side]),
+        (f"both images contain a {colour} object", has(left, colour) and has(right, colour)),
+        (f"the {side} image contains a {colour} object", has(scene, colour)),
+        ("the two images have the same background", left.background == right.background),
+        (f"exactly one image has a {bg} background", (left.background == bg) != (right.background == bg)),
+        (f"the {side} image has a {bg} background", scene.background == bg),
+    ]
+    matching = [text for text, truth in candidates if truth == want]
+    return str(rng.choice(matching)) if matching else None
+
+
+def write_world_nlvr(world_cfg, seed: int, counts: dict[str, int], out_dir: str | Path, shard_size: int) -> dict:
+    """The world's NLVR sets: `pretrain` (caption of the first image, the second or neither) and the true/false
+    splits (balanced), each pair of fresh scenes."""
+    from blip.data.world import encode_jpeg, human_captions, render, rng_for, sample_scene
+
+    def scene_jpeg(index: int):
+        rng = rng_for(seed, NLVR_STREAM, index)
+        scene = sample_scene(rng, world_cfg.max_objects)
+        return scene, encode_jpeg(render(scene, world_cfg.image_size, rng), world_cfg.jpeg_quality), rng
+
+    stats, index = {}, 0
+    for split, n in counts.items():
+        writer = DatasetWriter(Path(out_dir) / split, shard_size)
+        for i in range(n):
+            (left, first, rng), (right, second, _) = scene_jpeg(index), scene_jpeg(index + 1)
+            index += 2
+            if split == "pretrain":
+                label = int(rng.integers(3))
+                source = left if label == 0 else right if label == 1 else scene_jpeg(index)[0]
+                index += label == 2
+                text = str(rng.choice(human_captions(source, rng)))
+            else:
+                label, text = int(rng.integers(2)), None
+                while text is None:
+                    text = world_statement(left, right, rng, bool(label))
+            writer.write(f"{i:09d}", first, text, {"label": label, "identifier": f"world-{split}-{i}",
+                                                    "scenes": [left.to_json(), right.to_json()]}, second=second)
+        stats[split] = writer.finish({"kind": "nlvr"})["samples"]
+    return stats
