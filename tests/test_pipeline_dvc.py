@@ -148,8 +148,8 @@ def test_prepare_stage_with_your_own_data_makes_no_world(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     # the user's data: a Karpathy JSON with its images, and img2dataset shards (made here by the world)
     _run([sys.executable, "-m", "blip.cli", "world", "--out", "own"], repo)
-    raw["data"] = {"human_karpathy": "own/human/karpathy.json", "human_images": "own/human", "human_name": "mine",
-                   "web_shards": "own/web"}
+    raw["data"].update(human_karpathy="own/human/karpathy.json", human_images="own/human", human_name="mine",
+                       web_shards="own/web")
     dvc_repo(repo, raw, "own data")
     _run([sys.executable, "-m", "dvc", "repro", "prepare"], repo)
     assert not (repo / "data" / "world").exists()

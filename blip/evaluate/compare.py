@@ -21,9 +21,12 @@ SEED_METRICS = ("CIDEr", "BLEU-4", "txt_r1", "img_r1", "r_mean")
 
 def chain_of(params: Params) -> dict:
     """What a comparison belongs to: the data, the built-in world and the preset (every seed alike), as JSON;
-    the downstream tasks' data (VQA's) is not part of the chain that pre-trains and bootstraps."""
+    the downstream tasks' data is not part of the chain that pre-trains and bootstraps."""
+    from blip.downstream import TASKS
+
     data, world = to_dict(params.data), to_dict(params.world)
-    data.pop("vqa"), world.pop("vqa")
+    for task in TASKS:
+        data.pop(task), world.pop(task)
     return json.loads(json.dumps({"data": data, "world": world, "preset": params.preset}))
 
 
@@ -56,7 +59,9 @@ def downstream_row(result: dict) -> dict:
     """A transfer task's scores (`blip downstream`): each model's (VQA: per answer type too) and chance."""
     if result["task"] == "nlvr":
         return {"metric": "accuracy (%)", "size": f"{result['test_pairs']} pairs",
-                "chance": result["chance"]["majority_class"], "chance_is": "the majority class", "parts": {},
+                "chance": result["chance"]["statement_prior"],
+                "chance_is": f"each statement's most frequent training label; the majority class: "
+                             f"{result['chance']['majority_class']}", "parts": {},
                 **{arm: {"score": result[arm]["accuracy"], "parts": {}} for arm in ("baseline", "bootstrapped")
                    if arm in result}}
     prior = result["chance"]["prior"]

@@ -57,15 +57,29 @@ def predict(blip, dataset_dir: str, batch_size: int, max_words: int, text_len: i
     return out
 
 
+def statement_prior(train_dir: Path, test: dict[str, tuple[str, int]]) -> float:
+    """Accuracy (%) of a blind guesser: each test statement gets the label the same statement had most often in
+    training, else the majority label (NLVR2's statements are nearly all unique; the world's repeat)."""
+    by_text: dict[str, Counter] = {}
+    for s in iter_samples(train_dir):
+        by_text.setdefault(s["txt"], Counter())[s["json"]["label"]] += 1
+    overall = sum(by_text.values(), Counter()).most_common(1)[0][0]
+    right = [(by_text[t].most_common(1)[0][0] if t in by_text else overall) == label for t, label in test.values()]
+    return round(100 * sum(right) / len(right), 2)
+
+
 def run_nlvr(params: Params, sources: dict[str, str], data_dir: str | Path, models_dir: str | Path,
              max_steps: int | None = None) -> dict:
     """Both steps from each source model, then its accuracy on the test pairs; all ranks call it."""
     from blip.train.engine import TrainJob, train
 
     data_dir, models_dir = Path(data_dir), Path(models_dir)
-    labels = {s["json"]["identifier"]: s["json"]["label"] for s in iter_samples(data_dir / "test")}
+    test = {s["json"]["identifier"]: (s["txt"], s["json"]["label"]) for s in iter_samples(data_dir / "test")}
+    labels = {k: label for k, (_, label) in test.items()}
     majority = Counter(labels.values()).most_common(1)[0][1] / len(labels)
-    result = {"task": "nlvr", "test_pairs": len(labels), "chance": {"majority_class": round(100 * majority, 2)}}
+    result = {"task": "nlvr", "test_pairs": len(labels),
+              "chance": {"majority_class": round(100 * majority, 2), "statement_prior": statement_prior(
+                  data_dir / "train", test)}}
     for name, source in sources.items():
         stage = params.active.finetune_nlvr
         steps = [("pretrain", "nlvr_pretrain", stage.pretrain, data_dir / "pretrain", source),
