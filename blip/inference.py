@@ -30,6 +30,7 @@ from blip.models.blip import Blip, ITMToken
 from blip.models.checkpoints import load_model, load_tokenizer_for
 from blip.models.generate import GenerationSettings, generate
 from blip.tokenizer import tokenize
+from blip.vqa.answer import ANSWER_LIST
 
 
 @dataclass
@@ -83,7 +84,6 @@ class BlipInference:
         return [{"text": t, "itm": float(p), "itc": float(s)} for t, p, s in zip(texts, itm, itc)]
 
     @torch.no_grad()
-    @torch.no_grad()
     def ask(self, images: list[Image.Image], questions: list[str], method: str | None = None, k: int = 128) -> list[str]:
         """One answer per (image, question): ranked from the model's answer list when it has one, else generated."""
         from blip.vqa.answer import answer
@@ -110,6 +110,7 @@ class BlipInference:
             p = self.model.pair_logits(pairs, ids, mask).float().softmax(-1)[:, 1]
         return [(bool(x > 0.5), float(x)) for x in p.tolist()]
 
+    @torch.no_grad()
     def image_embeddings(self, images: list[Image.Image]) -> torch.Tensor:
         """Normalised ITC image features (N, embed_dim)."""
         self._need("encoder")
@@ -160,6 +161,6 @@ def load(source: str | Path | Mapping, image_size: int | None = None, device: st
     where = resolve_device(device, ranks_from_env().local_rank)
     model = load_model(source, image_size, vision_heads, text_heads).to(where).eval()
     tokenizer = load_tokenizer_for(None if isinstance(source, Mapping) else source)
-    answers = None if isinstance(source, Mapping) else Path(source) / "answer_list.json"
+    answers = None if isinstance(source, Mapping) else Path(source) / ANSWER_LIST
     answer_list = json.loads(answers.read_text()) if answers is not None and answers.is_file() else None
     return BlipInference(model, tokenizer, where, resolve_precision(precision, where), answer_list)

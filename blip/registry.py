@@ -49,6 +49,11 @@ def _row_image(value: object):
     return decode_image(data)
 
 
+def _missing(value: object, what: str, send: str) -> str | None:
+    """Why a row's text column is unusable (None when it holds text)."""
+    return None if isinstance(value, str) and value.strip() else f"no {what} (got {value!r}): send {send}"
+
+
 class BlipPyfunc(mlflow.pyfunc.PythonModel):
     """Caption images (column `image`: base64 bytes), score them against texts (column `text`), or answer
     questions about them (column `question`, a VQA model).
@@ -91,8 +96,7 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
     def _scores(self, images: list, texts: list, errors: list, token: str) -> list[dict]:
         rows = []
         for image, text, error in zip(images, texts, errors):
-            if error is None and (not isinstance(text, str) or not text.strip()):
-                error = f"no text (got {text!r}): send the text to score against the image"
+            error = error or _missing(text, "text", "the text to score against the image")
             if error is None:
                 try:
                     rows.append({**self.blip.score(image, [text], itm_token=token)[0], "error": None})
@@ -107,8 +111,7 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
     def _verdicts(self, images: list, seconds: list, texts: list, errors: list) -> list[dict]:
         rows = []
         for image, second, text, error in zip(images, seconds, texts, errors):
-            if error is None and (not isinstance(text, str) or not text.strip()):
-                error = f"no text (got {text!r}): send the statement to verify against the two images"
+            error = error or _missing(text, "text", "the statement to verify against the two images")
             if error is None:
                 try:
                     verdict, p = self.blip.verify_pair([image], [_row_image(second)], [text])[0]
@@ -121,9 +124,8 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
         return rows
 
     def _answers(self, images: list, questions: list, errors: list) -> list[dict]:
-        for i, question in enumerate(questions):
-            if errors[i] is None and (not isinstance(question, str) or not question.strip()):
-                errors[i] = f"no question (got {question!r}): send the question to answer about the image"
+        errors = [e or _missing(q, "question", "the question to answer about the image")
+                  for e, q in zip(errors, questions)]
         good = [i for i, e in enumerate(errors) if e is None]
         replies = {}
         if good:

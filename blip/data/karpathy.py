@@ -270,6 +270,22 @@ def _image(entry: dict, root: str, cfg: IngestConfig, tally: Tally):
     return img
 
 
+def image_at(root: str, rel: str, cfg: IngestConfig, tally: Tally, samples: int = 1):
+    """The cleaned image at `rel` under `root`; None, with the skip counted for `samples` samples, if it is
+    outside the root, missing or unusable."""
+    path = safe_image_path(root, rel)
+    if path is None or not storage.exists(path):
+        tally.skip(rel, "missing_file" if path else "path_escapes_root", samples=samples)
+        return None
+    try:
+        img = clean_image(storage.read_bytes(path), cfg)
+    except ImageError as e:
+        tally.skip(rel, e.reason, e.detail, samples=samples)
+        return None
+    tally.count_fixes(img.fixes)
+    return img
+
+
 def safe_image_path(root: str, rel: str) -> str | None:
     """The image's path or URL under `root`; None when `rel` would leave it."""
     if storage.is_remote(root):

@@ -407,11 +407,8 @@ def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overri
 def _fresh_nlvr(state: dict, own: dict) -> tuple[str, ...]:
     """NLVR's new weights: the merge layers and the classifier (from its 3-way pre-training to the 2-way task,
     the classifier's last layer), which start fresh."""
-    fresh = tuple(k for k in own if (k.startswith("cls_head.") or ".merge_layer." in k)
-                  and (k not in state or state[k].shape != own[k].shape))
-    for k in fresh:
-        state.pop(k, None)
-    return fresh
+    return tuple(k for k in own if (k.startswith("cls_head.") or ".merge_layer." in k)
+                 and (k not in state or state[k].shape != own[k].shape))
 
 
 def _fresh_cross_attention(state: dict, own: dict) -> tuple[str, ...]:

@@ -16,9 +16,8 @@ import numpy as np
 
 from blip.config import IngestConfig
 from blip.data import storage
-from blip.data.images import ImageError, clean_image
 from blip.data.ingest import Tally
-from blip.data.karpathy import safe_image_path
+from blip.data.karpathy import image_at
 from blip.data.shards import DatasetWriter
 
 NLVR_STREAM = 4  # the world's generator stream for NLVR scenes (1: human set, 2: web, 3: VQA)
@@ -79,22 +78,11 @@ def ingest_nlvr(files: list[str], image_root: str, out_dir: str | Path, cfg: Ing
     try:
         for i, r in enumerate(read_nlvr_files(files)):
             tally.seen += 1
-            jpegs = []
-            for name in r["images"]:
-                path = safe_image_path(image_root, name)
-                if path is None or not storage.exists(path):
-                    tally.skip(name, "missing_file" if path else "path_escapes_root")
-                    break
-                try:
-                    img = clean_image(storage.read_bytes(path), cfg)
-                except ImageError as e:
-                    tally.skip(name, e.reason, e.detail)
-                    break
-                tally.count_fixes(img.fixes)
-                jpegs.append(img.jpeg)
-            if len(jpegs) == 2:
-                writer.write(f"{i:09d}", jpegs[0], r["sentence"], {k: r[k] for k in ("label", "identifier", "images")},
-                             second=jpegs[1])
+            first = image_at(image_root, r["images"][0], cfg, tally)
+            second = image_at(image_root, r["images"][1], cfg, tally) if first is not None else None
+            if second is not None:
+                writer.write(f"{i:09d}", first.jpeg, r["sentence"],
+                             {k: r[k] for k in ("label", "identifier", "images")}, second=second.jpeg)
         tally.check(cfg, f"NLVR2 ingest of {', '.join(files)}")
         return writer.finish({"kind": "nlvr", **tally.fields()})
     except BaseException:

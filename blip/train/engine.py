@@ -218,6 +218,7 @@ def train(job: TrainJob) -> dict:
                 "vqa": p.model.text_len.question, "nlvr": p.model.text_len.retrieval,
                 "nlvr_pretrain": p.model.text_len.retrieval}[job.task]
     prompt = module.cfg.prompt if job.task in ("captioner", "shared") else ""
+    text_prompt = "" if job.task == "shared" else prompt  # what the model's first text input starts with
     prompt_len = len(tokenizer(prompt).input_ids) - 1 if prompt else 0  # [CLS] + prompt, no [SEP]
     data = training_data(job.data)
     # a VQA dataset's sample is an image with its questions; an epoch is one pass over the questions
@@ -272,19 +273,15 @@ def train(job: TrainJob) -> dict:
                 lr = learning_rate(step, steps_per_epoch, stage)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                ids, mask = tokenize(tokenizer, [text_prompt + c for c in batch.captions], text_len)
                 lm_text, answers, labels = None, None, None
-                if job.task in ("nlvr", "nlvr_pretrain"):  # image pairs, each with a statement and its class
-                    ids, mask = tokenize(tokenizer, batch.captions, text_len)
-                    labels = torch.tensor([m["label"] for m in batch.meta], device=device)
-                elif job.task == "vqa":  # the batch's texts are questions, its metadata their answers
-                    ids, mask = tokenize(tokenizer, batch.captions, text_len)
-                    answers = answer_batch(tokenizer, batch, p.model.text_len.caption, device)
-                elif job.task == "shared":  # its encoder reads captions as the filter scores them, its decoder with the prompt
-                    ids, mask = tokenize(tokenizer, batch.captions, text_len)
+                if job.task == "shared":  # its encoder reads captions as the filter scores them, its decoder with the prompt
                     lm_ids, lm_mask = tokenize(tokenizer, [prompt + c for c in batch.captions], p.model.text_len.caption)
                     lm_text = (lm_ids.to(device), lm_mask.to(device))
-                else:
-                    ids, mask = tokenize(tokenizer, [prompt + c for c in batch.captions], text_len)
+                elif job.task == "vqa":  # the batch's texts are questions, its metadata their answers
+                    answers = answer_batch(tokenizer, batch, p.model.text_len.caption, device)
+                elif job.task in ("nlvr", "nlvr_pretrain"):  # image pairs, each with a statement and its class
+                    labels = torch.tensor([m["label"] for m in batch.meta], device=device)
                 images = batch.images.to(device, torch.bfloat16 if bf16 else torch.float32)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_autocast):
                     losses = engine(images, ids.to(device), mask.to(device),

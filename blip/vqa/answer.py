@@ -20,6 +20,7 @@ from blip.tokenizer import DEC_ID, tokenize
 Method = Literal["rank", "generate"]
 QUESTION_LEN = 35  # the release cuts questions at 35 tokens
 GENERATE = GenerationSettings(method="beam", num_beams=3, max_length=10, min_length=1)
+ANSWER_LIST = "answer_list.json"  # a VQA model folder's candidate answers, saved by its fine-tuning
 
 
 def candidate_ids(tokenizer, answers: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

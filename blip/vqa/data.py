@@ -23,9 +23,8 @@ import numpy as np
 
 from blip.config import IngestConfig
 from blip.data import storage
-from blip.data.images import ImageError, clean_image
 from blip.data.ingest import Tally
-from blip.data.karpathy import safe_image_path
+from blip.data.karpathy import image_at
 from blip.data.shards import DatasetWriter
 
 VG_WEIGHT = 0.2  # the release's weight of a Visual Genome answer (one annotator)
@@ -103,17 +102,9 @@ def ingest_vqa(files: list[str], image_root: str, out_dir: str | Path, cfg: Inge
     try:
         for i, (name, questions) in enumerate(sorted(by_image.items())):
             tally.seen += len(questions)
-            path = safe_image_path(image_root, name)
-            if path is None or not storage.exists(path):
-                tally.skip(name, "missing_file" if path else "path_escapes_root", samples=len(questions))
-                continue
-            try:
-                img = clean_image(storage.read_bytes(path), cfg)
-            except ImageError as e:
-                tally.skip(name, e.reason, e.detail, samples=len(questions))
-                continue
-            tally.count_fixes(img.fixes)
-            writer.write(f"{i:09d}", img.jpeg, questions[0]["question"], {"image": name, "questions": questions})
+            img = image_at(image_root, name, cfg, tally, samples=len(questions))
+            if img is not None:
+                writer.write(f"{i:09d}", img.jpeg, questions[0]["question"], {"image": name, "questions": questions})
         tally.check(cfg, f"VQA ingest of {', '.join(files)}")
         return writer.finish({"kind": "vqa", "questions": tally.seen - sum(tally.skipped.values()), **tally.fields()})
     except BaseException:
@@ -200,17 +191,26 @@ def per_question(samples: Iterator[dict]) -> Iterator[dict]:
                    "json": json.dumps(q).encode()}
 
 
-def answer_list(dataset_dirs: list[str], size: int) -> list[str]:
-    """The `size` most frequent answers of the training questions (the release's answer list for VQA v2 holds
-    3,128), ties by first appearance: the candidates `rank` answers from."""
+def answer_counts(dataset_dirs: list[str]) -> tuple[Counter, dict[str, Counter]]:
+    """How often each answer was given to the training questions, overall and per question type (answers
+    lower-cased, spaces collapsed), in one pass: the answer list and the blind prior both come from it."""
     from blip.data.shards import iter_samples
 
-    counts: Counter = Counter()
+    overall: Counter = Counter()
+    by_type: dict[str, Counter] = defaultdict(Counter)
     for d in dataset_dirs:
         for sample in iter_samples(d):
             for q in sample["json"]["questions"]:
-                counts.update(" ".join(a.lower().split()) for a in q["answers"])
-    return [a for a, _ in counts.most_common(size) if a]
+                answers = [" ".join(a.lower().split()) for a in q["answers"]]
+                overall.update(answers)
+                by_type[q.get("question_type") or ""].update(answers)
+    return overall, by_type
+
+
+def answer_list(overall: Counter, size: int) -> list[str]:
+    """The `size` most frequent training answers (the release's list for VQA v2 holds 3,128), ties by first
+    appearance: the candidates `rank` answers from."""
+    return [a for a, _ in overall.most_common(size) if a]
 
 
 def question_count(dataset_dirs: list[str]) -> int:

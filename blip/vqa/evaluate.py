@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 
 import torch
 
@@ -35,20 +35,10 @@ def predict(blip, dataset_dir: str, method: Method, candidates: list[str] | None
     return predictions
 
 
-def prior_answers(train_dirs: list[str]) -> tuple[dict[str, str], str]:
-    """The most frequent training answer of each question type, and overall: a blind answerer's guesses."""
-    by_type: dict[str, Counter] = defaultdict(Counter)
-    overall: Counter = Counter()
-    for d in train_dirs:
-        for s in iter_samples(d):
-            for q in s["json"]["questions"]:
-                by_type[q.get("question_type") or ""].update(q["answers"])
-                overall.update(q["answers"])
-    return {t: c.most_common(1)[0][0] for t, c in by_type.items()}, overall.most_common(1)[0][0]
-
-
-def prior_accuracy(train_dirs: list[str], questions: dict) -> dict:
-    """VQA accuracy of answering each test question with its type's most frequent training answer (chance)."""
-    by_type, overall = prior_answers(train_dirs)
-    guesses = {qid: by_type.get(q.get("question_type") or "", overall) for qid, q in questions.items()}
+def prior_accuracy(overall: Counter, by_type: dict[str, Counter], questions: dict) -> dict:
+    """VQA accuracy of a blind answerer (chance): each test question gets its type's most frequent training
+    answer (`answer_counts`), the overall most frequent for a type never seen."""
+    fallback = overall.most_common(1)[0][0]
+    guesses = {qid: by_type[t].most_common(1)[0][0] if (t := q.get("question_type") or "") in by_type else fallback
+               for qid, q in questions.items()}
     return vqa_accuracy(guesses, questions)

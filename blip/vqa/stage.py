@@ -17,9 +17,8 @@ import torch.distributed as dist
 from blip.config import Params
 from blip.data.shards import atomic_write_json
 from blip.tracking import Tracker
-from blip.vqa.data import answer_list, ingest_vqa, write_world_vqa
-
-ANSWER_LIST = "answer_list.json"
+from blip.vqa.answer import ANSWER_LIST
+from blip.vqa.data import answer_counts, answer_list, ingest_vqa, write_world_vqa
 
 
 def build_vqa_data(params: Params, out_dir: str | Path) -> dict:
@@ -44,10 +43,11 @@ def run_vqa(params: Params, sources: dict[str, str], data_dir: str | Path, model
 
     stage, data_dir, models_dir = params.active.finetune_vqa, Path(data_dir), Path(models_dir)
     train_dirs, test_dir = [str(data_dir / "train")], str(data_dir / "test")
-    candidates = answer_list(train_dirs, stage.answers)
+    overall, by_type = answer_counts(train_dirs)
+    candidates = answer_list(overall, stage.answers)
     questions = questions_of(test_dir)
     result = {"task": "vqa", "inference": stage.inference, "answers": len(candidates), "test_questions": len(questions),
-              "chance": {"prior": prior_accuracy(train_dirs, questions),
+              "chance": {"prior": prior_accuracy(overall, by_type, questions),
                          "uniform_over_answers": round(100 / max(1, len(candidates)), 2)}}
     for name, source in sources.items():
         out = models_dir / name
