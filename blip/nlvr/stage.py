@@ -70,16 +70,12 @@ def statement_prior(train_dir: Path, test: dict[str, tuple[str, int]]) -> float:
 
 def run_nlvr(params: Params, sources: dict[str, str], data_dir: str | Path, models_dir: str | Path,
              max_steps: int | None = None) -> dict:
-    """Both steps from each source model, then its accuracy on the test pairs; all ranks call it."""
+    """Both steps from each source model, then its accuracy on the test pairs; all ranks call it, and rank 0
+    alone reads the test pairs and scores (the result is complete there)."""
     from blip.train.engine import TrainJob, train
 
     data_dir, models_dir = Path(data_dir), Path(models_dir)
-    test = {s["json"]["identifier"]: (s["txt"], s["json"]["label"]) for s in iter_samples(data_dir / "test")}
-    labels = {k: label for k, (_, label) in test.items()}
-    majority = Counter(labels.values()).most_common(1)[0][1] / len(labels)
-    result = {"task": "nlvr", "test_pairs": len(labels),
-              "chance": {"majority_class": round(100 * majority, 2), "statement_prior": statement_prior(
-                  data_dir / "train", test)}}
+    result: dict = {"task": "nlvr"}
     for name, source in sources.items():
         stage = params.active.finetune_nlvr
         steps = [("pretrain", "nlvr_pretrain", stage.pretrain, data_dir / "pretrain", source),
@@ -91,6 +87,14 @@ def run_nlvr(params: Params, sources: dict[str, str], data_dir: str | Path, mode
                            metrics_path=models_dir / f"{run}_train.json", plot_path=models_dir / f"{run}_loss.csv",
                            max_steps=max_steps, extra_tags={"downstream": "nlvr", "source_model": source}))
         if dist.get_rank() == 0:
+            if "chance" not in result:  # once, after the first training set up the process group
+                test = {s["json"]["identifier"]: (s["txt"], s["json"]["label"])
+                        for s in iter_samples(data_dir / "test")}
+                labels = {k: label for k, (_, label) in test.items()}
+                majority = Counter(labels.values()).most_common(1)[0][1] / len(labels)
+                result.update(test_pairs=len(labels),
+                              chance={"majority_class": round(100 * majority, 2),
+                                      "statement_prior": statement_prior(data_dir / "train", test)})
             result[name] = _score(params, name, source, models_dir / name, str(data_dir / "test"), labels)
         dist.barrier()
     return result

@@ -37,18 +37,14 @@ def build_vqa_data(params: Params, out_dir: str | Path) -> dict:
 
 def run_vqa(params: Params, sources: dict[str, str], data_dir: str | Path, models_dir: str | Path,
             max_steps: int | None = None) -> dict:
-    """Fine-tune a VQA model from each source model and score it on the test questions; all ranks call it."""
+    """Fine-tune a VQA model from each source model and score it on the test questions; all ranks call it, and
+    rank 0 alone reads the answers and the test questions and scores (the result is complete there)."""
     from blip.train.engine import TrainJob, train
     from blip.vqa.evaluate import prior_accuracy, questions_of
 
     stage, data_dir, models_dir = params.active.finetune_vqa, Path(data_dir), Path(models_dir)
     train_dirs, test_dir = [str(data_dir / "train")], str(data_dir / "test")
-    overall, by_type = answer_counts(train_dirs)
-    candidates = answer_list(overall, stage.answers)
-    questions = questions_of(test_dir)
-    result = {"task": "vqa", "inference": stage.inference, "answers": len(candidates), "test_questions": len(questions),
-              "chance": {"prior": prior_accuracy(overall, by_type, questions),
-                         "uniform_over_answers": round(100 / max(1, len(candidates)), 2)}}
+    result: dict = {"task": "vqa", "inference": stage.inference}
     for name, source in sources.items():
         out = models_dir / name
         train(TrainJob(name=f"vqa_{name}", task="vqa", stage=stage, params=params, data=train_dirs, out_dir=out,
@@ -57,6 +53,12 @@ def run_vqa(params: Params, sources: dict[str, str], data_dir: str | Path, model
                        max_steps=max_steps,
                        extra_tags={"downstream": "vqa", "source_model": source}))
         if dist.get_rank() == 0:
+            if "chance" not in result:  # once, after the first training set up the process group
+                overall, by_type = answer_counts(train_dirs)
+                candidates, questions = answer_list(overall, stage.answers), questions_of(test_dir)
+                result.update(answers=len(candidates), test_questions=len(questions),
+                              chance={"prior": prior_accuracy(overall, by_type, questions),
+                                      "uniform_over_answers": round(100 / max(1, len(candidates)), 2)})
             atomic_write_json(out / ANSWER_LIST, candidates)
             result[name] = _score(params, name, source, out, test_dir, candidates, questions)
         dist.barrier()
