@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from blip.config import load_params
+from blip.downstream import TASKS
 
 
 def _write_metrics(path: str | None, metrics: dict) -> None:
@@ -238,7 +239,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from blip.evaluate.compare import chain_of, compare, compare_table
 
     params = load_params(args.params)
-    result = compare(Path(args.metrics_dir), params.downstream.tasks)
+    result = compare(Path(args.metrics_dir), params.downstream.tasks + [f"video_{k}" for k in params.downstream.video])
     _write_metrics(args.out, result)
     seeds = json.loads(Path(args.seeds).read_text()) if args.seeds and Path(args.seeds).is_file() else None
     table = compare_table(result, chain_of(params), seeds)
@@ -345,7 +346,7 @@ def cmd_downstream_data(args: argparse.Namespace) -> int:
     metrics = build_data(args.task, params, args.out)
     metrics["seconds"] = round(time.time() - start, 1)
     _write_metrics(args.metrics, metrics)
-    counts = metrics.get("questions") or metrics.get("pairs")
+    counts = metrics.get("questions") or metrics.get("pairs") or metrics.get("rounds")
     print(f"downstream-data {args.task}: {counts} ({metrics['source']}) in {metrics['seconds']} s -> {args.out}")
     return 0
 
@@ -357,20 +358,50 @@ def cmd_downstream(args: argparse.Namespace) -> int:
     relaunched = _relaunch(args.procs if args.procs is not None else params.train.procs)
     if relaunched is not None:
         return relaunched
-    sources = {}
-    for spec in args.sources:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--from takes NAME=MODEL pairs (e.g. baseline=models/pretrain), got {spec!r}")
-        sources[name] = path
+    sources = _sources(args.sources)
     data = args.data or f"data/{args.task}"
     result = run(args.task, params, sources, data, args.models or f"models/{args.task}", args.max_steps)
     import torch.distributed as dist
 
     if dist.get_rank() == 0:  # rank 0 scored the models
         _write_metrics(args.metrics or f"metrics/downstream/{args.task}.json", result)
-        metric = "overall" if args.task == "vqa" else "accuracy"
+        metric = {"vqa": "overall", "nlvr": "accuracy", "dialog": "mrr"}[args.task]
         print(f"downstream {args.task}: {metric} {({n: result[n][metric] for n in sources})}, chance {result['chance']}")
+    return 0
+
+
+def _sources(specs: list[str]) -> dict[str, str]:
+    sources = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--from takes NAME=MODEL pairs (e.g. baseline=models/pretrain), got {spec!r}")
+        sources[name] = path
+    return sources
+
+
+def cmd_video_data(args: argparse.Namespace) -> int:
+    from blip.video.stage import build_video_data
+
+    start = time.time()
+    metrics = build_video_data(args.kind, load_params(args.params), args.out)
+    metrics["seconds"] = round(time.time() - start, 1)
+    _write_metrics(args.metrics, metrics)
+    print(f"video-data {args.kind}: {metrics['clips']} clips ({metrics['source']}) in {metrics['seconds']} s "
+          f"-> {args.out}")
+    return 0
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from blip.video.stage import run_video
+
+    sources = _sources(args.sources)
+    result = run_video(args.kind, load_params(args.params), sources, args.data or f"data/video_{args.kind}")
+    _write_metrics(args.metrics or f"metrics/downstream/video_{args.kind}.json", result)
+    metric = "vid_r1" if args.kind == "retrieval" else "accuracy"
+    print(f"video {args.kind} (zero-shot): {metric} "
+          f"{ {n: result[n][metric] for n in sources} }, "
+          f"chance {result['chance']}")
     return 0
 
 
@@ -539,13 +570,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("downstream-data", help="stage: a transfer task's data as shards (built-in world, or params "
                                                "data.<task>'s files)")
-    p.add_argument("task", choices=["vqa", "nlvr"])
+    p.add_argument("task", choices=list(TASKS))
     p.add_argument("--out", required=True)
     p.add_argument("--metrics", default=None)
     p.set_defaults(func=cmd_downstream_data)
 
     p = sub.add_parser("downstream", help="stage: fine-tune and score a transfer task from each given model")
-    p.add_argument("task", choices=["vqa", "nlvr"])
+    p.add_argument("task", choices=list(TASKS))
     p.add_argument("--from", dest="sources", nargs="+", required=True, metavar="NAME=MODEL",
                    help="models to fine-tune from, e.g. baseline=models/pretrain bootstrapped=models/retrain")
     p.add_argument("--data", default=None, help="the task's data (default: data/TASK)")
@@ -555,6 +586,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="stop each fine-tuning after this many steps")
     p.add_argument("--procs", type=int, default=None, help="processes (default: train.procs)")
     p.set_defaults(func=cmd_downstream)
+
+    p = sub.add_parser("video-data", help="stage: a zero-shot video set as shards of clips (built-in world, or "
+                                          "params data.video_KIND's MSRVTT / MSVD files)")
+    p.add_argument("kind", choices=["retrieval", "qa"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--metrics", default=None)
+    p.set_defaults(func=cmd_video_data)
+
+    p = sub.add_parser("video", help="stage: score models zero-shot on clips (text-to-video retrieval, video QA)")
+    p.add_argument("kind", choices=["retrieval", "qa"])
+    p.add_argument("--from", dest="sources", nargs="+", required=True, metavar="NAME=MODEL",
+                   help="models to score, e.g. baseline=models/filter bootstrapped=models/filter_retrain")
+    p.add_argument("--data", default=None, help="the clips (default: data/video_KIND)")
+    p.add_argument("--metrics", default=None, help="default: metrics/downstream/video_KIND.json")
+    p.set_defaults(func=cmd_video)
 
     p = sub.add_parser("ask", help="answer questions about an image with a VQA model")
     p.add_argument("image")

@@ -60,6 +60,29 @@ class NLVRData:
 
 
 @section
+class DialogData:
+    train: Annotated[list[Str], Field(min_length=1)]  # VisDial v1.0: visdial_1.0_train.json
+    test: Annotated[list[Str], Field(min_length=1)]   # visdial_1.0_val.json (with answers, to score)
+    dense: Str | None      # visdial_1.0_val_dense_annotations.json (NDCG), or null
+    train_images: Str      # found by the id at the end of their file names, at any depth below
+    test_images: Str
+
+
+@section
+class VideoRetrievalData:
+    test: Annotated[list[Str], Field(min_length=1)]   # MSRVTT: the release's msrvtt_test.jsonl ({clip_name, caption})
+    videos: Str                                       # the folder of the clips (clip_name + .mp4)
+
+
+@section
+class VideoQAData:
+    test: Annotated[list[Str], Field(min_length=1)]   # MSRVTT-QA / MSVD-QA: test_qa.json
+    videos: Str                                       # the folder of the clips
+    names: Str           # a clip's file from its video_id: "video{video_id}.mp4" (MSRVTT), "{name}.avi" (MSVD)
+    mapping: Str | None  # MSVD's youtube_mapping.txt ("<name> vid<N>" lines), which gives {name}; else null
+
+
+@section
 class DataConfig:
     human_karpathy: Str | None
     human_images: Str | None
@@ -67,6 +90,9 @@ class DataConfig:
     web_shards: Annotated[Any, AfterValidator(_shard_sources)]  # a folder, a glob or a list of them
     vqa: VQAData | None                               # None: the built-in world's questions
     nlvr: NLVRData | None                             # None: the built-in world's statements about pairs
+    dialog: DialogData | None                         # None: the built-in world's dialogs
+    video_retrieval: VideoRetrievalData | None        # None: the built-in world's captioned clips
+    video_qa: VideoQAData | None                      # None: the built-in world's clips with questions
 
 
 @section
@@ -113,6 +139,22 @@ class WorldNLVR:
 
 
 @section
+class WorldDialog:
+    train: PosInt                # images, each with a caption and a dialog
+    test: PosInt
+    rounds: PosInt               # questions per dialog (VisDial: 10), each with 100 candidate answers
+
+
+@section
+class WorldVideo:
+    retrieval: PosInt            # clips with one caption each (text-to-video retrieval)
+    qa: PosInt                   # clips with questions
+    questions_per_clip: PosInt
+    frames: Annotated[int, Strict(), Field(ge=2)]  # rendered per clip: each object glides one grid cell over them
+    fps: PosInt
+
+
+@section
 class WorldConfig:
     image_size: Annotated[int, Strict(), Field(ge=16)]
     jpeg_quality: JpegQuality
@@ -121,6 +163,8 @@ class WorldConfig:
     web: WebWorld
     vqa: WorldVQA
     nlvr: WorldNLVR
+    dialog: WorldDialog
+    video: WorldVideo
 
 
 @section
@@ -222,6 +266,7 @@ class TextLengths:
     retrieval: PosInt
     caption: PosInt
     question: PosInt
+    dialog: PosInt  # visual dialog: [ENC] answer [SEP] question [SEP] history, the oldest rounds cut first
 
 
 @section
@@ -274,6 +319,11 @@ class NLVRStageConfig(StageConfig):
 
 
 @section
+class DialogStageConfig(StageConfig):
+    negatives: PosInt        # wrong candidates per round, each against the right answer in the ITM loss
+
+
+@section
 class Preset:
     model: ModelArch
     pretrain: StageConfig
@@ -281,12 +331,13 @@ class Preset:
     finetune_filter: FilterStageConfig
     finetune_vqa: VQAStageConfig
     finetune_nlvr: NLVRStageConfig
+    finetune_dialog: DialogStageConfig
 
     @model_validator(mode="after")
     def _patches_tile(self) -> Preset:
         patch = self.model.vision.patch_size
         stages = {name: getattr(self, name) for name in ("pretrain", "finetune_captioner", "finetune_filter",
-                                                          "finetune_vqa", "finetune_nlvr")}
+                                                          "finetune_vqa", "finetune_nlvr", "finetune_dialog")}
         stages["finetune_nlvr.pretrain"] = self.finetune_nlvr.pretrain
         for name, stage in stages.items():
             size = stage.image_size
@@ -388,8 +439,28 @@ class RegistryConfig:
 
 
 @section
+class VideoTask:
+    baseline: Str        # the model folders it scores, zero-shot: the baseline's (from models/pretrain) ...
+    bootstrapped: Str    # ... and the bootstrapped model's (from models/retrain)
+    frames: PosInt       # sampled uniformly per clip (the paper: 8 for retrieval, 16 for QA)
+    k_test: PosInt       # retrieval: ITC's top k re-ranked by ITM; QA: answers re-scored whole
+
+
+@section
 class DownstreamConfig:
-    tasks: list[Literal["vqa", "nlvr"]]  # the paper's transfer tasks, each fine-tuned from both pre-trained models
+    tasks: list[Literal["vqa", "nlvr", "dialog"]]  # the paper's transfer tasks, each fine-tuned from both pre-trained models
+    video: dict[Literal["retrieval", "qa"], VideoTask]  # zero-shot video, no training on video
+
+    @model_validator(mode="after")
+    def _video_models_built(self) -> DownstreamConfig:
+        for kind, task in self.video.items():
+            for path in (task.baseline, task.bootstrapped):
+                parts = Path(path).parts
+                if len(parts) > 1 and parts[0] == "models" and parts[1] in ("vqa", "nlvr", "dialog") \
+                        and parts[1] not in self.tasks:
+                    raise ValueError(f"video.{kind} scores {path}, which the {parts[1]} task fine-tunes, but "
+                                     f"{parts[1]} is not in downstream.tasks: add it, or remove video.{kind}")
+        return self
 
 
 @section

@@ -9,13 +9,15 @@ from blip.config import Params
 
 
 def _tasks() -> dict[str, tuple[Callable, Callable]]:
+    from blip.dialog.stage import build_dialog_data, run_dialog
     from blip.nlvr.stage import build_nlvr_data, run_nlvr
     from blip.vqa.stage import build_vqa_data, run_vqa
 
-    return {"vqa": (build_vqa_data, run_vqa), "nlvr": (build_nlvr_data, run_nlvr)}
+    return {"vqa": (build_vqa_data, run_vqa), "nlvr": (build_nlvr_data, run_nlvr),
+            "dialog": (build_dialog_data, run_dialog)}
 
 
-TASKS = ("vqa", "nlvr")
+TASKS = ("vqa", "nlvr", "dialog")
 
 
 def build_data(task: str, params: Params, out_dir: str | Path) -> dict:

@@ -46,14 +46,19 @@ def with_absolute_data_paths(overrides: dict[str, Any], repo: Path) -> dict[str,
 
 
 def apply_overrides(raw: dict, overrides: dict[str, Any], source: str) -> dict:
-    """params.yaml's mapping with dotted-key overrides applied (a key not in the file is refused)."""
+    """params.yaml's mapping with dotted-key overrides applied (a key not in the file is refused); a key written
+    `~key` is removed, as DVC's override grammar removes it (e.g. `~downstream.video.qa`)."""
     for key, value in overrides.items():
-        node, *path, last = [raw, *key.split(".")]
+        node, *path, last = [raw, *key.removeprefix("~").split(".")]
         for part in path:
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict) or last not in node:
-            raise ValueError(f"{source}: no parameter '{key}' in params.yaml to set")
-        node[last] = value
+            raise ValueError(f"{source}: no parameter '{key.removeprefix('~')}' in params.yaml to "
+                             f"{'remove' if key.startswith('~') else 'set'}")
+        if key.startswith("~"):
+            del node[last]
+        else:
+            node[last] = value
     return raw
 
 
@@ -64,8 +69,10 @@ def checked_params(repo: Path, overrides: dict[str, Any]) -> Params:
 
 
 def set_param_args(overrides: dict[str, Any]) -> list[str]:
-    """`-S key=value` arguments; values as JSON, which DVC's override grammar reads as the same types."""
-    return [arg for k, v in overrides.items() for arg in ("-S", f"{k}={json.dumps(v)}")]
+    """`-S key=value` arguments; values as JSON, which DVC's override grammar reads as the same types (`-S ~key`
+    removes a key)."""
+    return [arg for k, v in overrides.items()
+            for arg in ("-S", k if k.startswith("~") else f"{k}={json.dumps(v)}")]
 
 
 def run_experiment(repo: Path, name: str, overrides: dict[str, Any], targets: list[str], env: dict,

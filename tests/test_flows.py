@@ -143,3 +143,17 @@ def test_a_failed_contract_fails_the_flow_and_says_why(prefect_api, tmp_path, mo
                      if a.key == "failure" and a.flow_run_id == state.state_details.flow_run_id]
     # the contract's explanation, in the flow run: value, bounds and the param that sets them
     assert artifacts and "allowed [1, 2] (set by contracts.min_words, contracts.max_words)" in artifacts[0].data
+
+
+def test_every_recipe_is_valid_params_and_a_tilde_key_removes_a_parameter_in_dvc_as_in_the_check():
+    from blip.config import params_from_dict
+    from flows.experiment import apply_overrides, load_recipe, set_param_args
+
+    for recipe in sorted((ROOT / "flows/recipes").glob("*.yaml")):
+        overrides = load_recipe(recipe)
+        params = params_from_dict(apply_overrides(raw_params(), overrides, recipe.name), recipe.name)
+        if "~downstream.video.qa" in overrides:  # the real-data recipes: no built-in-world transfer task
+            assert params.downstream.video == {} and params.downstream.tasks == []
+    assert set_param_args({"~downstream.video.qa": None, "seed": 3}) == ["-S", "~downstream.video.qa", "-S", "seed=3"]
+    with pytest.raises(ValueError, match="no parameter 'downstream.video.nothing' in params.yaml to remove"):
+        apply_overrides(raw_params(), {"~downstream.video.nothing": None}, "a recipe")

@@ -63,6 +63,10 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     raw["world"]["image_size"] = 64
     raw["world"]["vqa"] = {"train": 12, "test": 4, "questions_per_image": 2}
     raw["world"]["nlvr"] = {"pretrain": 8, "train": 8, "test": 4}
+    raw["world"]["dialog"] = {"train": 8, "test": 4, "rounds": 2}
+    raw["world"]["video"].update(retrieval=6, qa=4, frames=4)
+    raw["downstream"]["video"]["retrieval"].update(frames=2)
+    raw["downstream"]["video"]["qa"].update(frames=2)
     raw["ingest"]["shard_size"] = 24
     raw["train"].update(procs=1, log_every=2, checkpoint_every=100)
     # keeps every text: a broken filter
@@ -113,11 +117,17 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     assert set(compare) >= {"baseline", "bootstrapped", "delta", "capfilt"}
     assert "| TR@1 (%) |" in (repo / "reports/compare.md").read_text()
     # the transfer tasks, fine-tuned from both pre-trained models, in the same table
-    for task in ("vqa", "nlvr"):
+    for task in ("vqa", "nlvr", "dialog"):
         assert f"Running stage 'downstream@{task}'" in done
         assert set(compare["downstream"][task]) >= {"baseline", "bootstrapped"}
+    # zero-shot video: the retrieval models and the fine-tuned VQA models on clips
+    for kind in ("retrieval", "qa"):
+        assert f"Running stage 'video@{kind}'" in done
+        assert set(compare["downstream"][f"video_{kind}"]) >= {"baseline", "bootstrapped"}
     table = (repo / "reports/compare.md").read_text()
     assert "| vqa (8 questions) | VQA accuracy (%) |" in table and "| nlvr (4 pairs) | accuracy (%) |" in table
+    assert "| dialog (8 rounds, 100 candidates) | MRR (%) |" in table
+    assert "| video_retrieval (6 clips, 2 frames) | text-to-video R@1 (%), zero-shot |" in table
     # round 2 bootstrapped with the models fine-tuned from round 1's retrained model
     round2 = json.loads((repo / "rounds/r2/data/manifest.json").read_text())["selection"]
     assert round2["round"] == 2

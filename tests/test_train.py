@@ -31,7 +31,8 @@ def small_training_params(tmp: Path) -> Path:
                               "positions": 64},
                      "embed_dim": 32, "queue_size": 64, "temp_min": 0.001, "itm_random_negatives": 0.0,
                      "vision_init": None, "text_init": None}
-    for stage in ("pretrain", "finetune_captioner", "finetune_filter", "finetune_vqa", "finetune_nlvr"):
+    for stage in ("pretrain", "finetune_captioner", "finetune_filter", "finetune_vqa", "finetune_nlvr",
+                  "finetune_dialog"):
         tiny[stage].update(image_size=64, batch_size=8, epochs=2, steps_per_epoch=4, warmup_steps=2)
     tiny["finetune_nlvr"]["pretrain"].update(image_size=64, batch_size=8, epochs=1, steps_per_epoch=4)
     tiny["pretrain"]["lr"] = 3.0e-4

@@ -89,11 +89,10 @@ class DatasetWriter:
         self.shards: list[dict] = []
         self._pending: list[dict] = []
 
-    def write(self, key: str, jpeg: bytes, caption: str, meta: dict, second: bytes | None = None) -> None:
-        """Add one sample (`second`: a pair's second image, NLVR's); a full shard is committed to disk at once."""
-        sample = encode_sample(key, jpeg, caption, meta)
-        if second is not None:
-            sample["right.jpg"] = second
+    def write(self, key: str, jpeg: bytes, caption: str, meta: dict, extra: dict[str, bytes] | None = None) -> None:
+        """Add one sample (`extra`: more members, e.g. a pair's second image or a clip); a full shard is committed
+        to disk at once."""
+        sample = {**encode_sample(key, jpeg, caption, meta), **(extra or {})}
         self._pending.append(sample)
         if len(self._pending) >= self.shard_size:
             self._flush()

@@ -63,6 +63,12 @@ def read_bytes(url: str | Path) -> bytes:
         return f.read()
 
 
+def size(url: str | Path) -> int:
+    """A file's size in bytes."""
+    fs, path = _fs(url)
+    return int(fs.size(path))
+
+
 def exists(url: str | Path) -> bool:
     """Whether a file exists at `url`."""
     if not is_remote(url):
@@ -123,6 +129,16 @@ def names(folder: str | Path, pattern: str) -> list[str]:
         return sorted(p.name for p in local_path(folder).glob(pattern))
     fs, path = _fs(folder)
     return sorted(Path(p).name for p in fs.glob(f"{path.rstrip('/')}/{pattern}"))
+
+
+def find(folder: str | Path) -> list[str]:
+    """Paths (relative to `folder`, with /) of every file under it, at any depth, sorted."""
+    if not is_remote(folder):
+        base = local_path(folder)
+        return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+    fs, path = _fs(folder)
+    base = path.rstrip("/") + "/"
+    return sorted(p[len(base):] for p in fs.find(base))
 
 
 def make_folder(folder: str | Path) -> None:

@@ -113,15 +113,18 @@ def _polygon(shape: str, cx: float, cy: float, r: float, turn: float) -> list[tu
             for i, a in enumerate(angles)]
 
 
-def render(scene: Scene, size: int, rng: np.random.Generator) -> Image.Image:
-    """Draw the scene at twice `size` (smooth edges after downsampling) and return an RGB image."""
+def render(scene: Scene, size: int, rng: np.random.Generator,
+           shift: list[tuple[float, float]] | None = None) -> Image.Image:
+    """Draw the scene at twice `size` (smooth edges after downsampling) and return an RGB image; `shift` moves
+    each object by (columns, rows) of the grid (a video frame's motion)."""
     side = 2 * size
     img = Image.fromarray(_texture(scene, side, rng))
     draw = ImageDraw.Draw(img)
     cell = side / 3
-    for obj in scene.objects:
+    for i, obj in enumerate(scene.objects):
         jitter = rng.uniform(-0.12, 0.12, size=2) * cell
-        cx, cy = (obj.cell[1] + 0.5) * cell + jitter[0], (obj.cell[0] + 0.5) * cell + jitter[1]
+        dx, dy = shift[i] if shift else (0.0, 0.0)
+        cx, cy = (obj.cell[1] + 0.5 + dx) * cell + jitter[0], (obj.cell[0] + 0.5 + dy) * cell + jitter[1]
         r = SIZES[obj.size] * cell / 2
         colour = tuple(int(c) for c in np.clip(np.array(COLOURS[obj.colour]) + rng.integers(-12, 13, 3), 0, 255))
         if obj.shape == "circle":
@@ -141,7 +144,7 @@ def encode_jpeg(img: Image.Image, quality: int) -> bytes:
 
 # ---------------------------------------------------------------------------------------- words
 
-def _np(obj: Obj, with_size: bool) -> str:
+def noun_phrase(obj: Obj, with_size: bool) -> str:
     words = ([obj.size] if with_size else []) + [obj.colour, obj.shape]
     return "a " + " ".join(words)
 
@@ -165,7 +168,7 @@ def _position(obj: Obj) -> str:
     return f"in the {row} {col} corner"
 
 
-def _background(scene: Scene) -> str:
+def background_phrase(scene: Scene) -> str:
     texture = "" if scene.texture == "plain" else scene.texture + " "
     return f"{texture}{scene.background} background"
 
@@ -173,8 +176,8 @@ def _background(scene: Scene) -> str:
 def caption_pool(scene: Scene, order: list[int], with_size: list[bool]) -> list[str]:
     """Every caption the templates say truthfully, objects taken in `order`, sizes named where asked."""
     objs = [scene.objects[i] for i in order]
-    n = [_np(o, s) for o, s in zip(objs, with_size)]
-    bg = _background(scene)
+    n = [noun_phrase(o, s) for o, s in zip(objs, with_size)]
+    bg = background_phrase(scene)
     pool = [f"{n[0]} on a {bg}", f"a picture of {n[0]} {_position(objs[0])}", f"an image showing {n[0]}"]
     if len(objs) == 1:
         pool += [f"there is {n[0]} {_position(objs[0])}", f"{n[0]} against a {bg}", f"a {bg} with {n[0]}",

@@ -21,12 +21,13 @@ SEED_METRICS = ("CIDEr", "BLEU-4", "txt_r1", "img_r1", "r_mean")
 
 def chain_of(params: Params) -> dict:
     """What a comparison belongs to: the data, the built-in world and the preset (every seed alike), as JSON;
-    the downstream tasks' data is not part of the chain that pre-trains and bootstraps."""
+    the downstream tasks' and zero-shot video's data is not part of the chain that pre-trains and bootstraps."""
     from blip.downstream import TASKS
 
     data, world = to_dict(params.data), to_dict(params.world)
     for task in TASKS:
         data.pop(task), world.pop(task)
+    data.pop("video_retrieval"), data.pop("video_qa"), world.pop("video")
     return json.loads(json.dumps({"data": data, "world": world, "preset": params.preset}))
 
 
@@ -56,7 +57,34 @@ def compare(metrics_dir: Path, tasks: list[str] = ()) -> dict:
 
 
 def downstream_row(result: dict) -> dict:
-    """A transfer task's scores (`blip downstream`): each model's (VQA: per answer type too) and chance."""
+    """A transfer task's scores (`blip downstream`, `blip video`): each model's (VQA: per answer type too) and
+    chance."""
+    arms = [arm for arm in ("baseline", "bootstrapped") if arm in result]
+    if result["task"] == "dialog":
+        prior = result["chance"]["answer_prior"]
+        parts = ("r1", "r5", "r10", "mean_rank", "ndcg")
+        return {"metric": "MRR (%)", "size": f"{prior['rounds']} rounds, 100 candidates", "chance": prior["mrr"],
+                "chance_is": f"a blind ranker: the training answers' frequency for the question's first words; "
+                             f"a random ranking: {result['chance']['uniform']['mrr']}",
+                "parts": {k: prior[k] for k in parts if k in prior},
+                **{arm: {"score": result[arm]["mrr"], "parts": {k: result[arm][k] for k in parts if k in result[arm]}}
+                   for arm in arms}}
+    if result["task"] == "video_retrieval":
+        clips = result[arms[0]]["clips"] if arms else 0
+        chance = {"vid_r5": 500 / max(1, clips), "vid_r10": 1000 / max(1, clips), "vid_mdR": (clips + 1) / 2,
+                  "txt_r1": 100 / max(1, clips)}
+        return {"metric": "text-to-video R@1 (%), zero-shot", "size": f"{clips} clips, {result['frames']} frames",
+                "chance": result["chance"]["vid_r1"], "chance_is": "1 / clips", "parts": chance,
+                **{arm: {"score": result[arm]["vid_r1"],
+                         "parts": {k: result[arm][k] for k in ("vid_r5", "vid_r10", "vid_mdR", "txt_r1")}}
+                   for arm in arms}}
+    if result["task"] == "video_qa":
+        questions = result[arms[0]]["questions"] if arms else "?"
+        return {"metric": "accuracy (%), zero-shot", "size": f"{questions} questions, {result['frames']} frames",
+                "chance": result["chance"]["type_prior"],
+                "chance_is": "each question type's most frequent test answer", "parts":
+                    result["chance"]["type_prior_per_type"],
+                **{arm: {"score": result[arm]["accuracy"], "parts": result[arm]["per_question_type"]} for arm in arms}}
     if result["task"] == "nlvr":
         return {"metric": "accuracy (%)", "size": f"{result['test_pairs']} pairs",
                 "chance": result["chance"]["statement_prior"],
@@ -97,7 +125,7 @@ def compare_table(result: dict, chain: dict, seeds: dict | None = None) -> str:
         lines.append(f"| {name} | {fmt(result['baseline'][k])} | {fmt(result['bootstrapped'][k])} |")
     lines += ["", "One seed; each model pre-trained for epochs of its own data, so for its own number of steps."]
     if result.get("downstream"):
-        lines += ["", "## Downstream tasks (paper sec. 5), each fine-tuned from both pre-trained models", "",
+        lines += ["", "## Downstream tasks (paper sec. 5) from both pre-trained models: fine-tuned, or zero-shot on video", "",
                   "| task | metric | baseline | bootstrapped | chance |", "|---|---|---|---|---|"]
         for task, row in result["downstream"].items():
             arm = lambda a, part=None: "-" if a not in row else fmt(  # noqa: E731

@@ -22,16 +22,27 @@ def retrieval_scores(model, tokenizer, data: EvalSet, transform, k_test: int, te
     device = next(model.parameters()).device
     texts = [c for caps in data.captions for c in caps]
     txt2img = [i for i, caps in enumerate(data.captions) for _ in caps]
-    ids, mask = tokenize(tokenizer, texts, text_len)
-    ids, mask = ids.to(device), mask.to(device)
-    text_feat = torch.cat([model.text_feat(ids[s:s + batch_size], mask[s:s + batch_size])
-                           for s in range(0, len(texts), batch_size)])
     embeds, image_feat = [], []
     for _, images in batched_images(data.images, transform, batch_size, device):
         e = model.image_embeds(images)
         embeds.append(e)
         image_feat.append(model.image_feat(e))
-    image_embeds, image_feat = torch.cat(embeds), torch.cat(image_feat)
+    i2t, t2i, sims = rerank(model, tokenizer, torch.cat(embeds), torch.cat(image_feat), texts, k_test, text_len,
+                            batch_size, rank, world)
+    return i2t, t2i, txt2img, sims
+
+
+@torch.no_grad()
+def rerank(model, tokenizer, image_embeds: torch.Tensor, image_feat: torch.Tensor, texts: list[str], k_test: int,
+           text_len: int = 35, batch_size: int = 64, rank: int = 0,
+           world: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(image->text, text->image, ITC similarities) of encoded images (or clips: their frames' tokens joined)
+    against texts: ITC's top k of each row re-scored as ITM match logit + similarity, the rest at -100."""
+    device = image_embeds.device
+    ids, mask = tokenize(tokenizer, texts, text_len)
+    ids, mask = ids.to(device), mask.to(device)
+    text_feat = torch.cat([model.text_feat(ids[s:s + batch_size], mask[s:s + batch_size])
+                           for s in range(0, len(texts), batch_size)])
     sims = (image_feat @ text_feat.T).float()  # (N_img, N_txt); fp32 for the ranking, whatever the autocast
     enc_ids = ids.clone()
     enc_ids[:, 0] = ENC_ID
@@ -55,7 +66,7 @@ def retrieval_scores(model, tokenizer, data: EvalSet, transform, k_test: int, te
     if world > 1:  # each row was filled by one rank; the others hold -100 there, below any score
         torch.distributed.all_reduce(i2t, op=torch.distributed.ReduceOp.MAX)
         torch.distributed.all_reduce(t2i, op=torch.distributed.ReduceOp.MAX)
-    return i2t.cpu(), t2i.cpu(), txt2img, sims.cpu()
+    return i2t.cpu(), t2i.cpu(), sims.cpu()
 
 
 def recall_at_k(i2t: torch.Tensor, t2i: torch.Tensor, txt2img: list[int]) -> dict:

@@ -7,6 +7,9 @@
                encoder's output (BLIP_VQA): LM on the answers, each weighted by its share of the annotators
     nlvr       ViT + image-grounded encoder attending to two images (blip/models/nlvr.py) + an MLP on [ENC]:
                cross-entropy over `num_classes` (2: the statement is true or false; 3 in its extra pre-training)
+    dialog     ViT + unimodal encoder reading the caption + image-grounded encoder (the dialog encoder) attending
+               to the image's and the caption's tokens, joined: ITM on [ENC] + candidate answer + question +
+               history (visual dialog, the paper's sec. 5.5: the answer right or not)
 
 ITC keeps momentum encoders (EMA of the online ones, never seen by the optimizer) and queues of their
 features, and mixes the momentum model's soft similarities into the targets (weight alpha). ITM
@@ -46,8 +49,8 @@ from blip.models.nlvr import make_twin
 from blip.models.vit import create_vit, set_grad_checkpointing
 from blip.tokenizer import CLS_ID, DEC_ID, ENC_ID, PAD_ID, VOCAB_SIZE
 
-Task = Literal["pretrain", "captioner", "filter", "vqa", "nlvr"]
-TASKS = ("pretrain", "captioner", "filter", "vqa", "nlvr")
+Task = Literal["pretrain", "captioner", "filter", "vqa", "nlvr", "dialog"]
+TASKS = ("pretrain", "captioner", "filter", "vqa", "nlvr", "dialog")
 # the first token of ITM's image-grounded pass: [ENC] as the release trains and evaluates retrieval,
 # [CLS] as its BLIP_ITM demo feeds it
 ITMToken = Literal["enc", "cls"]
@@ -173,6 +176,12 @@ class Blip(nn.Module):
             make_twin(self.text_encoder)
             hidden = cfg.text.hidden
             self.cls_head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, cfg.num_classes))
+        if cfg.task == "dialog":
+            # one text transformer, as the retrieval model's: unimodal for the caption, image-grounded for the
+            # dialog; the caption's states join the image tokens, mapped to their width where the two differ
+            self.text_encoder = build_text_encoder(tcfg)
+            self.itm_head = nn.Linear(cfg.text.hidden, 2)
+            self.caption_proj = nn.Linear(cfg.text.hidden, width) if cfg.text.hidden != width else nn.Identity()
         if cfg.task == "vqa":
             # two separate transformers, as BLIP_VQA: the answer decoder reads the question encoder's states,
             # so its cross-attention is as wide as the text, not the image
@@ -404,12 +413,31 @@ class Blip(nn.Module):
                                    encoder_hidden_states=(embeds[:b], embeds[b:])).last_hidden_state
         return self.cls_head(hidden[:, 0])
 
+    def dialog_memory(self, images: torch.Tensor, caption_ids: torch.Tensor,
+                      caption_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Visual dialog: what the dialog encoder attends to, the image tokens and the caption's (B, L, width),
+        and its mask."""
+        caption = self.text_encoder(caption_ids, attention_mask=caption_mask).last_hidden_state
+        image = self.image_embeds(images)
+        return (torch.cat([image, self.caption_proj(caption).to(image.dtype)], 1),
+                torch.cat([_ones(image), caption_mask.to(torch.long)], 1))
+
+    def dialog_logits(self, memory: torch.Tensor, memory_mask: torch.Tensor, ids: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+        """(N, 2) ITM logits of dialog texts ([ENC] answer [SEP] question [SEP] history), one memory row each."""
+        ids = ids.clone()
+        ids[:, 0] = ENC_ID
+        hidden = self.text_encoder(ids, attention_mask=mask, encoder_hidden_states=memory,
+                                   encoder_attention_mask=memory_mask).last_hidden_state
+        return self.itm_head(hidden[:, 0])
+
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, alpha: float = 0.0,
                 idx: torch.Tensor | None = None, prompt_len: int = 0, negatives_all_ranks: bool = False,
                 negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
                 lm_text: tuple[torch.Tensor, torch.Tensor] | None = None,
                 answers: tuple[torch.Tensor, ...] | None = None,
-                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                labels: torch.Tensor | None = None,
+                captions: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The task's losses for a batch: {'itc', 'itm', 'lm'} as the task has them.
 
         `negatives` pins ITM's negatives: (image index per text, text index per image) into the batch.
@@ -417,6 +445,8 @@ class Blip(nn.Module):
         fine-tuned as one model reads its captions with the captioner's prompt, its encoder without.
         `answers` (VQA; `ids` are then the questions): (answer ids, answer mask, weights, answers per question),
         the answers of question i following those of question i-1. `labels` (NLVR; `images` are pairs): classes.
+        Dialog: `captions` (ids, mask) one per image, and `ids` k dialog texts per image (image i's at i*k ...
+        i*k+k-1), each labelled 1 (the right answer) or 0.
         """
         if self.cfg.inference_only:
             raise ValueError("this filter was loaded for inference only (a BLIP_ITM-style checkpoint: no momentum "
@@ -431,6 +461,14 @@ class Blip(nn.Module):
             if labels is None:
                 raise ValueError("an NLVR model trains on labelled pairs: pass labels")
             return {"cls": F.cross_entropy(self.pair_logits(images, ids, mask).float(), labels)}
+        if self.cfg.task == "dialog":
+            if labels is None or captions is None:
+                raise ValueError("a dialog model trains on labelled answers with each image's caption: pass labels "
+                                 "and captions")
+            memory, memory_mask = self.dialog_memory(images, *captions)
+            rows = torch.arange(len(images), device=ids.device).repeat_interleave(len(ids) // len(images))
+            return {"itm": F.cross_entropy(self.dialog_logits(memory[rows], memory_mask[rows], ids, mask).float(),
+                                           labels)}
         image_embeds = self.image_embeds(images)
         if self.cfg.task == "vqa":
             if answers is None:

@@ -377,7 +377,7 @@ def load_tokenizer_for(source: str | Path | None, vocab: str | None = None):
 
 
 def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overrides) -> Blip:
-    """A `task` model (captioner / filter / pretrain / vqa) initialised from another model's weights.
+    """A `task` model (captioner / filter / pretrain / vqa / nlvr / dialog) initialised from another model's weights.
 
     The fine-tunings start from the pre-trained model: every weight the task has is taken by name
     (the captioner takes the decoder, the filter the encoder, projections, ITM head, momentum
@@ -390,7 +390,7 @@ def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overri
     if src.cfg.inference_only and task != "captioner":
         raise CheckpointError(f"{source}: an inference-only filter (no momentum encoders, no queues) cannot start "
                               f"a {task} model; start from a pre-trained or retrieval checkpoint")
-    if task in ("vqa", "nlvr") and src.cfg.task not in ("pretrain", task):
+    if task in ("vqa", "nlvr", "dialog") and src.cfg.task not in ("pretrain", task):
         raise CheckpointError(f"{source}: a {task.upper()} model starts from a pre-trained model (or one of its own "
                               f"task), not from a {src.cfg.task}")
     dst = Blip(dataclasses.replace(src.cfg, task=task, image_size=image_size, **cfg_overrides))
@@ -399,7 +399,8 @@ def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overri
     if task == "nlvr" and src.cfg.task != "nlvr":
         state = twin_state(state)
     state = {k: v for k, v in state.items() if k in own}
-    fresh = _fresh_cross_attention(state, own) if task == "vqa" else _fresh_nlvr(state, own) if task == "nlvr" else ()
+    fresh = _fresh_cross_attention(state, own) if task == "vqa" else _fresh_nlvr(state, own) if task == "nlvr" else \
+        tuple(k for k in own if k.startswith("caption_proj.") and k not in state) if task == "dialog" else ()
     load_checked(dst, {k: v for k, v in state.items() if k not in fresh}, str(source), allow_missing=fresh)
     return dst
 

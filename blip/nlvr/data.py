@@ -82,7 +82,7 @@ def ingest_nlvr(files: list[str], image_root: str, out_dir: str | Path, cfg: Ing
             second = image_at(image_root, r["images"][1], cfg, tally) if first is not None else None
             if second is not None:
                 writer.write(f"{i:09d}", first.jpeg, r["sentence"],
-                             {k: r[k] for k in ("label", "identifier", "images")}, second=second.jpeg)
+                             {k: r[k] for k in ("label", "identifier", "images")}, extra={"right.jpg": second.jpeg})
         tally.check(cfg, f"NLVR2 ingest of {', '.join(files)}")
         return writer.finish({"kind": "nlvr", **tally.fields()})
     except BaseException:
@@ -139,6 +139,6 @@ def write_world_nlvr(world_cfg, seed: int, counts: dict[str, int], out_dir: str 
                 while text is None:
                     text = world_statement(left, right, rng, bool(label))
             writer.write(f"{i:09d}", first, text, {"label": label, "identifier": f"world-{split}-{i}",
-                                                    "scenes": [left.to_json(), right.to_json()]}, second=second)
+                                                    "scenes": [left.to_json(), right.to_json()]}, extra={"right.jpg": second})
         stats[split] = writer.finish({"kind": "nlvr"})["samples"]
     return stats

@@ -31,6 +31,7 @@ from webdataset.utils import make_seed
 from blip.config import FilterStageConfig, Params, StageConfig, to_dict
 from blip.data.loader import build_loader
 from blip.data.transforms import build_transform
+from blip.dialog.data import per_round, round_count, training_pairs
 from blip.models.blip import Blip, BlipConfig
 from blip.models.checkpoints import init_task_model, init_text_from_bert, save_pretrained
 from blip.models.vit import load_imagenet_weights, set_fused_attention
@@ -40,6 +41,9 @@ from blip.tracking import Tracker, data_hashes, git_commit
 from blip.train.schedules import alpha_at, learning_rate
 from blip.vqa.data import answer_batch, per_question, question_count
 
+# tasks whose dataset samples hold several training items (an image's questions, a dialog's rounds)
+EXPAND = {"vqa": per_question, "dialog": per_round}
+
 
 @dataclass
 class TrainJob:
@@ -47,7 +51,7 @@ class TrainJob:
 
     name: str                      # stage name: pretrain | finetune_captioner | finetune_filter | ...
     task: str                      # pretrain | captioner | filter | shared (both CapFilt models as one, Table 4) | vqa
-                                   # | nlvr | nlvr_pretrain (NLVR's extra step: 3 classes)
+                                   # | nlvr | nlvr_pretrain (NLVR's extra step: 3 classes) | dialog
     stage: StageConfig
     params: Params
     data: list[str]                # dataset folders (shards + manifest)
@@ -216,13 +220,15 @@ def train(job: TrainJob) -> dict:
     text_len = {"pretrain": p.model.text_len.pretrain, "filter": p.model.text_len.retrieval,
                 "shared": p.model.text_len.retrieval, "captioner": p.model.text_len.caption,
                 "vqa": p.model.text_len.question, "nlvr": p.model.text_len.retrieval,
-                "nlvr_pretrain": p.model.text_len.retrieval}[job.task]
+                "nlvr_pretrain": p.model.text_len.retrieval,
+                "dialog": p.model.text_len.retrieval}[job.task]  # dialog: the caption; its dialog texts, text_len.dialog
     prompt = module.cfg.prompt if job.task in ("captioner", "shared") else ""
     text_prompt = "" if job.task == "shared" else prompt  # what the model's first text input starts with
     prompt_len = len(tokenizer(prompt).input_ids) - 1 if prompt else 0  # [CLS] + prompt, no [SEP]
     data = training_data(job.data)
     # a VQA dataset's sample is an image with its questions; an epoch is one pass over the questions
-    samples = question_count(job.data) if job.task == "vqa" else data.samples
+    samples = question_count(job.data) if job.task == "vqa" else round_count(job.data) if job.task == "dialog" \
+        else data.samples
     global_batch = stage.batch_size * world * stage.grad_accum
     steps_per_epoch = steps_for(samples, stage, world)
     micro_per_epoch = steps_per_epoch * stage.grad_accum
@@ -265,7 +271,7 @@ def train(job: TrainJob) -> dict:
                                           resampled=True, batches_per_epoch=micro_per_epoch,
                                           shuffle_buffer=p.loader.shuffle_buffer,
                                           shuffle_initial=p.loader.shuffle_initial, skip_batches=in_epoch,
-                                          joiner=data.joiner, expand=per_question if job.task == "vqa" else None)
+                                          joiner=data.joiner, expand=EXPAND.get(job.task))
             handle.set(epoch)
             for batch in loader:
                 step = micro // stage.grad_accum  # optimizer step this micro-batch belongs to
@@ -274,7 +280,7 @@ def train(job: TrainJob) -> dict:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 ids, mask = tokenize(tokenizer, [text_prompt + c for c in batch.captions], text_len)
-                lm_text, answers, labels = None, None, None
+                lm_text, answers, labels, captions = None, None, None, None
                 if job.task == "shared":  # its encoder reads captions as the filter scores them, its decoder with the prompt
                     lm_ids, lm_mask = tokenize(tokenizer, [prompt + c for c in batch.captions], p.model.text_len.caption)
                     lm_text = (lm_ids.to(device), lm_mask.to(device))
@@ -282,12 +288,18 @@ def train(job: TrainJob) -> dict:
                     answers = answer_batch(tokenizer, batch, p.model.text_len.caption, device)
                 elif job.task in ("nlvr", "nlvr_pretrain"):  # image pairs, each with a statement and its class
                     labels = torch.tensor([m["label"] for m in batch.meta], device=device)
+                elif job.task == "dialog":  # the texts are captions; each round gives its right answer and a wrong one
+                    captions = (ids.to(device), mask.to(device))
+                    texts, classes = training_pairs(batch.meta, stage.negatives)
+                    ids, mask = tokenize(tokenizer, texts, p.model.text_len.dialog)
+                    labels = torch.tensor(classes, device=device)
                 images = batch.images.to(device, torch.bfloat16 if bf16 else torch.float32)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_autocast):
                     losses = engine(images, ids.to(device), mask.to(device),
                                     alpha=alpha_at(step, steps_per_epoch, p.model.alpha, stage.alpha_ramp_epochs),
                                     idx=_idx(batch.keys, device) if with_idx else None, prompt_len=prompt_len,
-                                    negatives_all_ranks=negatives_all, lm_text=lm_text, answers=answers, labels=labels)
+                                    negatives_all_ranks=negatives_all, lm_text=lm_text, answers=answers, labels=labels,
+                                    captions=captions)
                 engine.backward(sum(losses.values()))
                 boundary = engine.is_gradient_accumulation_boundary()
                 engine.step()

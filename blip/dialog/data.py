@@ -1,0 +1,244 @@
+"""Visual dialog sets as shards: VisDial v1.0's JSON (with its dense annotations), or the built-in world's dialogs.
+
+One sample per image (its dialog); the .txt is the caption, and the .json:
+
+    {"image_id", "caption", "rounds": [{"question", "answer", "options": [100 answers], "gt_index"}],
+     "dense": {"round": r, "relevance": [100]}}                  # dense: where annotated (VisDial val)
+
+A test split's rounds may lack the answer and the options (VisDial test: only the last round is ranked);
+rounds without options are history only. Training and scoring expand a dialog into one item per ranked round
+(`per_round`). VisDial's JSON is read whole (its train file is some 200 MB); the images are streamed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from blip.config import IngestConfig
+from blip.data import storage
+from blip.data.ingest import Tally
+from blip.data.karpathy import image_at
+from blip.data.shards import DatasetWriter
+
+DIALOG_STREAM = 6  # the world's generator stream for dialogs (1: human, 2: web, 3: VQA, 4: NLVR, 5: video)
+OPTIONS = 100      # candidate answers per round, as VisDial
+_IMAGE_ID = re.compile(r"(\d+)\.(jpe?g|png)$", re.IGNORECASE)
+
+
+class DialogFormatError(ValueError):
+    """A file that is not VisDial's form."""
+
+
+def dialog_text(answer: str, question: str, history: list[tuple[str, str]]) -> str:
+    """What the dialog encoder reads after [ENC]: the candidate answer, the question, then the history from the
+    latest round back, so that cutting a long text to its token budget drops the oldest rounds first."""
+    past = " [SEP] ".join(f"{q} {a}" for q, a in reversed(history))
+    return f"{answer} [SEP] {question}" + (f" [SEP] {past}" if past else "")
+
+
+def per_round(samples: Iterator[dict]) -> Iterator[dict]:
+    """One raw sample per ranked round of each dialog (the image shared): json = the round with its history and
+    the caption. A webdataset pipeline stage."""
+    for sample in samples:
+        meta = json.loads(sample["json"])
+        for item in ranked_rounds(meta):
+            yield {**sample, "__key__": f"{sample['__key__']}-{item['round']}", "json": json.dumps(item).encode()}
+
+
+def ranked_rounds(meta: dict) -> Iterator[dict]:
+    """A dialog's rounds that have candidates, each with its question, options, gt_index, caption and history."""
+    history: list[tuple[str, str]] = []
+    for r, rnd in enumerate(meta["rounds"]):
+        if rnd.get("options"):
+            yield {"image_id": meta["image_id"], "round": r, "caption": meta["caption"], "question": rnd["question"],
+                   "options": rnd["options"], "gt_index": rnd.get("gt_index"), "history": list(history),
+                   "relevance": meta["dense"]["relevance"] if meta.get("dense", {}).get("round") == r else None}
+        if rnd.get("answer") is not None:
+            history.append((rnd["question"], rnd["answer"]))
+
+
+def question_key(question: str) -> str:
+    """A question's first two words ("what colour", "how many"): questions alike expect answers alike."""
+    return " ".join(question.lower().split()[:2])
+
+
+def training_pairs(rounds: list[dict], negatives: int = 1) -> tuple[list[str], list[int]]:
+    """Dialog texts and ITM labels of a batch's training rounds: each round's right answer (1), then `negatives`
+    wrong ones (0). Hard ones first: the right answers of the batch's other rounds whose questions start alike
+    (a colour for a colour question, so that only the image and the caption tell them apart), then candidates
+    drawn at random. Draws use torch's generator, which the engine seeds per step."""
+    import torch
+
+    alike: dict[str, list[str]] = {}
+    for r in rounds:
+        if r["gt_index"] is None:
+            raise DialogFormatError(f"dialog {r['image_id']} round {r['round']}: no right answer; visual dialog "
+                                    "trains on rounds with gt_index (VisDial's test split has none)")
+        alike.setdefault(question_key(r["question"]), []).append(r["options"][r["gt_index"]])
+    texts, labels = [], []
+    for r in rounds:
+        right = r["options"][r["gt_index"]]
+        hard = list(dict.fromkeys(a for a in alike[question_key(r["question"])] if a != right))
+        hard = [hard[i] for i in torch.randperm(len(hard)).tolist()][:negatives]
+        wrong = [o for o in r["options"] if o != right and o not in hard]
+        others = hard + [wrong[i] for i in torch.randperm(len(wrong))[:negatives - len(hard)].tolist()]
+        texts += [dialog_text(a, r["question"], r["history"]) for a in [right, *others]]
+        labels += [1] + [0] * len(others)
+    return texts, labels
+
+
+def round_count(dataset_dirs: list[str]) -> int:
+    """Ranked rounds in dialog datasets (their manifests count them)."""
+    from blip.data.shards import read_manifest
+
+    counts = [read_manifest(d).get("rounds") for d in dataset_dirs]
+    if None in counts:
+        raise DialogFormatError(f"{', '.join(dataset_dirs)}: not a dialog dataset (its manifest counts no rounds); "
+                                "build one with `blip downstream-data dialog`")
+    return sum(counts)
+
+
+# ---------------------------------------------------------------------------------------- VisDial v1.0
+
+def image_index(root: str) -> dict[int, str]:
+    """{image id: path under root} of the images below `root`, the id being a file name's trailing number
+    (COCO_train2014_000000123456.jpg, VisualDialog_val2018_000000123456.jpg)."""
+    index = {}
+    for rel in storage.find(root):
+        m = _IMAGE_ID.search(rel)
+        if m:
+            index.setdefault(int(m.group(1)), rel)
+    return index
+
+
+def read_visdial(files: list[str], dense: str | None = None) -> Iterator[dict]:
+    """Dialog records (the .json above) from VisDial v1.0 files, with the dense annotations' relevance where given."""
+    relevance = {}
+    if dense:
+        for d in _load(dense):
+            try:
+                relevance[int(d["image_id"])] = (int(d["round_id"]) - 1, d.get("gt_relevance", d.get("relevance")))
+            except (KeyError, TypeError, ValueError) as e:
+                raise DialogFormatError(f"{dense}: a dense annotation without a usable {e}: {str(d)[:200]}") from None
+    for f in files:
+        d = _load(f)
+        try:
+            data = d["data"]
+            questions, answers = data["questions"], data["answers"]
+            for dialog in data["dialogs"]:
+                rounds = [{"question": questions[r["question"]] + "?",
+                           "answer": answers[r["answer"]] if "answer" in r else None,
+                           "options": [answers[i] for i in r["answer_options"]] if "answer_options" in r else None,
+                           "gt_index": r.get("gt_index")} for r in dialog["dialog"]]
+                record = {"image_id": int(dialog["image_id"]), "caption": dialog["caption"], "rounds": rounds}
+                if record["image_id"] in relevance:
+                    r, rel = relevance[record["image_id"]]
+                    record["dense"] = {"round": r, "relevance": rel}
+                yield record
+        except (KeyError, TypeError, IndexError) as e:
+            raise DialogFormatError(f"{f}: not VisDial v1.0's form (data: questions, answers, dialogs with "
+                                    f"image_id, caption, dialog rounds); missing or bad: {e}") from None
+
+
+def _load(path: str):
+    try:
+        return json.loads(storage.read_bytes(path))
+    except (OSError, ValueError) as e:
+        raise DialogFormatError(f"{path}: not readable JSON ({e})") from e
+
+
+def ingest_visdial(files: list[str], image_root: str, out_dir: str | Path, cfg: IngestConfig, shard_size: int,
+                   dense: str | None = None) -> dict:
+    """Shards + manifest of VisDial dialogs; a dialog whose image is missing or unusable is skipped and counted."""
+    index = image_index(image_root)
+    tally, writer, rounds = Tally(), DatasetWriter(out_dir, shard_size), 0
+    try:
+        for i, record in enumerate(read_visdial(files, dense)):
+            ranked = sum(1 for r in record["rounds"] if r["options"])
+            tally.seen += 1
+            rel = index.get(record["image_id"])
+            if rel is None:
+                tally.skip(f"image {record['image_id']}", "missing_file")
+                continue
+            img = image_at(image_root, rel, cfg, tally)
+            if img is not None:
+                writer.write(f"{i:09d}", img.jpeg, record["caption"], record)
+                rounds += ranked
+        tally.check(cfg, f"VisDial ingest of {', '.join(files)}")
+        return writer.finish({"kind": "dialog", "rounds": rounds, **tally.fields()})
+    except BaseException:
+        writer.abort()
+        raise
+
+
+# ---------------------------------------------------------------------------------------- built-in world
+
+PHRASINGS = ("{a}", "i think {a}", "{a} i believe", "looks like {a}")  # ways to say one answer
+
+
+def _answer_pool() -> list[str]:
+    """Every answer the world's questions have (all types), each in every phrasing: the candidates' source."""
+    from blip.data.world import BACKGROUNDS, COLOURS, COLS, ROWS, SHAPES
+
+    canonical = [*COLOURS, *SHAPES, "0", "1", "2", "3", "yes", "no", *BACKGROUNDS, *ROWS, *COLS]
+    return [p.format(a=a) for a in dict.fromkeys(canonical) for p in PHRASINGS]
+
+
+def _meaning(option: str) -> str:
+    """The answer an option says, without its phrasing."""
+    for p in PHRASINGS[1:]:
+        head, tail = p.split("{a}")
+        if option.startswith(head) and option.endswith(tail):
+            return option[len(head):len(option) - len(tail)]
+    return option
+
+
+def world_dialog(scene, caption: str, rng: np.random.Generator, rounds: int, dense: bool) -> dict:
+    """A dialog about a scene: `rounds` questions in random order, each with 100 candidates (the right answer in
+    one phrasing, 99 others from every answer's phrasings); `dense`: one round's relevance (1 for every phrasing
+    of the right answer)."""
+    from blip.vqa.data import world_questions
+
+    pool = _answer_pool()
+    qs = world_questions(scene, rng, rounds)
+    out = []
+    for i in rng.permutation(len(qs)):
+        q = qs[i]
+        answer = str(rng.choice(PHRASINGS)).format(a=q["answer"])
+        others = [pool[j] for j in rng.permutation(len(pool)) if pool[j] != answer][:OPTIONS - 1]
+        gt = int(rng.integers(OPTIONS))
+        out.append({"question": q["question"] + "?", "answer": answer, "options": others[:gt] + [answer] + others[gt:],
+                    "gt_index": gt, "answer_type": q["question_type"]})
+    record = {"caption": caption, "rounds": out}
+    if dense:
+        r = int(rng.integers(len(out)))
+        truth = _meaning(out[r]["answer"])
+        record["dense"] = {"round": r, "relevance": [float(_meaning(o) == truth) for o in out[r]["options"]]}
+    return record
+
+
+def write_world_dialogs(world_cfg, seed: int, splits: dict[str, int], out_dir: str | Path, shard_size: int) -> dict:
+    """The world's dialog sets from fresh scenes (a caption each, as a human would write it); the test split
+    carries dense relevance on one round per dialog, as VisDial's val."""
+    from blip.data.world import encode_jpeg, human_captions, render, rng_for, sample_scene
+
+    stats, index = {}, 0
+    for split, n in splits.items():
+        writer, rounds = DatasetWriter(Path(out_dir) / split, shard_size), 0
+        for _ in range(n):
+            rng = rng_for(seed, DIALOG_STREAM, index)
+            scene = sample_scene(rng, world_cfg.max_objects)
+            jpeg = encode_jpeg(render(scene, world_cfg.image_size, rng), world_cfg.jpeg_quality)
+            caption = str(rng.choice(human_captions(scene, rng)))
+            record = {"image_id": index, **world_dialog(scene, caption, rng, world_cfg.dialog.rounds, split == "test"),
+                      "scene": scene.to_json()}
+            writer.write(f"{index:09d}", jpeg, caption, record)
+            rounds += len(record["rounds"])
+            index += 1
+        stats[split] = writer.finish({"kind": "dialog", "rounds": rounds})["rounds"]
+    return stats
