@@ -316,11 +316,20 @@ class VQAStageConfig(StageConfig):
 @section
 class NLVRStageConfig(StageConfig):
     pretrain: StageConfig    # the extra pre-training step first: which image (or neither) a caption belongs to
+    freeze_vision: Bool      # keep the ViT as pre-trained in both steps
 
 
 @section
 class DialogStageConfig(StageConfig):
     negatives: PosInt        # wrong candidates per round, each against the right answer in the ITM loss
+    hard_negatives: NonNegInt  # of which at most this many are the batch's answers to questions that start alike
+    freeze_vision: Bool      # keep the ViT as pre-trained (only the text side and the caption's mapping learn)
+
+    @model_validator(mode="after")
+    def _hard_within(self) -> DialogStageConfig:
+        if self.hard_negatives > self.negatives:
+            raise ValueError(f"hard_negatives {self.hard_negatives} is more than negatives {self.negatives}")
+        return self
 
 
 @section

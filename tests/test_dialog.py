@@ -187,7 +187,7 @@ def test_training_pairs_are_the_right_answer_then_answers_to_alike_questions_the
 
     torch.manual_seed(0)
     texts, labels = training_pairs([rnd("what colour is the star?", 5), rnd("what colour is the sky?", 7),
-                                    rnd("how many stars?", 9)], negatives=2)
+                                    rnd("how many stars?", 9)], negatives=2, hard=1)
     assert labels == [1, 0, 0] * 3
     assert texts[0] == "o5 [SEP] what colour is the star?" and texts[1] == "o7 [SEP] what colour is the star?"
     assert texts[4] == "o5 [SEP] what colour is the sky?"  # the other colour question's answer: a hard negative
@@ -211,4 +211,7 @@ def test_the_dialog_stage_fine_tunes_from_each_model_and_ranks_the_test_candidat
         assert r["from"] == source and r["rounds"] == 8 and r["dense_rounds"] == 4
         assert 1 <= r["mean_rank"] <= 100 and 1 <= r["mrr"] <= 100 and r["r1"] <= r["r5"] <= r["r10"]
     assert result["chance"]["uniform"]["mean_rank"] == 50.5 and result["chance"]["answer_prior"]["rounds"] == 8
-    assert load_model(tmp_path / "models/dialog/baseline").cfg.task == "dialog"
+    tuned, source = load_model(tmp_path / "models/dialog/baseline").state_dict(), load_model(tmp_path / "a").state_dict()
+    assert tuned["visual_encoder.cls_token"].shape and all(  # finetune_dialog.freeze_vision: the ViT as pre-trained
+        torch.equal(v, source[k]) for k, v in tuned.items() if k.startswith("visual_encoder."))
+    assert not torch.equal(tuned["itm_head.weight"], source["itm_head.weight"])

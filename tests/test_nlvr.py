@@ -163,6 +163,9 @@ def test_the_nlvr_stage_pretrains_fine_tunes_and_scores_from_each_model_and_veri
     assert {result[n]["from"] for n in ("baseline", "bootstrapped")} == {"a", "b"}
     assert load_model(tmp_path / "models/nlvr/baseline_pretrain").cfg.num_classes == 3
     assert load_model(tmp_path / "models/nlvr/baseline").cfg.num_classes == 2
+    tuned, source = load_model(tmp_path / "models/nlvr/baseline").state_dict(), load_model(tmp_path / "a").state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in tuned.items()  # finetune_nlvr.freeze_vision, both steps
+               if k.startswith("visual_encoder."))
 
     for colour, name in (("red", "left.jpg"), ("blue", "right.jpg")):
         Image.new("RGB", (40, 40), colour).save(tmp_path / name)

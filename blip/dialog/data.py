@@ -67,11 +67,11 @@ def question_key(question: str) -> str:
     return " ".join(question.lower().split()[:2])
 
 
-def training_pairs(rounds: list[dict], negatives: int = 1) -> tuple[list[str], list[int]]:
+def training_pairs(rounds: list[dict], negatives: int = 1, hard: int = 0) -> tuple[list[str], list[int]]:
     """Dialog texts and ITM labels of a batch's training rounds: each round's right answer (1), then `negatives`
-    wrong ones (0). Hard ones first: the right answers of the batch's other rounds whose questions start alike
-    (a colour for a colour question, so that only the image and the caption tell them apart), then candidates
-    drawn at random. Draws use torch's generator, which the engine seeds per step."""
+    wrong ones (0). Up to `hard` of them are hard: the right answers of the batch's other rounds whose questions
+    start alike (a colour for a colour question, so that only the image and the caption tell them apart); the
+    rest are candidates drawn at random. Draws use torch's generator, which the engine seeds per step."""
     import torch
 
     alike: dict[str, list[str]] = {}
@@ -83,10 +83,10 @@ def training_pairs(rounds: list[dict], negatives: int = 1) -> tuple[list[str], l
     texts, labels = [], []
     for r in rounds:
         right = r["options"][r["gt_index"]]
-        hard = list(dict.fromkeys(a for a in alike[question_key(r["question"])] if a != right))
-        hard = [hard[i] for i in torch.randperm(len(hard)).tolist()][:negatives]
-        wrong = [o for o in r["options"] if o != right and o not in hard]
-        others = hard + [wrong[i] for i in torch.randperm(len(wrong))[:negatives - len(hard)].tolist()]
+        similar = list(dict.fromkeys(a for a in alike[question_key(r["question"])] if a != right))
+        similar = [similar[i] for i in torch.randperm(len(similar)).tolist()][:min(hard, negatives)]
+        wrong = [o for o in r["options"] if o != right and o not in similar]
+        others = similar + [wrong[i] for i in torch.randperm(len(wrong))[:negatives - len(similar)].tolist()]
         texts += [dialog_text(a, r["question"], r["history"]) for a in [right, *others]]
         labels += [1] + [0] * len(others)
     return texts, labels

@@ -51,7 +51,8 @@ def run_dialog(params: Params, sources: dict[str, str], data_dir: str | Path, mo
         train(TrainJob(name=f"dialog_{name}", task="dialog", stage=stage, params=params, data=train_dirs, out_dir=out,
                        ckpt_dir=Path("checkpoints") / f"dialog_{name}", init_from=source,
                        metrics_path=models_dir / f"{name}_train.json", plot_path=models_dir / f"{name}_loss.csv",
-                       max_steps=max_steps, extra_tags={"downstream": "dialog", "source_model": source}))
+                       max_steps=max_steps, extra_tags={"downstream": "dialog", "source_model": source},
+                       freeze_vision=stage.freeze_vision))
         if dist.get_rank() == 0:
             if "chance" not in result:
                 result["chance"] = prior_scores(test_dir, *answer_prior(train_dirs))

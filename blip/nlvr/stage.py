@@ -85,7 +85,8 @@ def run_nlvr(params: Params, sources: dict[str, str], data_dir: str | Path, mode
             train(TrainJob(name=f"nlvr_{run}", task=task, stage=step, params=params, data=[str(data)],
                            out_dir=models_dir / run, ckpt_dir=Path("checkpoints") / f"nlvr_{run}", init_from=str(init),
                            metrics_path=models_dir / f"{run}_train.json", plot_path=models_dir / f"{run}_loss.csv",
-                           max_steps=max_steps, extra_tags={"downstream": "nlvr", "source_model": source}))
+                           max_steps=max_steps, extra_tags={"downstream": "nlvr", "source_model": source},
+                           freeze_vision=stage.freeze_vision))
         if dist.get_rank() == 0:
             if "chance" not in result:  # once, after the first training set up the process group
                 test = {s["json"]["identifier"]: (s["txt"], s["json"]["label"])

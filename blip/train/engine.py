@@ -62,6 +62,7 @@ class TrainJob:
     plot_path: Path | None = None
     max_steps: int | None = None   # stop after this many optimizer steps (tests, smoke runs)
     extra_tags: dict = field(default_factory=dict)
+    freeze_vision: bool = False    # the ViT stays as it starts (finetune_dialog / finetune_nlvr.freeze_vision)
 
 
 def free_port() -> int:
@@ -160,7 +161,7 @@ def fingerprint(job: TrainJob, world: int) -> str:
     init = Path(job.init_from) / "model.safetensors" if job.init_from else None
     parts = {"stage": to_dict(job.stage), "arch": to_dict(job.params.active.model), "model": to_dict(job.params.model),
              "train": to_dict(job.params.train), "loader": to_dict(job.params.loader), "seed": job.params.seed,
-             "task": job.task, "world": world, "data": data_hashes(job.data),
+             "task": job.task, "world": world, "data": data_hashes(job.data), "freeze_vision": job.freeze_vision,
              "init": hashlib.sha256(init.read_bytes()).hexdigest() if init and init.is_file() else job.init_from}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -206,6 +207,8 @@ def train(job: TrainJob) -> dict:
     if p.train.grad_checkpointing:
         model.set_grad_checkpointing(True)
     # foreach: one kernel per operation over all tensors (torch picks the per-tensor loop on a CPU by default)
+    if job.freeze_vision:
+        model.visual_encoder.requires_grad_(False)  # its features stay as they start (see params.yaml)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=stage.lr, weight_decay=stage.weight_decay,
                                   foreach=True)
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
@@ -290,7 +293,7 @@ def train(job: TrainJob) -> dict:
                     labels = torch.tensor([m["label"] for m in batch.meta], device=device)
                 elif job.task == "dialog":  # the texts are captions; each round gives its right answer and a wrong one
                     captions = (ids.to(device), mask.to(device))
-                    texts, classes = training_pairs(batch.meta, stage.negatives)
+                    texts, classes = training_pairs(batch.meta, stage.negatives, stage.hard_negatives)
                     ids, mask = tokenize(tokenizer, texts, p.model.text_len.dialog)
                     labels = torch.tensor(classes, device=device)
                 images = batch.images.to(device, torch.bfloat16 if bf16 else torch.float32)
