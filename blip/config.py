@@ -457,7 +457,8 @@ class VideoTask:
 
 @section
 class DownstreamConfig:
-    tasks: list[Literal["vqa", "nlvr", "dialog"]]  # the paper's transfer tasks, each fine-tuned from both pre-trained models
+    # the paper's transfer tasks, each fine-tuned from both pre-trained models
+    tasks: list[Literal["vqa", "nlvr", "dialog"]]
     video: dict[Literal["retrieval", "qa"], VideoTask]  # zero-shot video, no training on video
 
     @model_validator(mode="after")

@@ -211,7 +211,8 @@ def test_the_dialog_stage_fine_tunes_from_each_model_and_ranks_the_test_candidat
         assert r["from"] == source and r["rounds"] == 8 and r["dense_rounds"] == 4
         assert 1 <= r["mean_rank"] <= 100 and 1 <= r["mrr"] <= 100 and r["r1"] <= r["r5"] <= r["r10"]
     assert result["chance"]["uniform"]["mean_rank"] == 50.5 and result["chance"]["answer_prior"]["rounds"] == 8
-    tuned, source = load_model(tmp_path / "models/dialog/baseline").state_dict(), load_model(tmp_path / "a").state_dict()
+    tuned = load_model(tmp_path / "models/dialog/baseline").state_dict()
+    source = load_model(tmp_path / "a").state_dict()
     assert tuned["visual_encoder.cls_token"].shape and all(  # finetune_dialog.freeze_vision: the ViT as pre-trained
         torch.equal(v, source[k]) for k, v in tuned.items() if k.startswith("visual_encoder."))
     assert not torch.equal(tuned["itm_head.weight"], source["itm_head.weight"])

@@ -4,10 +4,8 @@ built-in world's clips checked against their truth, and both stages end to end t
 
 import copy
 import dataclasses
-import io
 import json
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -25,7 +23,7 @@ from blip.video.data import (
     world_clip,
 )
 from blip.video.evaluate import clip_embeds, clip_feat, median_rank
-from blip.video.frames import VideoError, encode_mp4, read_frames, uniform_indices
+from blip.video.frames import VideoError, encode_clip, read_frames, uniform_indices
 from tests.conftest import downstream_workspace, raw_params
 from tests.test_models import TEXT, tiny
 
@@ -39,19 +37,6 @@ def _level(frame) -> int:
     return round(float(np.asarray(frame).mean()) / 10)
 
 
-def _avi(frames: list[np.ndarray]) -> bytes:
-    """An MPEG-4 Part 2 AVI, MSVD's container."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="avi") as c:
-        s = c.add_stream("mpeg4", rate=8)
-        s.height, s.width = frames[0].shape[:2]
-        s.pix_fmt = "yuv420p"
-        for f in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        c.mux(s.encode())
-    return buf.getvalue()
-
-
 # ---------------------------------------------------------------------------------------- frames
 
 def test_uniform_sampling_takes_the_first_frame_of_each_equal_segment_and_repeats_in_short_clips():
@@ -62,7 +47,8 @@ def test_uniform_sampling_takes_the_first_frame_of_each_equal_segment_and_repeat
 
 def test_an_mp4_and_an_avi_decode_to_their_uniformly_sampled_frames():
     frames = _ramp(20)
-    for name, data in (("clip.mp4", encode_mp4(frames)), ("clip.avi", _avi(frames))):
+    avi = encode_clip(frames, container_format="avi", codec="mpeg4")  # MSVD's container
+    for name, data in (("clip.mp4", encode_clip(frames)), ("clip.avi", avi)):
         sampled = read_frames(data, 4, name)
         assert [_level(f) for f in sampled] == [0, 5, 10, 15], name
         assert sampled[0].size == (32, 32) and sampled[0].mode == "RGB"
@@ -72,7 +58,7 @@ def test_a_clip_that_is_not_a_video_is_refused_by_name():
     with pytest.raises(VideoError, match="broken.mp4: not a decodable video"):
         read_frames(b"\x00\x00\x00\x18ftypmp42 this is not a video", 8, "broken.mp4")
     with pytest.raises(VideoError, match="half.mp4"):
-        read_frames(encode_mp4(_ramp(20))[:300], 8, "half.mp4")
+        read_frames(encode_clip(_ramp(20))[:300], 8, "half.mp4")
 
 
 # ---------------------------------------------------------------------------------------- annotation forms
@@ -118,7 +104,7 @@ def test_clips_are_ingested_with_their_bytes_and_a_poster_and_missing_or_broken_
     videos = tmp_path / "videos"
     videos.mkdir()
     for i in range(4):
-        (videos / f"video{i}.mp4").write_bytes(encode_mp4(_ramp(10 + i)))
+        (videos / f"video{i}.mp4").write_bytes(encode_clip(_ramp(10 + i)))
     (videos / "video8.mp4").write_bytes(b"not a video at all")
     annotations = {f"video{i}.mp4": [f"caption {i}"] for i in (0, 1, 2, 3, 8, 9)}
     cfg = dataclasses.replace(params.ingest, max_skip_fraction=0.5)

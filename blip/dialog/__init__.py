@@ -1,1 +1,2 @@
-"""Visual dialog (paper sec. 5.5): ranking 100 candidate answers with ITM, given the image, its caption and the history."""
+"""Visual dialog (paper sec. 5.5): ranking 100 candidate answers with ITM, given the image, its caption and the
+history."""

@@ -125,7 +125,8 @@ def compare_table(result: dict, chain: dict, seeds: dict | None = None) -> str:
         lines.append(f"| {name} | {fmt(result['baseline'][k])} | {fmt(result['bootstrapped'][k])} |")
     lines += ["", "One seed; each model pre-trained for epochs of its own data, so for its own number of steps."]
     if result.get("downstream"):
-        lines += ["", "## Downstream tasks (paper sec. 5) from both pre-trained models: fine-tuned, or zero-shot on video", "",
+        lines += ["", "## Downstream tasks (paper sec. 5) from both pre-trained models: fine-tuned, or zero-shot on "
+                  "video", "",
                   "| task | metric | baseline | bootstrapped | chance |", "|---|---|---|---|---|"]
         for task, row in result["downstream"].items():
             arm = lambda a, part=None: "-" if a not in row else fmt(  # noqa: E731

@@ -139,6 +139,7 @@ def write_world_nlvr(world_cfg, seed: int, counts: dict[str, int], out_dir: str 
                 while text is None:
                     text = world_statement(left, right, rng, bool(label))
             writer.write(f"{i:09d}", first, text, {"label": label, "identifier": f"world-{split}-{i}",
-                                                    "scenes": [left.to_json(), right.to_json()]}, extra={"right.jpg": second})
+                                                    "scenes": [left.to_json(), right.to_json()]},
+                         extra={"right.jpg": second})
         stats[split] = writer.finish({"kind": "nlvr"})["samples"]
     return stats

@@ -224,7 +224,7 @@ def train(job: TrainJob) -> dict:
                 "shared": p.model.text_len.retrieval, "captioner": p.model.text_len.caption,
                 "vqa": p.model.text_len.question, "nlvr": p.model.text_len.retrieval,
                 "nlvr_pretrain": p.model.text_len.retrieval,
-                "dialog": p.model.text_len.retrieval}[job.task]  # dialog: the caption; its dialog texts, text_len.dialog
+                "dialog": p.model.text_len.retrieval}[job.task]  # dialog: the caption (its texts: text_len.dialog)
     prompt = module.cfg.prompt if job.task in ("captioner", "shared") else ""
     text_prompt = "" if job.task == "shared" else prompt  # what the model's first text input starts with
     prompt_len = len(tokenizer(prompt).input_ids) - 1 if prompt else 0  # [CLS] + prompt, no [SEP]

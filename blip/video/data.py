@@ -25,7 +25,7 @@ from blip.data import storage
 from blip.data.ingest import Tally
 from blip.data.karpathy import safe_image_path
 from blip.data.shards import DatasetWriter
-from blip.video.frames import VideoError, encode_mp4, read_frames
+from blip.video.frames import VideoError, encode_clip, read_frames
 
 Kind = Literal["retrieval", "qa"]
 VIDEO_STREAM = 5  # the world's generator stream for clips (1: human set, 2: web, 3: VQA, 4: NLVR)
@@ -168,7 +168,7 @@ def world_clip(world_cfg, seed: int, index: int, frames: int, fps: int) -> tuple
         # the same draws every frame: texture, jitter and colours stay, only the objects move
         pictures.append(np.asarray(render(scene, size, np.random.default_rng([seed, VIDEO_STREAM, index, 1]),
                                           shift)))
-    return scene, motions, encode_mp4(pictures, fps), pictures[frames // 2]
+    return scene, motions, encode_clip(pictures, fps), pictures[frames // 2]
 
 
 def world_caption(scene, motions: list[str], rng: np.random.Generator) -> str:

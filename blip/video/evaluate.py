@@ -25,7 +25,8 @@ from blip.video.data import iter_clips
 from blip.video.frames import read_frames
 
 
-def _batches(dataset_dir: str | Path, frames: int, transform, batch_size: int) -> Iterator[tuple[list[dict], torch.Tensor]]:
+def _batches(dataset_dir: str | Path, frames: int, transform,
+             batch_size: int) -> Iterator[tuple[list[dict], torch.Tensor]]:
     """(json of each clip, frames (B, n, 3, H, W)) a batch of clips at a time."""
     metas, clips = [], []
     for key, data, meta in iter_clips(dataset_dir):

@@ -56,11 +56,12 @@ def read_frames(data: bytes, n: int, name: str = "clip") -> list[Image.Image]:
     return [frames[i] for i in uniform_indices(len(frames), n)]
 
 
-def encode_mp4(frames: list[np.ndarray], fps: int = 8) -> bytes:
-    """H.264 MP4 bytes of RGB frames (H, W, 3 uint8; even sides)."""
+def encode_clip(frames: list[np.ndarray], fps: int = 8, container_format: str = "mp4",
+                codec: str = "libx264") -> bytes:
+    """Encoded clip bytes of RGB frames (H, W, 3 uint8; even sides): H.264 MP4 by default (MSVD's: "avi", "mpeg4")."""
     buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
+    with av.open(buf, "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=fps)
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
         for f in frames:
