@@ -200,6 +200,8 @@ def world_clip_questions(scene, motions: list[str], rng: np.random.Generator, k:
 
 def write_world_clips(kind: Kind, world_cfg, seed: int, out_dir: str | Path, shard_size: int) -> dict:
     """The built-in world's clips for `kind` (world.video): captions for retrieval, questions for QA."""
+    from PIL import Image
+
     from blip.data.world import encode_jpeg
 
     v = world_cfg.video
@@ -216,8 +218,6 @@ def write_world_clips(kind: Kind, world_cfg, seed: int, out_dir: str | Path, sha
                 items = [{"question_id": index * 100 + j, **q}
                          for j, q in enumerate(world_clip_questions(scene, motions, rng, v.questions_per_clip))]
                 text = items[0]["question"]
-            from PIL import Image
-
             writer.write(f"{index:09d}", encode_jpeg(Image.fromarray(middle), world_cfg.jpeg_quality), text,
                          {"video": f"world://video/{index}", "captions" if kind == "retrieval" else "questions": items,
                           "scene": scene.to_json(), "motions": motions}, extra={"video": mp4})
