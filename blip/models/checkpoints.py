@@ -399,8 +399,7 @@ def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overri
     if task == "nlvr" and src.cfg.task != "nlvr":
         state = twin_state(state)
     state = {k: v for k, v in state.items() if k in own}
-    fresh = _fresh_cross_attention(state, own) if task == "vqa" else _fresh_nlvr(state, own) if task == "nlvr" else \
-        tuple(k for k in own if k.startswith("caption_proj.") and k not in state) if task == "dialog" else ()
+    fresh = _FRESH[task](state, own) if task in _FRESH else ()
     load_checked(dst, {k: v for k, v in state.items() if k not in fresh}, str(source), allow_missing=fresh)
     return dst
 
@@ -410,6 +409,11 @@ def _fresh_nlvr(state: dict, own: dict) -> tuple[str, ...]:
     the classifier's last layer), which start fresh."""
     return tuple(k for k in own if (k.startswith("cls_head.") or ".merge_layer." in k)
                  and (k not in state or state[k].shape != own[k].shape))
+
+
+def _fresh_dialog(state: dict, own: dict) -> tuple[str, ...]:
+    """Dialog's new weights: the caption's mapping to the image width (where the two differ), which starts fresh."""
+    return tuple(k for k in own if k.startswith("caption_proj.") and k not in state)
 
 
 def _fresh_cross_attention(state: dict, own: dict) -> tuple[str, ...]:
@@ -422,6 +426,10 @@ def _fresh_cross_attention(state: dict, own: dict) -> tuple[str, ...]:
         print(f"VQA answer decoder: {len(fresh)} cross-attention key/value weights start fresh (the image is "
               f"{state[fresh[0]].shape[-1]} wide, the question states {own[fresh[0]].shape[-1]})", flush=True)
     return fresh
+
+
+# each task's weights that start fresh rather than from the source model
+_FRESH = {"vqa": _fresh_cross_attention, "nlvr": _fresh_nlvr, "dialog": _fresh_dialog}
 
 
 # ---------------------------------------------------------------------------------------- initialisation

@@ -41,8 +41,9 @@ from blip.tracking import Tracker, data_hashes, git_commit
 from blip.train.schedules import alpha_at, learning_rate
 from blip.vqa.data import answer_batch, per_question, question_count
 
-# tasks whose dataset samples hold several training items (an image's questions, a dialog's rounds)
-EXPAND = {"vqa": per_question, "dialog": per_round}
+# tasks whose dataset samples hold several training items (an image's questions, a dialog's rounds): the loader
+# stage that expands a sample into them, and the count of them in a dataset (an epoch is one pass over them)
+EXPAND = {"vqa": (per_question, question_count), "dialog": (per_round, round_count)}
 
 
 @dataclass
@@ -229,9 +230,8 @@ def train(job: TrainJob) -> dict:
     text_prompt = "" if job.task == "shared" else prompt  # what the model's first text input starts with
     prompt_len = len(tokenizer(prompt).input_ids) - 1 if prompt else 0  # [CLS] + prompt, no [SEP]
     data = training_data(job.data)
-    # a VQA dataset's sample is an image with its questions; an epoch is one pass over the questions
-    samples = question_count(job.data) if job.task == "vqa" else round_count(job.data) if job.task == "dialog" \
-        else data.samples
+    expand, count_items = EXPAND.get(job.task, (None, None))
+    samples = count_items(job.data) if count_items else data.samples
     global_batch = stage.batch_size * world * stage.grad_accum
     steps_per_epoch = steps_for(samples, stage, world)
     micro_per_epoch = steps_per_epoch * stage.grad_accum
@@ -274,7 +274,7 @@ def train(job: TrainJob) -> dict:
                                           resampled=True, batches_per_epoch=micro_per_epoch,
                                           shuffle_buffer=p.loader.shuffle_buffer,
                                           shuffle_initial=p.loader.shuffle_initial, skip_batches=in_epoch,
-                                          joiner=data.joiner, expand=EXPAND.get(job.task))
+                                          joiner=data.joiner, expand=expand)
             handle.set(epoch)
             for batch in loader:
                 step = micro // stage.grad_accum  # optimizer step this micro-batch belongs to
@@ -291,7 +291,7 @@ def train(job: TrainJob) -> dict:
                     answers = answer_batch(tokenizer, batch, p.model.text_len.caption, device)
                 elif job.task in ("nlvr", "nlvr_pretrain"):  # image pairs, each with a statement and its class
                     labels = torch.tensor([m["label"] for m in batch.meta], device=device)
-                elif job.task == "dialog":  # the texts are captions; each round gives its right answer and a wrong one
+                elif job.task == "dialog":  # the texts are captions; each round gives its right answer and wrong ones
                     captions = (ids.to(device), mask.to(device))
                     texts, classes = training_pairs(batch.meta, stage.negatives, stage.hard_negatives)
                     ids, mask = tokenize(tokenizer, texts, p.model.text_len.dialog)
