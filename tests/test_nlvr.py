@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from blip.config import TextArch
+from blip.data.world import BACKGROUNDS, COLOURS
 from blip.models.checkpoints import init_task_model, load_model, save_pretrained
-from blip.nlvr.data import NLVRFormatError, ingest_nlvr, read_nlvr_files, world_statement
+from blip.nlvr.data import NLVRFormatError, balanced_pair, ingest_nlvr, read_nlvr_files
 from blip.tokenizer import build_tokenizer, tokenize
 from tests.conftest import downstream_workspace, raw_params
 from tests.test_models import tiny
@@ -130,18 +131,18 @@ def _truth(text: str, left, right) -> bool:
     raise AssertionError(f"unknown statement {text!r}")
 
 
-def test_world_statements_are_true_or_false_as_asked():
-    from blip.data.world import sample_scene
-
+def test_world_pairs_make_their_statements_true_or_false_and_the_text_alone_tells_nothing():
     rng = np.random.default_rng(0)
-    asked = []
-    for _ in range(300):
-        left, right, want = sample_scene(rng, 3), sample_scene(rng, 3), bool(rng.integers(2))
-        text = world_statement(left, right, rng, want)
-        if text is not None:
-            assert _truth(text, left, right) == want, text
-            asked.append(want)
-    assert 0.4 < sum(asked) / len(asked) < 0.6
+    by_template = {}
+    for _ in range(600):
+        label = int(rng.integers(2))
+        left, right, text = balanced_pair(rng, 3, label)
+        assert _truth(text, left, right) == bool(label), text
+        template = re.sub(r"\b(left|right|" + "|".join(COLOURS) + "|" + "|".join(BACKGROUNDS) + r")\b", "_", text)
+        by_template.setdefault(template, []).append(label)
+    assert len(by_template) == 6
+    for template, labels in by_template.items():  # e.g. "both images contain a _ object" is rarely true by chance
+        assert 0.35 < np.mean(labels) < 0.65, (template, np.mean(labels))
 
 
 # ---------------------------------------------------------------------------------------- the stage

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -19,8 +19,9 @@ from blip.data import storage
 from blip.data.ingest import Tally
 from blip.data.karpathy import image_at
 from blip.data.shards import DatasetWriter
+from blip.data.world import BACKGROUNDS, COLOURS, Scene, encode_jpeg, human_captions, render, rng_for, sample_scene
 
-NLVR_STREAM = 4  # the world's generator stream for NLVR scenes (1: human set, 2: web, 3: VQA)
+NLVR_STREAM = 4  # the world's generator stream for NLVR pairs (1: human set, 2: web, 3: VQA)
 
 
 class NLVRFormatError(ValueError):
@@ -92,54 +93,56 @@ def ingest_nlvr(files: list[str], image_root: str, out_dir: str | Path, cfg: Ing
 
 # ---------------------------------------------------------------------------------------- built-in world
 
-def world_statement(left, right, rng: np.random.Generator, want: bool) -> str | None:
-    """A statement about two scenes whose truth is `want`, or None if the drawn template cannot be made so."""
-    from blip.data.world import BACKGROUNDS, COLOURS
-
+def draw_statement(rng: np.random.Generator) -> tuple[str, Callable[[Scene, Scene], bool]]:
+    """One statement about a pair of scenes, its template drawn uniformly, and its truth test on (left, right)."""
     colour, bg = str(rng.choice(list(COLOURS))), str(rng.choice(list(BACKGROUNDS)))
     side = str(rng.choice(["left", "right"]))
-    scene = left if side == "left" else right
-    has = lambda s, c: any(o.colour == c for o in s.objects)  # noqa: E731
-    more = {"left": len(left.objects) > len(right.objects), "right": len(right.objects) > len(left.objects)}
-    candidates = [
-        (f"the {side} image has more objects than the other", more[side]),
-        (f"both images contain a {colour} object", has(left, colour) and has(right, colour)),
-        (f"the {side} image contains a {colour} object", has(scene, colour)),
-        ("the two images have the same background", left.background == right.background),
-        (f"exactly one image has a {bg} background", (left.background == bg) != (right.background == bg)),
-        (f"the {side} image has a {bg} background", scene.background == bg),
+    named = lambda left, right: (left, right) if side == "left" else (right, left)  # noqa: E731  (named, other)
+    has = lambda scene: any(o.colour == colour for o in scene.objects)  # noqa: E731
+    on_bg = lambda scene: scene.background == bg  # noqa: E731
+    templates = [
+        (f"the {side} image has more objects than the other",
+         lambda a, b: len(named(a, b)[0].objects) > len(named(a, b)[1].objects)),
+        (f"both images contain a {colour} object", lambda a, b: has(a) and has(b)),
+        (f"the {side} image contains a {colour} object", lambda a, b: has(named(a, b)[0])),
+        ("the two images have the same background", lambda a, b: a.background == b.background),
+        (f"exactly one image has a {bg} background", lambda a, b: on_bg(a) != on_bg(b)),
+        (f"the {side} image has a {bg} background", lambda a, b: on_bg(named(a, b)[0])),
     ]
-    matching = [text for text, truth in candidates if truth == want]
-    return str(rng.choice(matching)) if matching else None
+    return templates[int(rng.integers(len(templates)))]
+
+
+def balanced_pair(rng: np.random.Generator, max_objects: int, label: int) -> tuple[Scene, Scene, str]:
+    """Two scenes and a statement whose truth is `label`: the statement is drawn first, then scenes until they
+    make it so. Every statement is thus true as often as false and the text alone tells nothing (NLVR2 pairs
+    each sentence with images that make it true and images that make it false, for the same reason)."""
+    text, truth = draw_statement(rng)
+    while True:
+        left, right = sample_scene(rng, max_objects), sample_scene(rng, max_objects)
+        if truth(left, right) == bool(label):
+            return left, right, text
 
 
 def write_world_nlvr(world_cfg, seed: int, counts: dict[str, int], out_dir: str | Path, shard_size: int) -> dict:
     """The world's NLVR sets: `pretrain` (caption of the first image, the second or neither) and the true/false
-    splits (balanced), each pair of fresh scenes."""
-    from blip.data.world import encode_jpeg, human_captions, render, rng_for, sample_scene
-
-    def scene_jpeg(index: int):
-        rng = rng_for(seed, NLVR_STREAM, index)
-        scene = sample_scene(rng, world_cfg.max_objects)
-        return scene, encode_jpeg(render(scene, world_cfg.image_size, rng), world_cfg.jpeg_quality), rng
-
+    splits (each statement as often true as false), each pair of fresh scenes."""
+    jpeg = lambda scene, rng: encode_jpeg(render(scene, world_cfg.image_size, rng), world_cfg.jpeg_quality)  # noqa: E731
     stats, index = {}, 0
     for split, n in counts.items():
         writer = DatasetWriter(Path(out_dir) / split, shard_size)
         for i in range(n):
-            (left, first, rng), (right, second, _) = scene_jpeg(index), scene_jpeg(index + 1)
-            index += 2
+            rng = rng_for(seed, NLVR_STREAM, index)
+            index += 1
             if split == "pretrain":
+                left, right = sample_scene(rng, world_cfg.max_objects), sample_scene(rng, world_cfg.max_objects)
                 label = int(rng.integers(3))
-                source = left if label == 0 else right if label == 1 else scene_jpeg(index)[0]
-                index += label == 2
+                source = (left, right)[label] if label < 2 else sample_scene(rng, world_cfg.max_objects)
                 text = str(rng.choice(human_captions(source, rng)))
             else:
-                label, text = int(rng.integers(2)), None
-                while text is None:
-                    text = world_statement(left, right, rng, bool(label))
-            writer.write(f"{i:09d}", first, text, {"label": label, "identifier": f"world-{split}-{i}",
-                                                    "scenes": [left.to_json(), right.to_json()]},
-                         extra={"right.jpg": second})
+                label = i % 2  # exactly half true
+                left, right, text = balanced_pair(rng, world_cfg.max_objects, label)
+            writer.write(f"{i:09d}", jpeg(left, rng), text, {"label": label, "identifier": f"world-{split}-{i}",
+                                                              "scenes": [left.to_json(), right.to_json()]},
+                         extra={"right.jpg": jpeg(right, rng)})
         stats[split] = writer.finish({"kind": "nlvr"})["samples"]
     return stats
