@@ -126,7 +126,8 @@ def balanced_pair(rng: np.random.Generator, max_objects: int, label: int) -> tup
 def write_world_nlvr(world_cfg, seed: int, counts: dict[str, int], out_dir: str | Path, shard_size: int) -> dict:
     """The world's NLVR sets: `pretrain` (caption of the first image, the second or neither) and the true/false
     splits (each statement as often true as false), each pair of fresh scenes."""
-    jpeg = lambda scene, rng: encode_jpeg(render(scene, world_cfg.image_size, rng), world_cfg.jpeg_quality)  # noqa: E731
+    size, quality = world_cfg.image_size, world_cfg.jpeg_quality
+    jpeg = lambda scene, rng: encode_jpeg(render(scene, size, rng), quality)  # noqa: E731
     stats, index = {}, 0
     for split, n in counts.items():
         writer = DatasetWriter(Path(out_dir) / split, shard_size)
