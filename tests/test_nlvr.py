@@ -145,6 +145,12 @@ def test_world_pairs_make_their_statements_true_or_false_and_the_text_alone_tell
         assert 0.35 < np.mean(labels) < 0.65, (template, np.mean(labels))
 
 
+def test_world_pairs_of_one_object_scenes_say_nothing_about_which_has_more():
+    rng = np.random.default_rng(0)
+    texts = [balanced_pair(rng, 1, i % 2)[2] for i in range(200)]  # finishes: no statement it cannot make true
+    assert not any("more objects" in t for t in texts) and len(set(texts)) > 10
+
+
 # ---------------------------------------------------------------------------------------- the stage
 
 @pytest.mark.slow

@@ -93,8 +93,9 @@ def ingest_nlvr(files: list[str], image_root: str, out_dir: str | Path, cfg: Ing
 
 # ---------------------------------------------------------------------------------------- built-in world
 
-def draw_statement(rng: np.random.Generator) -> tuple[str, Callable[[Scene, Scene], bool]]:
-    """One statement about a pair of scenes, its template drawn uniformly, and its truth test on (left, right)."""
+def draw_statement(rng: np.random.Generator, max_objects: int) -> tuple[str, Callable[[Scene, Scene], bool]]:
+    """One statement about a pair of scenes, its template drawn uniformly among those that scenes of up to
+    `max_objects` objects can make true and false, and its truth test on (left, right)."""
     colour, bg = str(rng.choice(list(COLOURS))), str(rng.choice(list(BACKGROUNDS)))
     side = str(rng.choice(["left", "right"]))
     named = lambda left, right: (left, right) if side == "left" else (right, left)  # noqa: E731  (named, other)
@@ -109,6 +110,8 @@ def draw_statement(rng: np.random.Generator) -> tuple[str, Callable[[Scene, Scen
         (f"exactly one image has a {bg} background", lambda a, b: on_bg(a) != on_bg(b)),
         (f"the {side} image has a {bg} background", lambda a, b: on_bg(named(a, b)[0])),
     ]
+    if max_objects < 2:  # one object each: no image has more, and drawing scenes to make it so would never end
+        templates = templates[1:]
     return templates[int(rng.integers(len(templates)))]
 
 
@@ -116,7 +119,7 @@ def balanced_pair(rng: np.random.Generator, max_objects: int, label: int) -> tup
     """Two scenes and a statement whose truth is `label`: the statement is drawn first, then scenes until they
     make it so. Every statement is thus true as often as false and the text alone tells nothing (NLVR2 pairs
     each sentence with images that make it true and images that make it false, for the same reason)."""
-    text, truth = draw_statement(rng)
+    text, truth = draw_statement(rng, max_objects)
     while True:
         left, right = sample_scene(rng, max_objects), sample_scene(rng, max_objects)
         if truth(left, right) == bool(label):
