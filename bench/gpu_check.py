@@ -6,9 +6,9 @@
 Steps (each timed; one that fails is recorded with its error and the others still run):
 1. pre-training, base at 224 px, bf16, DeepSpeed: steady samples/s of the last log window, and MFU
    from the step's FLOPs counted by torch's FlopCounterMode against the GPU's dense bf16 peak;
-2. CapFilt, base at 384 px, a captioner and a filter over >= 2,000 web images through the real job
-   (claims, decode workers, keyed nucleus sampling, ITM/ITC), in images/s: the whole job, model loading
-   included, and a steady pass over one shard with the models loaded;
+2. CapFilt, base at 384 px, a captioner and a filter over >= 2,000 web images through the scoring
+   function each Ray worker runs (a decoder pool, each shard read once, keyed nucleus sampling, ITM/ITC),
+   without Ray, in images/s: every shard, model loading included, and a steady pass over one shard;
 3. beam-search captioning (3 beams, 5-20 tokens), images/s;
 4. retrieval evaluation (ITC top-k, ITM re-rank) on 1,000 image-text pairs, seconds;
 5. a short training run killed after its first checkpoint and resumed, its final weights compared
@@ -65,7 +65,7 @@ def check_params(size: dict, workdir: Path, vocab: str | None) -> Path:
                         if size["device"] == "cuda" else 1)
     raw["tracking"]["uri"] = "off"
     raw["tokenizer"]["vocab"] = vocab
-    raw["capfilt"].update(batch_size=size["capfilt_batch"], lease_seconds=300)
+    raw["capfilt"].update(batch_size=size["capfilt_batch"])
     raw["inference"].update(device=size["device"], loader_workers=size["loader_workers"])
     n = size["capfilt_images"]
     raw["world"].update(image_size=size["capfilt_size"], human={"train": 64, "val": 16, "test": size["retrieval_pairs"]},
@@ -126,33 +126,33 @@ def step_pretrain(params, size: dict, data: list[str], workdir: Path) -> dict:
 
 
 def step_capfilt(params, size: dict, data_dir: Path, workdir: Path) -> dict:
-    """The real CapFilt job over the web shards, then one steady pass over a shard with models loaded."""
-    from blip.capfilt.job import CapfiltJob, run_capfilt
-    from blip.capfilt.scoring import RunSettings, load_member, score_web_shard
-    from blip.data.shards import read_manifest
+    """CapFilt's scoring function over every web shard, as each Ray worker of a cluster runs it (models loaded
+    once, a decoder pool, each shard read once), without Ray: then one steady pass over a shard."""
+    from blip.capfilt.scoring import RunSettings, decoder_for, load_member, score_web_shard
+    from blip.data.web import web_shards
     from blip.launch import resolve_precision
 
     captioner = random_model(params, "captioner", size["capfilt_size"], workdir / "captioner")
     filt = random_model(params, "filter", size["capfilt_size"], workdir / "filter")
-    job = CapfiltJob(params, [captioner], [filt], web=[str(data_dir / "web")], output=workdir / "scores",
-                     calibrate_on=str(data_dir / "human/val"), metrics=workdir / "capfilt.json", name="gpu_check")
-    start = time.perf_counter()
-    run_capfilt(job)
-    wall = time.perf_counter() - start
-    metrics = json.loads((workdir / "capfilt.json").read_text())
     device = torch.device(size["device"])
-    members = [load_member(captioner, device)], [load_member(filt, device)]
     run = RunSettings(cfg=params.capfilt, seed=0, round=1, ingest=params.ingest,
                       precision=resolve_precision("auto", device), loader_workers=size["loader_workers"])
-    shard = str(data_dir / "web" / read_manifest(data_dir / "web")["shards"][0]["name"])
+    shards = web_shards(data_dir / "web")
+    start = time.perf_counter()
+    members = [load_member(captioner, device)], [load_member(filt, device)]
+    decoder, _ = decoder_for(*members, run)
+    images = 0
     with torch.inference_mode():
-        score_web_shard(shard, *members, run, limit=size["capfilt_batch"])  # warm-up
+        for shard in shards:
+            _, stats = score_web_shard(shard.url, *members, run, expected=shard.samples, decoder=decoder)
+            images += stats.counts["images"]
         sync(size["device"])
+        wall = time.perf_counter() - start
         start = time.perf_counter()
-        _, stats = score_web_shard(shard, *members, run)
+        _, stats = score_web_shard(shards[0].url, *members, run, expected=shards[0].samples, decoder=decoder)
         sync(size["device"])
     steady = time.perf_counter() - start
-    images = metrics["images"]
+    decoder.close()
     return {"images": images, "image_size": size["capfilt_size"], "batch": size["capfilt_batch"],
             "precision": run.precision, "job_seconds": round(wall, 2), "job_images_per_s": round(images / wall, 2),
             "steady_images": stats.counts["web_total"],
@@ -250,10 +250,16 @@ def main() -> int:
         kit_vocab = ROOT / "vocab.txt"  # the GPU kit ships bert-base-uncased's vocabulary beside the script
         params_file = check_params(size, work, args.vocab or (str(kit_vocab) if kit_vocab.is_file() else None))
         params = params_from_dict(yaml.safe_load(params_file.read_text()))
-        from blip.data.prepare import prepare
+        from blip.data.karpathy import ingest_karpathy
+        from blip.data.web import register_web
+        from blip.data.world import generate_world
 
-        t = time.perf_counter()
-        prepare(params, work / "data")
+        t = time.perf_counter()  # the world's data, as `prepare` makes it, its web set registered without Ray
+        generate_world(params.world, params.seed, work / "data" / "world")
+        world = work / "data" / "world"
+        ingest_karpathy(world / "human" / "karpathy.json", world / "human", work / "data" / "human", params.ingest,
+                        dataset="world")
+        register_web(str(world / "web"), work / "data" / "web", on_ray=False)
         report["data_seconds"] = round(time.perf_counter() - t, 1)
         data = [str(work / "data" / "human" / "train"), str(work / "data" / "web")]
         steps = {"pretrain": lambda: step_pretrain(params, size, data, work),

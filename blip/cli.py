@@ -46,8 +46,8 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from blip.data.ingest import ingest_webdataset
     from blip.data.karpathy import ingest_karpathy
+    from blip.data.web import register_web
 
     params = load_params(args.params)
     if args.kind == "karpathy":
@@ -56,8 +56,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         for split, m in manifests.items():
             print(f"{split}: {m['samples']} images, {m['texts']} captions, skipped {m['skipped']}")
     else:
-        m = ingest_webdataset(args.shards, args.out, params.ingest, source=args.source)
-        print(f"{m['samples']} pairs, skipped {m['skipped']}, normalised {m['normalised']}")
+        m = register_web(args.shards, args.out)
+        print(f"registered {len(m['shards'])} shards, {m['samples']} samples, {m['bytes']} bytes, in place "
+              f"(counted from _stats.json: {m['counted_by']['stats']}, by reading: {m['counted_by']['scan']}) "
+              f"-> {args.out}/manifest.json")
     return 0
 
 
@@ -209,10 +211,10 @@ def cmd_capfilt(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     job = CapfiltJob(params, captioners=(args.captioner or ["models/captioner"]) + list(params.capfilt.captioners),
                      filters=(args.filter or ["models/filter"]) + list(params.capfilt.filters),
-                     web=args.input or ["data/web"], output=Path(args.output), round=args.round,
+                     web=args.input or ["data/web"], output=args.output, round=args.round,
                      calibrate_on=args.calibrate_on, metrics=Path(args.metrics) if args.metrics else None,
-                     name=args.name, device=args.device)
-    run_capfilt(job, args.procs or params.capfilt.procs, args.argv)
+                     name=args.name, device=args.device, tables=args.tables)
+    run_capfilt(job)
     return 0
 
 
@@ -450,10 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True)
     k.add_argument("--name", default="coco")
     k.add_argument("--split", default=None, help="split for rows that name none (BLIP's per-split files)")
-    w = kinds.add_parser("web", help="img2dataset / LAION webdataset shards")
-    w.add_argument("--shards", required=True, nargs="+", help="folder, glob or list of .tar files")
-    w.add_argument("--out", required=True)
-    w.add_argument("--source", default="web")
+    w = kinds.add_parser("web", help="img2dataset / LAION webdataset shards, registered where they are (a manifest "
+                                     "over them; nothing is copied)")
+    w.add_argument("--shards", required=True, nargs="+", help="folder, glob or list of .tar files (local or URL)")
+    w.add_argument("--out", required=True, help="folder (or URL) for the manifest")
     p.set_defaults(func=cmd_ingest)
 
     for stage in STAGE_DEFAULTS:
@@ -486,11 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("capfilt", help="stage / user command: caption web images and score every text (CapFilt)")
     p.add_argument("--captioner", nargs="+", default=None, help="captioner model(s) (default: models/captioner)")
     p.add_argument("--filter", nargs="+", default=None, help="filter model(s) (default: models/filter)")
-    p.add_argument("--input", nargs="+", default=None, help="web dataset folder(s) (default: data/web)")
-    p.add_argument("--output", default="data/scores", help="folder for the score tables")
+    p.add_argument("--input", nargs="+", default=None, help="registered web set(s) (default: data/web)")
+    p.add_argument("--output", default="data/scores", help="folder or URL for the scores manifest")
+    p.add_argument("--tables", default=None, help="folder or URL the score tables go to (default: params "
+                                                 "capfilt.tables); every Ray worker must be able to write it")
     p.add_argument("--round", type=int, default=1)
-    p.add_argument("--procs", type=int, default=None,
-                   help="local ranks (default: capfilt.procs); under torchrun, Slurm or k8s the launcher starts them")
     p.add_argument("--calibrate-on", default="data/human/val", help="human split whose pairs select calibrates on")
     p.add_argument("--metrics", default="metrics/capfilt.json")
     p.add_argument("--name", default="capfilt", help="MLflow run name")
@@ -633,7 +635,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `blip` command."""
     args = build_parser().parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else argv  # what local ranks re-run
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, RuntimeError) as e:

@@ -384,9 +384,9 @@ class CapfiltConfig:
     max_length: PosInt            # generation length, prompt tokens included
     min_length: NonNegInt
     batch_size: PosInt            # images per generation / scoring batch
-    procs: PosInt                 # local worker processes (the laptop's launcher); they claim shards
-    lease_seconds: PosFloat       # a claimed shard's lease; a rank silent this long loses it
-    poll_seconds: PosFloat        # how often a rank with nothing to claim looks again
+    workers: NonNegInt            # Ray actors scoring shards (0: one per GPU of the cluster, or 1 without GPUs)
+    cpus_per_worker: NonNegInt    # CPUs (torch threads) per actor (0: loader_workers + 1 on a GPU, else all / workers)
+    tables: Str | None            # where the score tables go (URL or shared path); None: see params.yaml
     captioners: list[Str]         # extra captioner models whose captions are pooled (ensemble)
     filters: list[Str]            # extra filter models, each scoring every candidate text
     models: Literal["decoupled", "shared"]  # two fine-tuned models (the paper) | one as both (Table 4's ablation)
@@ -484,6 +484,9 @@ class ContractsConfig:
     max_words: PosInt
     max_word_chars: PosInt              # the longest word a caption may hold (catches one enormous word)
     image_sample: NonNegInt             # images decoded per dataset (the rest: metadata only)
+    row_sample: PosInt                  # rows shown row by row (Data Docs); every row is checked in aggregate
+    sample_shards: PosInt               # web / bootstrapped: the input shards the decoded sample is read from
+    memory_mb: PosInt                   # DuckDB's memory for the aggregates over the tables (it spills past it)
     synthetic_share: Range              # bootstrapped: share of rows that are synthetic captions
     web_removed_share: Range            # share of web texts the filter removed
     noise_ratio: Range                  # share of synthetic captions the filter removed

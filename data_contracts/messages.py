@@ -45,6 +45,32 @@ HINTS: dict[str, tuple[str | None, str, str]] = {
     "itm": (None, "an ITM probability outside [0, 1]: the score tables are corrupt; re-run capfilt", ""),
     "threshold_valid": (None, "the manifest's threshold is not a finite positive number: re-run select", ""),
 }
+# the bootstrapped set's checks over every row, in aggregate: each observed value is a count of offending rows
+HINTS.update({
+    "unsafe_keys": (None, "", "keys that are paths (slashes, '..') or hold control characters: rename the samples "
+                              "in the source shards"),
+    "duplicate_keys": (None, "", "one input key in two web shards (two img2dataset runs into one set?): each key "
+                                 "names one image; rename or drop the duplicates in the source shards"),
+    "words_out_of_range": ("contracts.min_words, contracts.max_words", "",
+                           "kept texts shorter or longer than the bounds: empty after clean-up, or ingest.max_words "
+                           "above contracts.max_words"),
+    "long_words": ("contracts.max_word_chars", "",
+                   "a 'word' longer than the bound: run-on text, base64 or a blob pasted as a caption"),
+    "bad_sources": (None, "", "a kept text that is neither web nor synthetic: the selection tables are corrupt; "
+                              "re-run select"),
+    "itm_out_of_range": (None, "", "an ITM probability outside [0, 1] or missing: the score tables are corrupt; "
+                                   "re-run capfilt"),
+    "score_missing": (None, "", "a kept text without a finite score: re-run capfilt, then select"),
+    "below_threshold": (None, "", "a kept text scores below the threshold: the selection tables are corrupt; "
+                                  "re-run select"),
+    "eval_leaks": (None, "", "an evaluation image (val/test split) is among the kept web images, byte for byte or "
+                             "pixel for pixel: remove it from the source data, or the evaluation is not held out"),
+    "sample_unusable_share": ("ingest.max_skip_fraction", "",
+                              "most sampled web samples are unusable (no image, no caption, broken shards): the "
+                              "shards are not img2dataset's layout, or the download failed"),
+    "counts_consistent": (None, "the selection's counts do not add up (a source's total is not its kept plus its "
+                                "removed texts): the manifest was edited or cut; re-run select", ""),
+})
 CHANGED_AFTER_WRITING = ("the dataset's files do not match its manifest: it changed after it was written, or a "
                          "write was cut short; re-run the stage that wrote it")
 for _column in ("rows_match_manifest", "checksums_ok", "shard_counts_match", "by_source_matches", "counts_match_rows"):
@@ -93,7 +119,7 @@ def explain(report: dict) -> str:
     for f in map(describe, report["failures"]):
         check = f"{f['column'] or f['expectation']}" + (f" [{f['check']}]" if f.get("check") else "")
         param = f" (set by {f['param']})" if f["param"] else ""
-        examples = f"; e.g. {', '.join(f['examples'])}" if f.get("examples") and f.get("observed") is None else ""
+        examples = f"; e.g. {', '.join(f['examples'])}" if f.get("examples") else ""
         lines.append(f"  {f['table']}: {check}: {_observed(f)}, {f['bounds']}{param}{examples}")
         if f["cause"]:
             lines.append(f"    likely cause: {f['cause']}")

@@ -14,10 +14,17 @@ import pandas as pd  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
 from blip.config import Params  # noqa: E402
+from blip.data.shards import FORMAT, read_manifest  # noqa: E402
+from blip.data.web import WEB_FORMAT  # noqa: E402
+from blip.selection.dataset import SELECTION_FORMAT  # noqa: E402
+from data_contracts.selection import selection_tables  # noqa: E402
 from data_contracts.suites import images_suite, rows_suite, summary_suite  # noqa: E402
 from data_contracts.tables import EvalImages, build_tables  # noqa: E402
+from data_contracts.web import web_tables  # noqa: E402
 
 KINDS = ("human", "web", "bootstrapped")
+FORMAT_OF = {"human": FORMAT, "web": WEB_FORMAT, "bootstrapped": SELECTION_FORMAT}
+KIND_OF = {v: k for k, v in FORMAT_OF.items()}
 
 
 def _context(docs_dir: Path | None):
@@ -32,9 +39,10 @@ def _context(docs_dir: Path | None):
     return context
 
 
-def _failures(result, df: pd.DataFrame) -> list[dict]:
+def _failures(result, df: pd.DataFrame, examples_by_column: dict) -> list[dict]:
     """Each failed expectation with its bounds, its unexpected rows (by key) and, for a one-row table (the
-    dataset's summary), the value itself: great-expectations' per-row report names only a row index there."""
+    dataset's summary), the value itself with the example keys its aggregate found: great-expectations'
+    per-row report names only a row index there."""
     has_key = "key" in df.columns
     out = []
     for r in result.results:
@@ -50,7 +58,7 @@ def _failures(result, df: pd.DataFrame) -> list[dict]:
         if observed is None and len(df) == 1 and column in df.columns:
             value = df[column].iloc[0]
             observed = value.item() if hasattr(value, "item") else value
-            examples = []
+            examples = list(examples_by_column.get(column, []))
         value_set = cfg.kwargs.get("value_set")
         out.append({"expectation": cfg.type, "column": column, "check": (cfg.meta or {}).get("check"),
                     "unexpected_count": res.get("unexpected_count"), "rows": len(df), "observed": observed,
@@ -60,21 +68,37 @@ def _failures(result, df: pd.DataFrame) -> list[dict]:
     return out
 
 
+def dataset_tables(kind: str, dataset: str, eval_images: EvalImages, params: Params) -> dict:
+    """The tables a dataset's contract validates, by what the dataset is: our own shards (every row), a
+    registered web set (manifest, listings, a sample) or a selection (its tables, in aggregate)."""
+    manifest = read_manifest(dataset, (FORMAT, SELECTION_FORMAT, WEB_FORMAT))
+    if manifest["format"] != FORMAT_OF[kind]:
+        raise ValueError(f"{dataset} is a {manifest['format']} dataset; the {kind} contract checks {FORMAT_OF[kind]} "
+                         f"ones ({KIND_OF[manifest['format']]} is its contract; a materialized selection is checked "
+                         "with `blip verify`)")
+    if manifest["format"] == WEB_FORMAT:
+        return web_tables(dataset, manifest, eval_images, params)
+    if manifest["format"] == SELECTION_FORMAT:
+        return selection_tables(dataset, manifest, eval_images, params)
+    return build_tables(dataset, eval_images, params.contracts.image_sample, params.seed)
+
+
 def validate(kind: str, dataset: str, params: Params, eval_dirs: list[str], docs_dir: Path | None = None) -> dict:
     """Validate one dataset with its contract; returns the report (success, failures, statistics)."""
     if kind not in KINDS:
         raise ValueError(f"contract kind must be one of {KINDS}, got {kind!r}")
     start = time.time()
     cfg = params.contracts
-    tables = build_tables(dataset, EvalImages(eval_dirs), cfg.image_sample, params.seed)
+    tables = dataset_tables(kind, dataset, EvalImages(eval_dirs), params)
     selection = tables["manifest"].get("selection", {})
     # every kept text's score reaches the threshold, unless the filters voted (then their own scores did); a
     # threshold that is not a number is reported by the summary suite (threshold_valid), not compared with
     threshold = tables["summary"].get("threshold", pd.Series([None])).iloc[0]
     if threshold is None or pd.isna(threshold) or selection.get("rule", {}).get("filter_combine") == "vote":
         threshold = None
-    suites = {"rows": rows_suite(kind, cfg, threshold), "summary": summary_suite(kind, cfg),
-              "images": images_suite(kind, params.ingest.min_side, params.ingest.max_side)}
+    skip = params.ingest.max_skip_fraction
+    suites = {"rows": rows_suite(kind, cfg, threshold), "summary": summary_suite(kind, cfg, skip),
+              "images": images_suite(kind, params.ingest.min_side, params.ingest.max_side, skip)}
     context = _context(docs_dir)
     source = context.data_sources.add_pandas(f"{kind}_dataset")
     report: dict = {"kind": kind, "dataset": dataset, "tables": {}, "failures": []}
@@ -92,14 +116,14 @@ def validate(kind: str, dataset: str, params: Params, eval_dirs: list[str], docs
         report["tables"][name] = {"rows": len(df), "success": bool(result.success),
                                   "evaluated": result.statistics["evaluated_expectations"],
                                   "failed": result.statistics["unsuccessful_expectations"]}
-        report["failures"] += [{"table": name, **f} for f in _failures(result, df)]
+        report["failures"] += [{"table": name, **f} for f in _failures(result, df, tables.get("examples", {}))]
     if docs_dir is not None:
         for vd, df, fmt in definitions:  # Data Docs are rendered from checkpoint runs
             checkpoint = context.checkpoints.add(gx.Checkpoint(
                 name=f"{vd.name}_docs", validation_definitions=[vd], result_format=fmt,
                 actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["contracts"])]))
             checkpoint.run(batch_parameters={"dataframe": df})
-    rows = len(tables["rows"])
+    rows = tables.get("total_rows", len(tables["rows"]))  # every row checked, though only a sample is shown
     seconds = time.time() - start
     report.update(success=not report["failures"], rows=rows, seconds=round(seconds, 2),
                   rows_per_s=round(rows / max(seconds, 1e-9), 1), summary=_plain(tables["summary"]))

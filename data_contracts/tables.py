@@ -1,4 +1,6 @@
-"""A dataset as the tables its contract checks, read without decoding images (but a sample).
+"""A dataset of our own shards (the human-annotated set, a materialized selection) as the tables its contract
+checks, read without decoding images (but a sample). COCO-sized: every row is scanned. The web set and
+a bootstrapped selection are checked without reading every sample (web.py, selection.py).
 
 - rows:    one per sample, from the shards' .txt/.json members (every row scanned);
 - summary: one row of dataset-level facts (manifest counts, checksums, CapFilt statistics);
@@ -18,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from blip.config import IngestConfig
 from blip.data import storage
+from blip.data.images import open_image, pixel_digest
 from blip.data.shards import FORMAT, iter_raw_samples, iter_tar_samples, manifest_files, plain_name, read_manifest
-from blip.selection.dataset import SELECTION_FORMAT
 
 
 class EvalImages:
@@ -31,12 +34,14 @@ class EvalImages:
     is decoded only when its size is an evaluation image's. A lossy re-encode is not caught: on the
     built-in world, distinct images of the same scene are closer, pixel for pixel, than a JPEG re-encode
     of one image (8x8 thumbnails: mean difference 0.42 against up to 1.63; 32x32: 0.74 against 3.36), so
-    a near-match would flag the world's own repeated scenes.
+    a near-match would flag the world's own repeated scenes. The digests are `images.pixel_digest`'s, the
+    same CapFilt writes into its score tables, so a bootstrapped set is checked by a join on them.
     """
 
     def __init__(self, dataset_dirs: list[str]):
         self.files: set[str] = set()
-        self.pixels: dict[tuple[int, int], set[str]] = {}
+        self.pixels: set[str] = set()
+        self.sizes: set[tuple[int, int]] = set()
         for d in dataset_dirs:
             for entry in read_manifest(d)["shards"]:
                 for sample in iter_tar_samples(storage.join(d, entry["name"])):
@@ -44,29 +49,34 @@ class EvalImages:
                         self.files.add(hashlib.sha256(sample["jpg"]).hexdigest())
                         found = _pixels(sample["jpg"], None)
                         if found is not None:
-                            self.pixels.setdefault(found[0], set()).add(found[1])
+                            self.sizes.add(found[0])
+                            self.pixels.add(found[1])
+
+    def digests(self) -> tuple[set[str], set[str]]:
+        """(sha256 of the files, digests of the pictures)."""
+        return self.files, self.pixels
 
     def holds(self, jpg: bytes) -> bool:
         """Whether this image is one of the evaluation images, as a file or as a picture."""
         if hashlib.sha256(jpg).hexdigest() in self.files:
             return True
-        found = _pixels(jpg, self.pixels.keys())
-        return found is not None and found[1] in self.pixels[found[0]]
+        found = _pixels(jpg, self.sizes)
+        return found is not None and found[1] in self.pixels
 
 
 def _pixels(data: bytes, sizes) -> tuple[tuple[int, int], str] | None:
-    """(size, sha256 of the decoded RGB pixels), when the image decodes and its size is among `sizes`
+    """(size, digest of the decoded RGB pixels), when the image decodes and its size is among `sizes`
     (None: any); the size is read from the header, so other images are never decoded."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             if sizes is not None and image.size not in sizes:
                 return None
-            return image.size, hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
+            return image.size, pixel_digest(image.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
-def _safe_key(key: object) -> bool:
+def safe_key(key: object) -> bool:
     """A key that names a sample, not a path, in printable characters."""
     return plain_name(key) and key.isprintable()
 
@@ -86,11 +96,11 @@ def _text(raw: bytes | None) -> tuple[str | None, bool]:
 
 def build_tables(dataset_dir: str | Path, eval_images: EvalImages, image_sample: int,
                  seed: int) -> dict[str, pd.DataFrame]:
-    """The rows, summary and images tables of a finished dataset (plain shards or a selection)."""
+    """The rows, summary and images tables of a finished dataset of our own shards."""
     dataset_dir = str(dataset_dir)
-    manifest = read_manifest(dataset_dir, (FORMAT, SELECTION_FORMAT))
+    manifest = read_manifest(dataset_dir, (FORMAT,))
     files = manifest_files(dataset_dir, manifest)
-    checksums_ok = all(storage.exists(url) and storage.sha256(url) == sha for url, sha, _ in files)
+    checksums_ok = all(storage.exists(url) and storage.matches(url, check) for url, check, _ in files)
     picks = set(random.Random(seed).sample(range(manifest["samples"]), min(image_sample, manifest["samples"])))
     rows, images = [], []
     if checksums_ok:
@@ -99,7 +109,7 @@ def build_tables(dataset_dir: str | Path, eval_images: EvalImages, image_sample:
             meta = json.loads(sample["json"]) if "json" in sample else {}
             jpg = sample.get("jpg")
             source = meta.get("source")
-            rows.append({"key": sample["__key__"], "key_safe": _safe_key(sample["__key__"]), "shard": shard,
+            rows.append({"key": sample["__key__"], "key_safe": safe_key(sample["__key__"]), "shard": shard,
                          "caption": caption, "utf8": utf8, "words": len(caption.split()) if caption else 0,
                          "longest_word": max((len(w) for w in caption.split()), default=0) if caption else 0,
                          "source": source, "score": meta.get("score"), "itm": meta.get("itm"),
@@ -107,7 +117,7 @@ def build_tables(dataset_dir: str | Path, eval_images: EvalImages, image_sample:
                          "has_image": jpg is not None,
                          "in_eval": jpg is not None and eval_images.holds(jpg)})
             if i in picks:
-                images.append(_image_row(sample["__key__"], jpg))
+                images.append(image_row(sample["__key__"], jpg))
     sources = Counter(r["source"] for r in rows)
     declared = manifest.get("by_source")
     summary = {"rows_match_manifest": len(rows) == manifest["samples"], "checksums_ok": checksums_ok,
@@ -132,16 +142,19 @@ def build_tables(dataset_dir: str | Path, eval_images: EvalImages, image_sample:
 
 
 def _shard_counts_match(manifest: dict, rows: list[dict]) -> bool:
-    """Each shard's (or selected input shard's) sample count in the manifest is the rows read from it."""
+    """Each shard's sample count in the manifest is the rows read from it."""
     read = Counter(r["shard"] for r in rows)
-    if manifest["format"] == FORMAT:
-        return all(read.get(e["name"], 0) == e["samples"] for e in manifest["shards"])
-    return all(read.get(p["url"], 0) == p["samples"] for p in manifest["parts"])
+    return all(read.get(e["name"], 0) == e["samples"] for e in manifest["shards"])
 
 
-def _image_row(key: str, jpg: bytes | None) -> dict:
+def image_row(key: str, data: bytes | None, limits: IngestConfig | None = None) -> dict:
+    """A decoded image's row: whether it decodes (by the rules every reader shares, when `limits` are given) and
+    its size."""
     try:
-        with Image.open(io.BytesIO(jpg)) as im:
+        if limits is not None:
+            image = open_image(data or b"", limits).image
+            return {"key": key, "decodable": True, "width": image.width, "height": image.height}
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             return {"key": key, "decodable": True, "width": im.width, "height": im.height}
     except Exception:  # any decoder failure is what this column records

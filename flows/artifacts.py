@@ -26,6 +26,43 @@ def run_url(ui: str, experiment_id: str, run_id: str) -> str:
     return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+class ProgressArtifacts:
+    """CapFilt's `[progress]` lines as the flow run's artifacts, updated while it scores: a progress bar
+    (`capfilt-progress`) and a line of figures (`capfilt-status`: shards done of the total, images/s, ETA).
+    The markdown gets a new version at most every `every_s` seconds and at the last shard."""
+
+    PREFIX = "[progress] "
+
+    def __init__(self, every_s: float = 10.0):
+        self.every_s, self.bar_id, self.last = every_s, None, 0.0
+
+    def update(self, line: str) -> None:
+        """Turn one log line into artifact updates, if it is a progress line."""
+        import time
+
+        from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+
+        if not line.startswith(self.PREFIX):
+            return
+        try:
+            p = json.loads(line[len(self.PREFIX):])
+            percent = 100.0 * p["done"] / max(1, p["total"])
+        except (ValueError, KeyError, TypeError):  # not one of ours: a log line like any other
+            return
+        if self.bar_id is None:
+            self.bar_id = create_progress_artifact(progress=percent, key=f"{p.get('stage', 'capfilt')}-progress",
+                                                   description="CapFilt: shards scored of the total")
+        else:
+            update_progress_artifact(self.bar_id, percent)
+        now = time.time()
+        if now - self.last >= self.every_s or p["done"] == p["total"]:
+            self.last = now
+            create_markdown_artifact(
+                key=f"{p.get('stage', 'capfilt')}-status", description="CapFilt while it runs",
+                markdown=f"### CapFilt: {p['done']} of {p['total']} shards\n\n{p.get('images', 0)} images scored, "
+                         f"{p.get('images_per_s', 0)} images/s, ETA {p.get('eta_s', 0):.0f} s\n")
+
+
 def capfilt_markdown(select: dict, capfilt: dict | None) -> str:
     """What CapFilt kept and removed, by source, with the threshold and its calibration."""
     lines = ["### CapFilt", "", "| source | total | kept | removed | kept share |", "|---|---|---|---|---|"]

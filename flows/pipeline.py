@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
 from blip.tracking import PARENT_ENV  # every stage's MLflow run nests under the run this names
-from flows.artifacts import failure_markdown, publish
+from flows.artifacts import ProgressArtifacts, failure_markdown, publish
 from flows.experiment import (
     checked_params,
     experiment_rev,
@@ -47,12 +48,17 @@ class StageFailed(RuntimeError):
         super().__init__(f"the experiment stopped (exit {code}):\n{summary}")
 
 
+# a stage's process killed by a signal (OOM, pre-emption, a lost node), as DVC reports it
+_KILLED = re.compile(r"exited with -\d+|exited with (137|143)\b")
+
+
 def _is_transient(code: int, tail: str) -> bool:
     # killed (OOM, pre-emption) or a locked store are worth another try; a failed data contract, a failed
     # quality gate or a bad parameter is not: it fails the same way again
     if ("contract" in tail or "gate" in tail) and "FAILED" in tail:
         return False
-    return code < 0 or code in (137, 143) or "database is locked" in tail or "Connection refused" in tail
+    return (code < 0 or code in (137, 143) or bool(_KILLED.search(tail)) or "database is locked" in tail
+            or "Connection refused" in tail)
 
 
 def _retry_transient(task, task_run, state) -> bool:
@@ -67,22 +73,33 @@ def _retry_transient(task, task_run, state) -> bool:
 
 @task(retries=2, retry_delay_seconds=30, retry_condition_fn=_retry_transient, task_run_name="dvc exp run {name}")
 def experiment(repo: str, name: str, overrides: dict, targets: list[str], env: dict) -> str:
-    """Run the chain as DVC experiment `name`; returns its commit. Stage output streams to the run log."""
+    """Run the chain as DVC experiment `name`; returns its commit. Stage output streams to the run log; CapFilt's
+    progress lines also update the flow run's `capfilt-progress` artifacts while it scores.
+
+    A retry runs the experiment again in a fresh folder: DVC's run cache restores every finished stage, and
+    CapFilt finds the tables it already wrote (filed under its job's fingerprint, outside the experiment's
+    folder) and scores only the shards still missing."""
     log = get_run_logger()
-    code, lines = run_experiment(Path(repo), name, overrides, targets, {**os.environ, **env}, log.info)
+    progress = ProgressArtifacts()
+
+    def each_line(line: str) -> None:
+        log.info(line)
+        progress.update(line)
+
+    code, lines = run_experiment(Path(repo), name, overrides, targets, {**os.environ, **env}, each_line)
     if code != 0:
         raise StageFailed(code, failure_summary(lines))
     return experiment_rev(Path(repo), name)
 
 
 def flow_overrides(preset: str | None, web_shards: str | list[str] | None, human_karpathy: str | None,
-                   human_images: str | None, threshold: float | None, rounds: int | None, capfilt_procs: int | None,
+                   human_images: str | None, threshold: float | None, rounds: int | None, capfilt_workers: int | None,
                    recipe: str | None, overrides: dict[str, Any] | None, repo: Path) -> dict[str, Any]:
     """Every parameter of the run as dotted keys: the recipe's, then the named ones, then `overrides`."""
     merged = dict(load_recipe(repo / recipe if not Path(recipe).is_absolute() else recipe)) if recipe else {}
     for key, value in (("preset", preset), ("data.web_shards", web_shards), ("data.human_karpathy", human_karpathy),
                        ("data.human_images", human_images), ("select.threshold", threshold), ("rounds", rounds),
-                       ("capfilt.procs", capfilt_procs)):
+                       ("capfilt.workers", capfilt_workers)):
         if value is not None:
             merged[key] = value
     if threshold is not None:  # a threshold given is the threshold used, not a calibrated one
@@ -94,18 +111,21 @@ def flow_overrides(preset: str | None, web_shards: str | list[str] | None, human
 @flow(name="blip-capfilt", log_prints=True)
 def pipeline(preset: str | None = None, web_shards: str | list[str] | None = None, human_karpathy: str | None = None,
              human_images: str | None = None, threshold: float | None = None, rounds: int | None = None,
-             capfilt_procs: int | None = None, recipe: str | None = None, overrides: dict[str, Any] | None = None,
-             stages: list[str] | None = None, repo: str = ".") -> dict:
+             capfilt_workers: int | None = None, recipe: str | None = None, overrides: dict[str, Any] | None = None,
+             stages: list[str] | None = None, repo: str = ".", retry_delay_s: float = 30.0) -> dict:
     """Run the chain (or up to the named stages) as one DVC experiment with these parameters.
 
     Data parameters left at None use the committed params.yaml's (the built-in world by default), never
     an earlier run's. `recipe` is a YAML file of `key: value` settings (flows/recipes/); `overrides` sets
-    any params key. `rounds` > 1 bootstraps again after round 1. `capfilt_procs` runs CapFilt as that
-    many local ranks, one per GPU of the worker's node."""
+    any params key. `rounds` > 1 bootstraps again after round 1. `capfilt_workers` is CapFilt's number of Ray
+    workers (0: one per GPU of the Ray cluster: the worker's own machine, or the cluster RAY_ADDRESS names).
+    A stage killed mid-run (a pre-empted node, OOM) is retried after `retry_delay_s`, resuming where it stopped."""
     import mlflow
 
     root = Path(repo).resolve()
-    settings = flow_overrides(preset, web_shards, human_karpathy, human_images, threshold, rounds, capfilt_procs,
+    if not (isinstance(retry_delay_s, (int, float)) and 0 <= retry_delay_s <= 86400):
+        raise ValueError(f"retry_delay_s: seconds between 0 and 86400, got {retry_delay_s!r}")
+    settings = flow_overrides(preset, web_shards, human_karpathy, human_images, threshold, rounds, capfilt_workers,
                               recipe, overrides, root)
     params = checked_params(root, settings)  # a bad value stops here, before any stage
     name = f"{flow_run.get_name()}-{str(flow_run.get_id())[:8]}"
@@ -118,7 +138,7 @@ def pipeline(preset: str | None = None, web_shards: str | list[str] | None = Non
         _tag_flow_run([f"mlflow_run_id:{parent.info.run_id}", f"dvc_experiment:{name}"])
         env = {PARENT_ENV: parent.info.run_id, "MLFLOW_TRACKING_URI": uri}
         try:
-            rev = experiment(str(root), name, settings, stages or [], env)
+            rev = experiment.with_options(retry_delay_seconds=retry_delay_s)(str(root), name, settings, stages or [], env)
         except StageFailed as e:
             from prefect.artifacts import create_markdown_artifact
 

@@ -8,8 +8,8 @@
 # Wheels for CPython 3.12 on x86-64 Linux: this project (installed without its dependency pins: the GPU
 # image's own torch stack is used), DeepSpeed (built here from its sdist, pure Python: its ops are
 # compiled on first use there), webdataset, pyarrow (CapFilt's score tables; glibc 2.28 or later), ijson and the
-# few dependencies of those the image lacks. MLflow, DVC, Prefect and great-expectations are not needed by
-# the check (it runs with tracking off). The BERT vocabulary file comes along, as the tokenizer never
+# few dependencies of those the image lacks. MLflow, DVC, Prefect, Ray and great-expectations are not needed by
+# the check (it runs with tracking off, and CapFilt's scoring function without Ray). The BERT vocabulary file comes along, as the tokenizer never
 # downloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +47,7 @@ py="${PYTHON:-python3}"
 "$py" -m pip install --no-index --find-links wheels -r requirements.txt
 # the project's own wheel pins the lock's versions (torch 2.14, Python 3.11): here the image's are used
 "$py" -m pip install --no-index --no-deps --ignore-requires-python wheels/blip_capfilt-*.whl
-"$py" -c "import blip.capfilt.job, deepspeed, webdataset; print('gpu kit installed')"
+"$py" -c "import blip.capfilt.scoring, deepspeed, webdataset; print('gpu kit installed')"
 echo "next: $py bench/gpu_check.py --vocab vocab.txt   (or --cpu-sized on a machine without a GPU)"
 INSTALL
 chmod +x "$out/install.sh"

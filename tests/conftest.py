@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
@@ -35,11 +36,11 @@ def raw_params() -> dict:
 
 
 def small_params(**world_overrides) -> Params:
-    """params.yaml with a small world: 40/10/10 human images, 120 web images in 3 shards."""
+    """params.yaml with a small world: 40/10/10 human images, 120 web images in 6 shards of 20."""
     raw = copy.deepcopy(raw_params())
     raw["world"]["human"] = {"train": 40, "val": 10, "test": 10}
     raw["world"]["web"]["images"] = 120
-    raw["world"]["web"]["shard_size"] = 40
+    raw["world"]["web"]["shard_size"] = 20
     raw["world"]["image_size"] = 64
     raw["ingest"]["shard_size"] = 20
     raw["world"].update(world_overrides)
@@ -74,6 +75,68 @@ def downstream_workspace(tmp: Path, raw: dict):
         return proc.stdout
 
     return blip
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_cluster(tmp_path_factory):
+    """One local Ray cluster for the whole session, as `ray start --head` makes one on a cluster's head node:
+    every command a test runs (in this process or a subprocess) joins it through RAY_ADDRESS in a second, instead
+    of starting a Ray of its own (several seconds each). The laptop's own path, a Ray started inside the command,
+    is tested on its own (test_capfilt)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             "--port", str(port), "--num-cpus", str(os.cpu_count() or 2), "--include-dashboard=false",
+                             "--disable-usage-stats", "--temp-dir", str(tmp_path_factory.mktemp("ray"))],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    os.environ.update(RAY_ADDRESS=f"127.0.0.1:{port}", RAY_AUTH_MODE="token")
+    import ray
+
+    deadline = time.time() + 120
+    while True:  # the head is up when a driver can join it
+        try:
+            ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR")
+            ray.shutdown()
+            break
+        except (ConnectionError, RuntimeError):
+            assert time.time() < deadline and head.poll() is None, "the session's Ray head did not start"
+            time.sleep(1)
+    yield os.environ["RAY_ADDRESS"]
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops every process of its cluster
+    try:
+        head.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)  # what did not stop in time (its workers share its process group)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """CapFilt's default table folder (the local cache) is the session's own, never the user's ~/.cache."""
+    old = os.environ.get("BLIP_CACHE")
+    os.environ["BLIP_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("BLIP_CACHE", None)
+    else:
+        os.environ["BLIP_CACHE"] = old
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,6 +2,7 @@
 reason; a run with nothing usable fails instead of writing an empty dataset."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -82,9 +83,8 @@ def test_the_command_prints_one_message(tmp_path, images, capsys):
 def test_web_shards_skip_oversized_members_and_duplicate_keys(tmp_path, params):
     import dataclasses
 
-    from blip.data.ingest import ingest_webdataset
-    from blip.data.shards import iter_samples
-    from tests.test_ingest import make_tar
+    from blip.data.web import register_web
+    from tests.test_ingest import make_tar, read_by_web_rules
 
     members = [("000.jpg", jpeg()), ("000.txt", b"a red box"),
                ("001.jpg", jpeg()), ("001.txt", b"x" * 5000),  # over the cap: skipped unread
@@ -92,11 +92,16 @@ def test_web_shards_skip_oversized_members_and_duplicate_keys(tmp_path, params):
                ("003.jpg", jpeg()), ("003.txt", b"a blue box"),
                ("000.jpg", jpeg()), ("000.txt", b"the key again, after its sample ended")]
     make_tar(tmp_path / "00000.tar", members)
-    cfg = dataclasses.replace(params.ingest, max_member_bytes=4096, max_skip_fraction=0.9)
-    m = ingest_webdataset(str(tmp_path / "00000.tar"), tmp_path / "out", cfg)
-    assert m["skipped"] == {"oversized_member": 1, "duplicate_key": 2} and m["samples"] == 2
-    assert [s["txt"] for s in iter_samples(tmp_path / "out")] == ["a red box", "a blue box"]
-    assert any("001.txt: 5000 bytes > ingest.max_member_bytes" in p for e in m["skip_examples"] for p in e["problems"])
+    register_web(str(tmp_path / "00000.tar"), tmp_path / "out")
+    cfg = dataclasses.replace(params.ingest, max_member_bytes=4096)
+    skipped, _, texts = read_by_web_rules(tmp_path / "out", cfg)
+    assert skipped == {"oversized_member": 1, "duplicate_key": 2} and list(texts.values()) == ["a red box", "a blue box"]
+    from blip.data.web import parse_web_sample, read_web_shard
+    from blip.data.ingest import Tally
+
+    oversized = [parse_web_sample(k, m, cfg) for k, m in read_web_shard(str(tmp_path / "00000.tar"), Tally(), 4096)]
+    assert any(s.skip == "oversized_member" and "001.txt: 5000 bytes > ingest.max_member_bytes" in s.detail
+               for s in oversized)
 
 
 def test_nul_and_invisible_characters_leave_captions():
@@ -120,10 +125,8 @@ def test_an_image_in_two_splits_is_reported_and_kept_in_its_first(tmp_path, imag
 
 @pytest.mark.parametrize("cut", [0.5, 0.43])  # between members (reads as a complete tar) / inside one
 def test_a_broken_shard_counts_the_samples_it_lost(tmp_path, params, cut):
-    import dataclasses
-
-    from blip.data.ingest import ingest_webdataset
-    from tests.test_ingest import make_tar
+    from blip.data.web import register_web
+    from tests.test_ingest import make_tar, read_by_web_rules
 
     members = [(f"{i:03d}.{ext}", jpeg() if ext == "jpg" else f"caption {i}".encode())
                for i in range(10) for ext in ("jpg", "txt")]
@@ -131,9 +134,10 @@ def test_a_broken_shard_counts_the_samples_it_lost(tmp_path, params, cut):
     (tmp_path / "00000.tar").write_bytes(full[:int(len(full) * cut)])
     (tmp_path / "00000_stats.json").write_text(json.dumps({"successes": 10}))  # as img2dataset writes
     (tmp_path / "full.tar").unlink()
-    cfg = dataclasses.replace(params.ingest, max_skip_fraction=0.9)
-    m = ingest_webdataset(str(tmp_path / "00000.tar"), tmp_path / "out", cfg)
-    assert m["inputs_seen"] == 10 and m["skipped"]["broken_shard"] == 10 - m["samples"] and m["samples"] >= 3, m
+    m = register_web(str(tmp_path / "00000.tar"), tmp_path / "out")
+    assert m["samples"] == 10 and m["counted_by"]["stats"] == 1  # the count img2dataset recorded
+    skipped, _, texts = read_by_web_rules(tmp_path / "out", params.ingest)
+    assert skipped["broken_shard"] == 10 - len(texts) and len(texts) >= 3, (skipped, texts)
 
 
 def test_a_caption_row_anywhere_in_the_file_joins_its_image(tmp_path, images, params):
@@ -198,9 +202,21 @@ def test_a_killed_reingest_leaves_no_mix_of_old_and_new_splits(tmp_path, params)
 
 
 def test_web_shards_with_nothing_in_them_fail(tmp_path, params):
-    from blip.data.ingest import ingest_webdataset
+    from blip.data.web import register_web
     from tests.test_ingest import make_tar
 
     make_tar(tmp_path / "00000.tar", [])
-    with pytest.raises(IngestError, match="no usable sample among 0"):
-        ingest_webdataset(str(tmp_path / "00000.tar"), tmp_path / "out", params.ingest)
+    with pytest.raises(IngestError, match="no sample in any of them"):
+        register_web(str(tmp_path / "00000.tar"), tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_web_shards_that_are_not_there_or_of_an_unknown_scheme_are_refused_with_a_message(tmp_path, capsys):
+    from blip.cli import main
+
+    assert main(["ingest", "web", "--shards", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "out")]) == 2
+    assert "no .tar shards found" in capsys.readouterr().err
+    assert main(["ingest", "web", "--shards", "s4://bucket/web", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "s4:// is not a storage scheme" in err and "Traceback" not in err
+    assert not (tmp_path / "s4:").exists() and not Path("s4:").exists()  # never a local folder named like a URL

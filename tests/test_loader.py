@@ -2,15 +2,17 @@ import pytest
 import torch
 
 from blip.data.loader import build_loader
-from blip.data.shards import shard_paths
+from blip.selection.dataset import training_data
 from blip.data.transforms import BLIP_RANDAUGMENT_OPS, BlipRandAugment, build_transform
 
 
 def _loader(prepared, small, which="human/train", train=True, workers=2, **kw):
-    shards = shard_paths(prepared / which)
+    """A loader over one of the small world's datasets (the web set: registered, read in place by the web rules)."""
+    data = training_data([str(prepared / which)], small.ingest)
     tf = build_transform("pretrain" if train else "eval", 32, small.loader)
-    return build_loader(shards, tf, 8, train=train, seed=small.seed, num_workers=workers,
-                        max_words=small.ingest.max_words, shuffle_buffer=50, shuffle_initial=10, **kw)
+    return build_loader(data.shards, tf, 8, train=train, seed=small.seed, num_workers=workers,
+                        max_words=small.ingest.max_words, shuffle_buffer=50, shuffle_initial=10, joiner=data.joiner,
+                        **kw)
 
 
 def _keys(loader) -> list[str]:

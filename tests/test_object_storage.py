@@ -1,8 +1,9 @@
 """Datasets in object storage: the chain reads and writes s3:// URLs on a real S3-API server (moto's).
 
-Ingestion reads the user's raw data from the bucket and writes datasets there; the contracts, CapFilt
-scoring, select, materialize and training all read from it. Only CapFilt's score tables stay on a
-shared filesystem: its ranks claim shards by exclusive file creation.
+The user's img2dataset shards are registered where they are, in the bucket (a manifest, no copy); the
+human set is ingested from the bucket into it; the contracts, CapFilt's scoring (its tables and manifest
+written straight to the bucket by the Ray workers), select, materialize and training all read from it and
+write to it. A URL scheme that cannot work is refused with a message, never turned into a local folder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from blip.capfilt.formats import SCORES_FORMAT
 from blip.data.shards import read_manifest
 from blip.selection.dataset import SELECTION_FORMAT
 from tests.conftest import ROOT
@@ -104,19 +106,33 @@ def test_the_chain_reads_and_writes_its_data_in_object_storage(s3, tmp_path):
     _blip(params, "ingest", "karpathy", "--json", f"s3://{BUCKET}/raw/human/karpathy.json",
           "--images", f"s3://{BUCKET}/raw/human", "--out", f"{data}/human", cwd=tmp_path)
     _blip(params, "ingest", "web", "--shards", f"s3://{BUCKET}/raw/web", "--out", f"{data}/web", cwd=tmp_path)
-    assert read_manifest(f"{data}/web")["samples"] == 40 and len(fs.glob(f"{BUCKET}/data/web/shard-*.tar")) == 4
+    web = read_manifest(f"{data}/web", ("blip-web/1",))
+    assert web["samples"] == 40 and [s["url"] for s in web["shards"]] == [f"s3://{BUCKET}/raw/web/00000.tar",
+                                                                           f"s3://{BUCKET}/raw/web/00001.tar"]
+    assert all(s["etag"] and s["counted_by"] == "stats" for s in web["shards"])  # from the listing and _stats.json
+    assert fs.ls(f"{BUCKET}/data/web") == [f"{BUCKET}/data/web/manifest.json"]  # registered in place: no copy
 
     assert _contract(params, "web", f"{data}/web", tmp_path)["rows"] == 40
 
     for task in ("captioner", "filter"):
         save_pretrained(tiny(task), tmp_path / task, build_tokenizer())
-    _blip(params, "capfilt", "--captioner", str(tmp_path / "captioner"), "--filter", str(tmp_path / "filter"),
-          "--input", f"{data}/web", "--calibrate-on", f"{data}/human/val", "--output", str(tmp_path / "scores"),
-          "--metrics", str(tmp_path / "capfilt.json"), cwd=tmp_path)
-    _blip(params, "select", "--scores", str(tmp_path / "scores"), "--human", f"{data}/human/train",
+    capfilt = ["capfilt", "--captioner", str(tmp_path / "captioner"), "--filter", str(tmp_path / "filter"),
+               "--input", f"{data}/web", "--calibrate-on", f"{data}/human/val", "--output", f"{data}/scores",
+               "--metrics", str(tmp_path / "capfilt.json")]
+    _blip(params, *capfilt, cwd=tmp_path)
+    scores = read_manifest(f"{data}/scores", (SCORES_FORMAT,))
+    assert all(t["url"].startswith(f"s3://{BUCKET}/data/scores/tables/{scores['fingerprint']}/") for t in scores["tables"])
+    assert len(fs.glob(f"{BUCKET}/data/scores/tables/*/scores-*.parquet")) == 2  # one object per input shard
+    assert not Path(tmp_path / "s3:").exists()  # never a local folder named like the URL
+    assert json.loads((tmp_path / "capfilt.json").read_text())["shards_resumed"] == 0
+    # run again: every table is there, so nothing is scored
+    again = _blip(params, *capfilt, cwd=tmp_path)
+    assert "2 already scored" in again and json.loads((tmp_path / "capfilt.json").read_text())["shards_resumed"] == 2
+
+    _blip(params, "select", "--scores", f"{data}/scores", "--human", f"{data}/human/train",
           "--output", f"{data}/bootstrapped", "--metrics", str(tmp_path / "select.json"), "--report", "", cwd=tmp_path)
     boot = read_manifest(f"{data}/bootstrapped", (SELECTION_FORMAT,))
-    assert {p["url"].split("/shard-")[0] for p in boot["parts"]} == {f"{data}/web", f"{data}/human/train"}
+    assert {p["url"].rsplit("/", 1)[0] for p in boot["parts"]} == {f"s3://{BUCKET}/raw/web", f"{data}/human/train"}
     assert not fs.glob(f"{BUCKET}/data/bootstrapped/*.tar")  # a manifest and selection tables: no image copied
     assert _contract(params, "bootstrapped", f"{data}/bootstrapped", tmp_path)["rows"] == boot["samples"]
 
@@ -129,3 +145,15 @@ def test_the_chain_reads_and_writes_its_data_in_object_storage(s3, tmp_path):
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert f"pretrain, {boot['samples']} samples" in log  # the joined selection, read from the bucket
     shutil.rmtree(tmp_path / "raw")
+
+
+def test_a_url_scheme_that_cannot_work_is_refused_with_a_message(tmp_path, capsys):
+    from blip.cli import main
+
+    for args in (["capfilt", "--output", "s4://bucket/scores"], ["select", "--scores", "s4://bucket/scores"],
+                 ["materialize", str(tmp_path), "s4://bucket/x"], ["ingest", "web", "--shards", "s4://b/web",
+                                                                    "--out", str(tmp_path / "web")]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "s4:// is not a storage scheme fsspec knows" in err and "Traceback" not in err, err
+    assert not Path("s4:").exists() and not (tmp_path / "s4:").exists()

@@ -28,7 +28,7 @@ def _scores_folder(root, tables: int = 3, images: int = 40, seed: int = 0):
     entries, total = [], 0
     for t in range(tables):
         rows = {k: [] for k in ("key", "image", "candidate", "source", "text", "itm", "itc", "captioner", "filters",
-                                "image_sha256", "round", "truth")}
+                                "image_sha256", "pixels_sha256", "round", "truth")}
         for i in range(images):
             for c in range(1 + int(rng.integers(1, 3))):
                 rows["key"].append(f"t{t}_{i:04d}")
@@ -41,13 +41,15 @@ def _scores_folder(root, tables: int = 3, images: int = 40, seed: int = 0):
                 rows["captioner"].append("" if c == 0 else "cap@x")
                 rows["filters"].append("f1@x+f2@x")
                 rows["image_sha256"].append(f"{t}-{i}")
+                rows["pixels_sha256"].append(f"p{t}-{i}")
                 rows["round"].append(1)
                 rows["truth"].append(None)
         lists = pa.list_(pa.float32(), FILTERS)
         table = pa.table({**{k: v for k, v in rows.items() if k not in ("itm", "itc")},
                           "itm": pa.array(rows["itm"], lists), "itc": pa.array(rows["itc"], lists)})
         entry = write_table(root / f"scores-{t:06d}.parquet", table)
-        entries.append({**entry, "input": {"url": f"web/shard-{t:06d}.tar", "sha256": "0" * 64, "samples": images}})
+        entries.append({"url": str(root / entry.pop("name")), **entry,
+                        "input": {"url": f"web/shard-{t:06d}.tar", "sha256": "0" * 64, "samples": images}})
         total += table.num_rows
     labels = rng.integers(0, 2, 200)
     calibration = pa.table({"label": pa.array(labels, pa.int8()),
@@ -56,7 +58,8 @@ def _scores_folder(root, tables: int = 3, images: int = 40, seed: int = 0):
                             "itc": pa.array([[0.0] * FILTERS] * 200, pa.list_(pa.float32(), FILTERS))})
     atomic_write_json(root / "manifest.json", {
         "format": SCORES_FORMAT, "rows": total, "tables": entries, "round": 1, "fingerprint": "test",
-        "calibration": write_table(root / "calibration.parquet", calibration), "captioners": ["cap@x"],
+        "calibration": {"url": str(root / "calibration.parquet"),
+                        **write_table(root / "calibration.parquet", calibration)}, "captioners": ["cap@x"],
         "filters": ["f1@x", "f2@x"], "calibrate_on": "val", "counts": {}})
     return root
 
@@ -81,7 +84,7 @@ def _reference(scores_dir, cfg) -> set:
     """The rule by brute force: every row in memory, each cut a sort."""
     rows = []
     for pos_table, entry in enumerate(json.loads((scores_dir / "manifest.json").read_text())["tables"]):
-        t = pq.read_table(scores_dir / entry["name"]).to_pylist()
+        t = pq.read_table(entry["url"]).to_pylist()
         for r in t:
             per = [cfg.itm_weight * a + cfg.itc_weight * b for a, b in zip(r["itm"], r["itc"])]
             score = float(np.float32(np.mean(per)))

@@ -1,117 +1,146 @@
-"""CapFilt's input pipeline: a shard's samples decoded and resized in CPU worker processes.
+"""CapFilt's input pipeline: a shard read once, its images decoded and resized by CPU processes.
 
-The main process only runs models; `loader_workers` processes read the shard, decode each JPEG once,
-resize and normalise it once per distinct model input (image size, mean, std) and hand the tensors
-over. Worker w takes the samples whose index is w modulo the worker
-count and the DataLoader takes one item from each worker in turn, so the items arrive in shard order
-whatever the number of workers: the output cannot depend on it. Unusable samples arrive as a skip
-with its reason, so they keep their place in that order: a member over ingest.max_member_bytes (never
-read), an image over ingest.max_pixels (never decoded), and each sample a broken shard lost (by the
-input manifest's count) are skips like any other, never the end of the run.
+The shard is streamed once, by the process that runs the models (at a billion pairs, the object
+store's bytes are the cost to keep at 1x). Its samples' cleaned texts are checked there; the image
+bytes go in batches to `loader_workers` processes that decode each image once (`images.open_image`,
+the rules every reader shares), hash its bytes and pixels, and resize and normalise it once per
+distinct model input (image size, mean, std). The next batch is decoded while the models run on this
+one. Results come back in shard order whatever the number of workers, so the output cannot depend
+on it. Unusable samples arrive as a skip with its reason and keep their place in that order: a member
+over ingest.max_member_bytes (never read), a bad caption, an image that does not decode or is out of
+bounds, each sample a broken shard lost (by the manifest's count).
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import itertools
-import json
 import multiprocessing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from blip.config import IngestConfig
-from blip.data.ingest import Tally, read_web_shard, shard_problem
-from blip.data.text import CaptionError, prepare_caption
+from blip.data.images import ImageError, open_image, pixel_digest
+from blip.data.ingest import Tally
+from blip.data.web import WebSample, parse_web_sample, read_web_shard
 
 
 @dataclass
-class WebSample:
+class Decoded:
     """One web sample ready for the models, or the reason it was skipped."""
 
     key: str
-    skip: str | None = None           # a count name (skipped_<reason>) when the sample is unusable
-    jpeg: bytes = b""
+    skip: str | None = None           # a skip reason (the manifest's `skipped` names) when unusable
     text: str = ""
-    meta: dict | None = None
+    meta: dict = field(default_factory=dict)
+    image_sha256: str = ""            # of the file's bytes, as stored
+    pixels_sha256: str = ""           # of the decoded picture (images.pixel_digest)
+    fixes: tuple[str, ...] = ()
     pixels: tuple[torch.Tensor, ...] = ()  # one normalised image per distinct model transform
 
 
-def decode_web_sample(key: str, members: dict, transforms: list[Callable], cfg: IngestConfig) -> WebSample:
-    """A raw webdataset sample (its members by extension) -> the image tensors, cleaned text and metadata;
-    a skip when unusable."""
-    problem = shard_problem(key, members)
-    if problem is not None:
-        return WebSample(key, skip=f"skipped_{problem[0]}")
+def decode(sample: WebSample, transforms: list[Callable], cfg: IngestConfig) -> Decoded:
+    """A parsed web sample -> its model inputs and digests; a skip when the image is unusable."""
+    if sample.skip:
+        return Decoded(sample.key, skip=sample.skip)
     try:
-        text, _ = prepare_caption(members.get("txt", b""), cfg.max_words, cfg.max_caption_chars)
-    except CaptionError as e:
-        return WebSample(key, skip=f"skipped_{e.reason}")
-    try:
-        if "jpg" not in members:
-            raise OSError("no jpg member")
-        meta = json.loads(members["json"]) if "json" in members else {}
-        with Image.open(io.BytesIO(members["jpg"])) as image:
-            if image.width * image.height > cfg.max_pixels:  # read from the header: nothing decoded yet
-                return WebSample(key, skip="skipped_too_many_pixels")
-            image.load()
-            rgb = image.convert("RGB")
-        pixels = tuple(t(rgb) for t in transforms)
-    except (OSError, ValueError, Image.DecompressionBombError):  # JSONDecodeError is a ValueError
-        return WebSample(key, skip="skipped_bad_image_or_metadata")
-    return WebSample(key, jpeg=members["jpg"], text=text, meta=meta, pixels=pixels)
+        opened = open_image(sample.image, cfg)
+    except ImageError as e:
+        return Decoded(sample.key, skip=e.reason)
+    pixels = tuple(t(opened.image) for t in transforms)
+    return Decoded(sample.key, text=sample.text, meta=sample.meta,
+                   image_sha256=hashlib.sha256(sample.image).hexdigest(),
+                   pixels_sha256=pixel_digest(opened.image), fixes=sample.fixes + opened.fixes, pixels=pixels)
 
 
-class ShardSamples(IterableDataset):
-    """A web shard's samples (its first `limit`), decoded; each worker takes every n-th one. `expected` is
-    the shard's sample count (its manifest's): what a broken shard lost is counted by it."""
-
-    def __init__(self, path: str, transforms: list[Callable], cfg: IngestConfig, expected: int | None = None,
-                 limit: int | None = None):
-        self.path, self.transforms, self.cfg, self.expected, self.limit = path, transforms, cfg, expected, limit
-
-    def __iter__(self) -> Iterator[WebSample]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        tally, read = Tally(), 0
-        samples = read_web_shard(self.path, tally, self.cfg.max_member_bytes, self.expected)
-        for i, (key, members) in enumerate(itertools.islice(samples, self.limit)):
-            read = i + 1
-            if i % workers == worker:
-                yield decode_web_sample(key, members, self.transforms, self.cfg)
-        lost = tally.skipped["broken_shard"]  # the samples after the break: each a skip in its place
-        for i in range(read, read + lost if self.limit is None else min(self.limit, read + lost)):
-            if i % workers == worker:
-                yield WebSample(f"{self.path}#{i}", skip="skipped_broken_shard")
+def shard_samples(url: str, cfg: IngestConfig, expected: int | None, limit: int | None = None
+                  ) -> Iterator[WebSample]:
+    """A shard's samples (its first `limit`), parsed, in order, with a skip in place of each one a broken
+    shard lost (counted by `expected`, the manifest's count)."""
+    tally, read = Tally(), 0
+    for i, (key, members) in enumerate(itertools.islice(read_web_shard(url, tally, cfg.max_member_bytes, expected),
+                                                        limit)):
+        read = i + 1
+        yield parse_web_sample(key, members, cfg)
+    lost = tally.skipped["broken_shard"]
+    for i in range(read, read + lost if limit is None else min(limit, read + lost)):
+        yield WebSample(f"{url}#{i}", skip="broken_shard")
 
 
-def _keep(item: WebSample) -> WebSample:
-    return item  # no collation: items stay whole, the batches are formed in the main process
+_WORKER: tuple[list[Callable], IngestConfig] | None = None
 
 
-def web_batches(dataset: ShardSamples, batch_size: int, workers: int) -> Iterator[list[WebSample]]:
-    """The shard's samples in order, in lists of `batch_size` (skips included, so they are counted)."""
-    # forkserver: workers never inherit the parent's CUDA context (fork would); the server imports this
-    # module (torch, PIL) once, so a shard's workers start in milliseconds
-    multiprocessing.set_forkserver_preload([__name__])
-    loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_keep,
-                        # about two batches decoded ahead in all (a 384 px image is 1.8 MB as a tensor)
-                        prefetch_factor=max(2, 2 * batch_size // workers) if workers else None,
-                        multiprocessing_context="forkserver" if workers else None)
-    batch: list[WebSample] = []
-    for item in loader:
-        batch.append(item)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _init_worker(transforms: list[Callable], cfg: IngestConfig) -> None:
+    global _WORKER
+    torch.set_num_threads(1)  # each worker is one core's worth of decoding
+    _WORKER = (transforms, cfg)
 
 
-def stack_pixels(batch: list[WebSample], which: int, device: torch.device) -> torch.Tensor:
+def _decode_in_worker(sample: WebSample) -> Decoded:
+    return decode(sample, *_WORKER)
+
+
+class Decoder:
+    """Decodes batches of samples in `workers` processes (in this process with 0), results in order.
+    Made once per model set and reused for every shard: the processes start once."""
+
+    def __init__(self, transforms: list[Callable], cfg: IngestConfig, workers: int):
+        self.transforms, self.cfg, self.workers = transforms, cfg, workers
+        self.pool = None
+        if workers:
+            # forkserver: workers never inherit the parent's CUDA context (fork would); the server imports
+            # this module (torch, PIL) once, so the workers start in milliseconds
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([__name__])
+            self.pool = context.Pool(workers, initializer=_init_worker, initargs=(transforms, cfg))
+
+    def submit(self, samples: list[WebSample]):
+        """Start decoding a batch; `.get()` on the result waits for it."""
+        if self.pool is None:
+            return _Ready([decode(s, self.transforms, self.cfg) for s in samples])
+        return self.pool.map_async(_decode_in_worker, samples, chunksize=max(1, len(samples) // (4 * self.workers)))
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class _Ready:
+    value: list
+
+    def get(self) -> list:
+        return self.value
+
+
+def decoded_batches(url: str, decoder: Decoder, batch_size: int, expected: int | None,
+                    limit: int | None = None) -> Iterator[list[Decoded]]:
+    """The shard's samples in order, decoded, in lists of `batch_size` (skips included, so they are counted).
+    The next batch is read and decoding while the caller works on this one."""
+    samples = shard_samples(url, decoder.cfg, expected, limit)
+    pending = None
+    while True:
+        raw = list(itertools.islice(samples, batch_size))
+        following = decoder.submit(raw) if raw else None
+        if pending is not None:
+            yield pending.get()
+        if following is None:
+            return
+        pending = following
+
+
+def stack_pixels(batch: list[Decoded], which: int, device: torch.device) -> torch.Tensor:
     """One model input (transform `which`) of a batch's usable samples, on `device` (copied asynchronously
     from pinned memory to a GPU)."""
     pixels = torch.stack([s.pixels[which] for s in batch])

@@ -13,7 +13,8 @@ from pathlib import Path
 from PIL import Image
 
 from blip.data import storage
-from blip.data.shards import iter_tar_samples
+from blip.data.ingest import Tally
+from blip.data.web import IMAGE_EXTS, read_web_shard
 
 WEB_KINDS = ("clean", "mismatched", "partial", "uninformative")
 
@@ -65,13 +66,15 @@ def statistics(counts: dict) -> dict:
     return out
 
 
-def example_images(web_shards: list[str], keys: list[str]) -> dict[str, bytes]:
-    """JPEG bytes of the given keys, read from the input shards (stops once all are found)."""
+def example_images(inputs: list[dict], keys: list[str], max_member_bytes: int) -> dict[str, bytes]:
+    """Image bytes of the given keys, read from the input shards (`inputs`: their url and samples, as the scores
+    manifest records them); stops once all are found."""
     wanted, found = set(keys), {}
-    for path in web_shards:
-        for sample in iter_tar_samples(path):
-            if sample["__key__"] in wanted and "jpg" in sample:
-                found[sample["__key__"]] = sample["jpg"]
+    for shard in inputs:
+        for key, members in read_web_shard(shard["url"], Tally(), max_member_bytes, shard.get("samples")):
+            image = next((members[e] for e in IMAGE_EXTS if e in members), None)
+            if key in wanted and image is not None:
+                found[key] = image
                 if len(found) == len(wanted):
                     return found
     return found

@@ -21,13 +21,12 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import torch
 from webdataset.utils import make_seed
 
-from blip.capfilt.inputs import ShardSamples, WebSample, stack_pixels, web_batches
+from blip.capfilt.inputs import Decoded, Decoder, decoded_batches, stack_pixels
 from blip.config import CapfiltConfig, IngestConfig
 from blip.data import storage
 from blip.data.world import describes, scene_from_json
@@ -63,7 +62,7 @@ class RunSettings:
     cfg: CapfiltConfig
     seed: int
     round: int
-    ingest: IngestConfig  # what makes a web sample unusable: caption limits, pixels, member size
+    ingest: IngestConfig  # what makes a web sample unusable: caption limits, image bounds, member size
     precision: str        # fp32 | bf16 (resolved for the device)
     loader_workers: int   # CPU processes decoding and resizing images
 
@@ -139,62 +138,83 @@ def score_schema(filters: int) -> pa.Schema:
         ("text", pa.string()), ("words", pa.int16()),
         ("itm", scores), ("itc", scores),                 # ITM match probability, ITC cosine similarity
         ("captioner", pa.string()), ("filters", pa.string()),
-        ("image_sha256", pa.string()), ("round", pa.int16()),
+        ("image_sha256", pa.string()),                    # the image file's bytes, as the input shard holds them
+        ("pixels_sha256", pa.string()),                   # its decoded picture (the contract's leak check)
+        ("round", pa.int16()),
         ("shard", pa.string()),                           # the input shard's URL
         ("url", pa.string()), ("truth", pa.string()),     # the sample's source URL; the world's truth (else null)
     ])
 
 
+def decoder_for(captioners: list[Member], filters: list[Member], run: RunSettings) -> tuple[Decoder, list[int]]:
+    """The image decoder for these models (each distinct transform applied once per image), and each model's
+    transform index."""
+    transforms, which = model_inputs(captioners + filters)
+    return Decoder(transforms, run.ingest, run.loader_workers), which
+
+
 def score_web_shard(path: str, captioners: list[Member], filters: list[Member], run: RunSettings,
-                    limit: int | None = None, between_batches: Callable[[], None] = lambda: None,
-                    expected: int | None = None) -> tuple[pa.Table, ShardStats]:
+                    limit: int | None = None, expected: int | None = None,
+                    decoder: Decoder | None = None) -> tuple[pa.Table, ShardStats]:
     """Caption and score one web shard (its first `limit` samples): every candidate text, however bad.
-    `between_batches` runs after each batch (a claim's check that the shard is still ours); `expected` is
-    the shard's sample count in its manifest (the samples a broken shard lost are counted by it)."""
+
+    The shard is read once. `expected` is its sample count in its manifest (the samples a broken shard lost are
+    counted by it); `decoder` is a running Decoder for these models (one is made and closed here otherwise).
+    """
     stats, rows = ShardStats(), {name: [] for name in score_schema(len(filters)).names}
     settings = generation_settings(run.cfg)
     filter_ids = "+".join(f.model_id for f in filters)
     device = captioners[0].blip.device
-    transforms, which = model_inputs(captioners + filters)
-    dataset = ShardSamples(path, transforms, run.ingest, expected, limit)
+    own = decoder is None
+    if own:
+        decoder, which = decoder_for(captioners, filters, run)
+    else:
+        which = model_inputs(captioners + filters)[1]
     image = 0
-    for raw in web_batches(dataset, run.cfg.batch_size, run.loader_workers):
-        batch: list[WebSample] = []
-        for sample in raw:
-            if sample.skip:
-                stats.add(sample.skip)
-            else:
-                batch.append(sample)
-        if not batch:
-            continue
-        keys = [s.key for s in batch]
-        pixels = {t: stack_pixels(batch, t, device) for t in sorted(set(which))}
-        # candidates per image: the web text, then every captioner's synthetic captions
-        candidates = [[("web", s.text, "")] for s in batch]
-        with autocast(run.precision, device):
-            for c, cap in enumerate(captioners):
-                seeds = image_seeds(keys, run, c, device) if settings.method == "nucleus" else None
-                captions = generate(cap.model, pixels[which[c]], cap.blip.tokenizer, settings, seeds=seeds)
-                for i, caps in enumerate(captions):
-                    candidates[i] += [("synthetic", t, cap.model_id) for t in caps if t]
-            pairs = [(i, t) for i, cands in enumerate(candidates) for _, t, _ in cands]
-            probs, sims = filter_scores(filters, [pixels[w] for w in which[len(captioners):]], pairs)
-        j = 0
-        for i, cands in enumerate(candidates):
-            sample, digest = batch[i], hashlib.sha256(batch[i].jpeg).hexdigest()
-            stats.add("images")
-            for n, (source, text, captioner_id) in enumerate(cands):
-                stats.add(f"{source}_total")
-                for name, value in (("key", sample.key), ("image", image), ("candidate", n), ("source", source),
-                                    ("text", text), ("words", len(text.split())),
-                                    ("itm", [pf[j] for pf in probs]), ("itc", [sf[j] for sf in sims]),
-                                    ("captioner", captioner_id), ("filters", filter_ids), ("image_sha256", digest),
-                                    ("round", run.round), ("shard", path), ("url", sample.meta.get("url")),
-                                    ("truth", _world_truth(source, text, sample.meta))):
-                    rows[name].append(value)
-                j += 1
-            image += 1
-        between_batches()
+    try:
+        for raw in decoded_batches(path, decoder, run.cfg.batch_size, expected, limit):
+            batch: list[Decoded] = []
+            for sample in raw:
+                if sample.skip:
+                    stats.add(f"skipped_{sample.skip}")
+                else:
+                    batch.append(sample)
+                    for fix in sample.fixes:
+                        stats.add(f"normalised_{fix}")
+            if not batch:
+                continue
+            keys = [s.key for s in batch]
+            pixels = {t: stack_pixels(batch, t, device) for t in sorted(set(which))}
+            # candidates per image: the web text, then every captioner's synthetic captions
+            candidates = [[("web", s.text, "")] for s in batch]
+            with autocast(run.precision, device):
+                for c, cap in enumerate(captioners):
+                    seeds = image_seeds(keys, run, c, device) if settings.method == "nucleus" else None
+                    captions = generate(cap.model, pixels[which[c]], cap.blip.tokenizer, settings, seeds=seeds)
+                    for i, caps in enumerate(captions):
+                        candidates[i] += [("synthetic", t, cap.model_id) for t in caps if t]
+                pairs = [(i, t) for i, cands in enumerate(candidates) for _, t, _ in cands]
+                probs, sims = filter_scores(filters, [pixels[w] for w in which[len(captioners):]], pairs)
+            j = 0
+            for i, cands in enumerate(candidates):
+                sample = batch[i]
+                stats.add("images")
+                for n, (source, text, captioner_id) in enumerate(cands):
+                    stats.add(f"{source}_total")
+                    for name, value in (("key", sample.key), ("image", image), ("candidate", n), ("source", source),
+                                        ("text", text), ("words", len(text.split())),
+                                        ("itm", [pf[j] for pf in probs]), ("itc", [sf[j] for sf in sims]),
+                                        ("captioner", captioner_id), ("filters", filter_ids),
+                                        ("image_sha256", sample.image_sha256),
+                                        ("pixels_sha256", sample.pixels_sha256),
+                                        ("round", run.round), ("shard", path), ("url", sample.meta.get("url")),
+                                        ("truth", _world_truth(source, text, sample.meta))):
+                        rows[name].append(value)
+                    j += 1
+                image += 1
+    finally:
+        if own:
+            decoder.close()
     return pa.Table.from_pydict(rows, schema=score_schema(len(filters))), stats
 
 

@@ -18,10 +18,9 @@ import json
 
 import numpy as np
 
-from blip.data import storage
-from blip.data.ingest import Tally, read_web_shard
+from blip.data.ingest import Tally
 from blip.data.parquet import read_table
-from blip.data.shards import read_manifest
+from blip.data.web import read_web_shard
 from blip.data.world import scene_from_json
 from blip.data.world_judge import correctness
 from blip.evaluate.common import roc_auc
@@ -32,29 +31,28 @@ TARGETS = {("filter", "noisy_precision_at_0.5"): 0.9, ("filter", "noisy_recall_a
            ("captioner", "correct"): 0.5}
 
 
-def _scenes(web_dirs: list[str], max_member_bytes: int) -> dict:
+def _scenes(shards: list, max_member_bytes: int) -> dict:
     """(shard URL, key) -> the scene its truth record holds, for every sample that has one; read as CapFilt
     reads its inputs, so a broken shard or a bad member costs only its own samples."""
     scenes = {}
-    for d in web_dirs:
-        for entry in read_manifest(d)["shards"]:
-            url = storage.join(d, entry["name"])
-            for key, members in read_web_shard(url, Tally(), max_member_bytes, entry["samples"]):
-                try:
-                    scenes[(url, key)] = scene_from_json(json.loads(members["json"])["truth"]["scene"])
-                except (KeyError, TypeError, ValueError):  # no truth record, or not a readable one
-                    continue
+    for shard in shards:
+        for key, members in read_web_shard(shard.url, Tally(), max_member_bytes, shard.samples):
+            try:
+                scenes[(shard.url, key)] = scene_from_json(json.loads(members["json"])["truth"]["scene"])
+            except (KeyError, TypeError, ValueError):  # no truth record, or not a readable one
+                continue
     return scenes
 
 
-def world_quality(web_dirs: list[str], tables: list[str], max_member_bytes: int) -> dict | None:
-    """The filter's and the captioner's quality on the built-in world; None when the data carry no truth."""
+def world_quality(shards: list, tables: list[str], max_member_bytes: int) -> dict | None:
+    """The filter's and the captioner's quality on the built-in world (`shards`: the job's input shards, each with
+    its url and samples); None when the data carry no truth."""
     # real data carry no truth: one column of the first table says so, and nothing else is read
     first = read_table(tables[0], ["truth"])["truth"] if tables else None
     if first is None or first.null_count == len(first):
         return None
     columns = ["key", "shard", "source", "text", "itm", "truth"]
-    scenes = _scenes(web_dirs, max_member_bytes)
+    scenes = _scenes(shards, max_member_bytes)
     clean, noisy, synthetic, strict = [], [], [], []
     for table in tables:  # one at a time: only the world's few thousand rows are ever kept
         rows = read_table(table, columns).to_pydict()

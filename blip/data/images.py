@@ -7,6 +7,7 @@ bounds are kept verbatim: re-encoding would only lose quality and time.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -50,15 +51,23 @@ def _to_rgb(img: Image.Image, fixes: list[str]) -> Image.Image:
     return img.convert("RGB")
 
 
-def clean_image(data: bytes, cfg: IngestConfig) -> CleanImage:
-    """Decode, orient, convert to RGB, bound the size and encode as JPEG; raise ImageError if unusable."""
+@dataclass(frozen=True)
+class OpenedImage:
+    image: Image.Image          # upright RGB, within the size bounds (not resized)
+    fixes: tuple[str, ...]      # what was normalised so far, e.g. ("exif_rotated", "converted_cmyk")
+    source_format: str | None   # the file's format (JPEG, PNG, ...)
+
+
+def open_image(data: bytes, cfg: IngestConfig) -> OpenedImage:
+    """Decode, orient and convert to RGB, checking the size bounds; raise ImageError (with the skip reason) if
+    unusable. The one reading of an image file: ingestion, CapFilt, the training loader and the contracts."""
     if not data:
         raise ImageError("empty_file", "zero bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            if img.width * img.height > cfg.max_pixels:
+            if img.width * img.height > cfg.max_pixels:  # read from the header: nothing decoded yet
                 raise ImageError("too_many_pixels", f"{img.width}x{img.height} > {cfg.max_pixels} pixels")
             img.load()
     except ImageError:
@@ -78,22 +87,36 @@ def clean_image(data: bytes, cfg: IngestConfig) -> CleanImage:
         img = ImageOps.exif_transpose(img)
         fixes.append("exif_rotated")
     img = _to_rgb(img, fixes)
-
     short, long_ = sorted(img.size)
     if short < cfg.min_side:
         raise ImageError("too_small", f"{img.width}x{img.height}, min side {cfg.min_side}")
     if long_ / short > cfg.max_aspect:
         raise ImageError("extreme_aspect", f"{img.width}x{img.height}, max aspect {cfg.max_aspect}")
+    return OpenedImage(img, tuple(fixes), source_format)
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """sha256 of an RGB image's size and decoded pixels: the same picture whatever its file (metadata stripped
+    or added, a lossless rewrite, PNG instead of JPEG)."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode() + rgb.tobytes()).hexdigest()
+
+
+def clean_image(data: bytes, cfg: IngestConfig) -> CleanImage:
+    """Decode, orient, convert to RGB, bound the size and encode as JPEG; raise ImageError if unusable."""
+    opened = open_image(data, cfg)
+    img, fixes = opened.image, list(opened.fixes)
+    long_ = max(img.size)
     if long_ > cfg.max_side:
         scale = cfg.max_side / long_
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
                          Image.Resampling.BICUBIC)
         fixes.append("resized")
 
-    if not fixes and source_format == "JPEG":
+    if not fixes and opened.source_format == "JPEG":
         return CleanImage(data, img.width, img.height, ())
-    if source_format != "JPEG":
-        fixes.append(f"reencoded_{(source_format or 'unknown').lower()}")
+    if opened.source_format != "JPEG":
+        fixes.append(f"reencoded_{(opened.source_format or 'unknown').lower()}")
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=cfg.jpeg_quality)
     return CleanImage(out.getvalue(), img.width, img.height, tuple(fixes))

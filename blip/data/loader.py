@@ -13,6 +13,7 @@ params give the same batches. The epoch lives in shared memory so workers see `s
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import random
 import zlib
@@ -25,7 +26,9 @@ from webdataset.filters import _shuffle
 from webdataset.tariterators import group_by_keys, tar_file_expander
 from webdataset.utils import make_seed, pytorch_worker_info
 
+from blip.config import IngestConfig
 from blip.data import storage
+from blip.data.images import open_image
 from blip.data.text import clean_caption
 from blip.selection.dataset import Joiner
 
@@ -173,6 +176,24 @@ class _ToItem:
         return image, clean_caption(caption, self.max_words), sample["__key__"], meta
 
 
+class _DecodeImages:
+    """A sample's image bytes (`jpg`, and NLVR's `right.jpg`) as upright RGB pictures, by the rules every reader
+    shares (images.open_image: EXIF, alpha, modes, size bounds); an unusable image drops its sample."""
+
+    def __init__(self, limits: IngestConfig):
+        self.limits = limits
+
+    def __call__(self, sample: dict) -> dict:
+        for name in ("jpg", "right.jpg"):
+            if isinstance(sample.get(name), bytes):
+                sample[name] = open_image(sample[name], self.limits).image
+        if isinstance(sample.get("json"), bytes):
+            sample["json"] = json.loads(sample["json"])
+        if isinstance(sample.get("txt"), bytes):
+            sample["txt"] = sample["txt"].decode("utf-8")
+        return sample
+
+
 def _collate(items: list[tuple]) -> Batch:
     images, captions, keys, meta = zip(*items)
     return Batch(torch.stack(images), list(captions), list(keys), list(meta))
@@ -207,8 +228,9 @@ def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, t
         stages.append(_SeededSampleShuffle(shuffle_buffer, shuffle_initial, seed, epoch, offset))
     if skip_batches:
         stages.append(_SkipBatches(skip_batches, batch_size))
+    limits = joiner.limits if joiner is not None else None
     stages += [
-        wds.decode("pilrgb", handler=handler),
+        wds.map(_DecodeImages(limits), handler=handler) if limits is not None else wds.decode("pilrgb", handler=handler),
         wds.map(_ToItem(transform, max_words, train, seed, epoch), handler=handler),
         wds.batched(batch_size, collation_fn=_collate, partial=not train),
     ]

@@ -16,9 +16,6 @@ import tarfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import webdataset as wds
-from webdataset.tariterators import base_plus_ext
-
 from blip.data import storage
 
 MANIFEST = "manifest.json"
@@ -30,6 +27,17 @@ SHARD_PATTERN = "shard-{:06d}-{{sha}}.tar"
 
 class IncompleteDataset(FileNotFoundError):
     """A dataset folder without a manifest: its writer did not finish."""
+
+
+def member_key(name: str) -> tuple[str | None, str | None]:
+    """A tar member's (sample key, extension), by webdataset's rule: the key is the name up to the first dot of
+    its last path part, the extension the rest (`a/000123.seg.png` -> `a/000123`, `seg.png`); (None, None) for a
+    name whose last part has no dot or starts with one."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    if not dot or not stem:
+        return None, None
+    return (f"{folder}/{stem}" if folder else stem), ext
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -46,6 +54,8 @@ def encode_sample(key: str, jpeg: bytes, caption: str, meta: dict) -> dict:
 def write_shard(url: str | Path, samples: list[dict]) -> dict:
     """Write encoded samples to one tar atomically ("{sha}" in `url`: the first 16 hex digits of its
     sha256); returns its manifest entry."""
+    import webdataset as wds  # imports torch: only writers pay for it, not every reader of manifests
+
     buf = io.BytesIO()
     writer = wds.TarWriter(buf, mtime=0.0, encoder=False)
     for sample in samples:
@@ -152,7 +162,9 @@ def _file_names(manifest: dict) -> list:
     entries = [*manifest.get("shards", []), *manifest.get("tables", []),
                *([manifest["calibration"]] if isinstance(manifest.get("calibration"), dict) else []),
                *(p["selection"] for p in manifest.get("parts", []) if isinstance(p, dict) and "selection" in p)]
-    return [e.get("name") if isinstance(e, dict) else e for e in entries]
+    # entries that name a file elsewhere carry a `url` instead (a web set's shards, a scores manifest's tables)
+    return [e.get("name") if isinstance(e, dict) else e for e in entries
+            if not (isinstance(e, dict) and "url" in e and "name" not in e)]
 
 
 def shard_paths(dataset_dir: str | Path) -> list[str]:
@@ -185,7 +197,7 @@ def iter_tar_samples(url: str | Path) -> Iterator[dict]:
     current: dict | None = None
     with storage.open_read(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
         for member in tar:
-            key, ext = base_plus_ext(member.name)
+            key, ext = member_key(member.name)
             if not member.isfile() or key is None:
                 continue
             data = tar.extractfile(member).read()
@@ -198,38 +210,32 @@ def iter_tar_samples(url: str | Path) -> Iterator[dict]:
         yield current
 
 
-def _check_file(url: str, sha256: str, problems: list[str]) -> bool:
-    """Whether the file at `url` exists with this sha256 (else a problem is recorded)."""
-    if not storage.exists(url):
-        problems.append(f"{url}: missing")
-        return False
-    if storage.sha256(url) != sha256:
-        problems.append(f"{url}: sha256 differs from the manifest")
-        return False
-    return True
+def content_check(entry: dict) -> dict:
+    """What a manifest entry records of its file's content: {"sha256": ...} or an object store's {"etag": ...}."""
+    return {k: entry[k] for k in ("sha256", "etag") if k in entry}
 
 
-def manifest_files(dataset_dir: str | Path, manifest: dict) -> list[tuple[str, str, dict]]:
-    """Every file a manifest vouches for, as (URL, sha256, its entry): its shards; or, for a selection,
+def manifest_files(dataset_dir: str | Path, manifest: dict) -> list[tuple[str, dict, dict]]:
+    """Every file a manifest vouches for, as (URL, content check, its entry): its shards; or, for a selection,
     the input shards it points at and its selection tables."""
     if manifest["format"] == FORMAT:
-        return [(storage.join(dataset_dir, e["name"]), e["sha256"], e) for e in manifest["shards"]]
-    files = [(p["url"], p["sha256"], p) for p in manifest["parts"]]
-    return files + [(storage.join(dataset_dir, p["selection"]["name"]), p["selection"]["sha256"], p["selection"])
+        return [(storage.join(dataset_dir, e["name"]), content_check(e), e) for e in manifest["shards"]]
+    files = [(p["url"], content_check(p), p) for p in manifest["parts"]]
+    return files + [(storage.join(dataset_dir, p["selection"]["name"]), content_check(p["selection"]), p["selection"])
                     for p in manifest["parts"] if p["kind"] == "web"]
 
 
 def verify_dataset(dataset_dir: str | Path) -> list[str]:
-    """Check every file a manifest vouches for (exists, sha256; a shard's sample count); returns problems."""
+    """Check every file a manifest vouches for (exists, content; a shard's sample count); returns problems."""
     from blip.selection.dataset import SELECTION_FORMAT
 
     manifest = read_manifest(dataset_dir, (FORMAT, SELECTION_FORMAT))
     problems: list[str] = []
-    for url, sha256, entry in manifest_files(dataset_dir, manifest):
+    for url, check, entry in manifest_files(dataset_dir, manifest):
         if not storage.exists(url):
             problems.append(f"{url}: missing")
-        elif storage.sha256(url) != sha256:
-            problems.append(f"{url}: sha256 differs from the manifest")
+        elif not storage.matches(url, check):
+            problems.append(f"{url}: content differs from the manifest's {' '.join(check)}")
         elif manifest["format"] == FORMAT and sum(1 for _ in iter_tar_samples(url)) != entry["samples"]:
             problems.append(f"{url}: sample count differs from the manifest's {entry['samples']}")
     parts = manifest["shards"] if manifest["format"] == FORMAT else manifest["parts"]

@@ -36,10 +36,37 @@ def local_path(url: str | Path) -> Path:
     return Path(text[len("file://"):] if text.startswith("file://") else text)
 
 
+def check_url(url: str | Path) -> str:
+    """`url` as given, when its scheme is one this installation can read and write; else a ValueError that
+    says why (an unknown scheme, or one whose package is missing), never a local folder named `s4:`."""
+    text = str(url)
+    if "://" not in text:
+        return text
+    protocol = text.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        raise ValueError(f"{text}: {protocol}:// is not a storage scheme fsspec knows; use a local path or a URL "
+                         "such as s3://bucket/prefix, gs://..., az://... or file:///...") from None
+    except ImportError as e:
+        raise ValueError(f"{text}: {protocol}:// needs a package that is not installed ({e})") from None
+    return text
+
+
 def _fs(url: str | Path) -> tuple[fsspec.AbstractFileSystem, str]:
-    # no listings cache: datasets are written by other processes (ranks, stages), and a cached folder
+    # no listings cache: datasets are written by other processes (Ray workers, stages), and a cached folder
     # listing would hide what they wrote since
-    return url_to_fs(str(url), use_listings_cache=False)
+    return url_to_fs(check_url(url), use_listings_cache=False)
+
+
+def is_absolute(url: str | Path) -> bool:
+    """Whether `url` names a place on its own: a URL or an absolute local path (not one relative to a folder)."""
+    return "://" in str(url) or Path(str(url)).is_absolute()
+
+
+def resolve(base: str | Path, url: str) -> str:
+    """`url` as written in a manifest at `base`: absolute as it is, relative to `base` otherwise."""
+    return url if is_absolute(url) else join(base, url)
 
 
 def join(base: str | Path, *names: str) -> str:
@@ -67,6 +94,31 @@ def size(url: str | Path) -> int:
     """A file's size in bytes."""
     fs, path = _fs(url)
     return int(fs.size(path))
+
+
+# object stores' content tags, in the order they are preferred: S3's ETag (an MD5 for single-part uploads),
+# Google Cloud Storage's MD5 or CRC32C, Azure's ETag
+_TAGS = ("ETag", "etag", "md5Hash", "crc32c", "content_md5")
+
+
+def checksum(url: str | Path) -> dict[str, str]:
+    """What vouches for a file's content without our reading it, where possible: an object store's tag from
+    its listing ({"etag": ...}); a local file's sha256, streamed ({"sha256": ...})."""
+    if not is_remote(url):
+        return {"sha256": sha256(url)}
+    fs, path = _fs(url)
+    info = fs.info(path)
+    for name in _TAGS:
+        if info.get(name):
+            return {"etag": str(info[name]).strip('"')}
+    return {"sha256": sha256(url)}  # a store that keeps no tag: read it once
+
+
+def matches(url: str | Path, recorded: dict) -> bool:
+    """Whether the file at `url` still has the content a manifest recorded (its etag or sha256)."""
+    if "etag" in recorded:
+        return is_remote(url) and checksum(url).get("etag") == recorded["etag"]
+    return sha256(url) == recorded.get("sha256")
 
 
 def exists(url: str | Path) -> bool:
@@ -121,6 +173,28 @@ def remove(url: str | Path) -> None:
     fs, path = _fs(url)
     if fs.isfile(path):
         fs.rm_file(path)
+
+
+def listing(folder: str | Path, pattern: str) -> list[dict]:
+    """The files in `folder` matching a glob `pattern`, sorted by name, each as {"url", "bytes"} and, for an
+    object store, its content tag ("etag"): one listing call, no file read."""
+    if not is_remote(folder):
+        return [{"url": str(p), "bytes": p.stat().st_size} for p in sorted(local_path(folder).glob(pattern))
+                if p.is_file()]
+    fs, path = _fs(folder)
+    protocol = str(folder).split("://", 1)[0]
+    found = fs.glob(f"{path.rstrip('/')}/{pattern}", detail=True)
+    out = []
+    for name in sorted(found):
+        info = found[name]
+        if info.get("type", "file") != "file":
+            continue
+        entry = {"url": f"{protocol}://{name}", "bytes": int(info.get("size") or 0)}
+        tag = next((str(info[t]).strip('"') for t in _TAGS if info.get(t)), None)
+        if tag:
+            entry["etag"] = tag
+        out.append(entry)
+    return out
 
 
 def names(folder: str | Path, pattern: str) -> list[str]:

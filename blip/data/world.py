@@ -329,7 +329,8 @@ def write_human(cfg: WorldConfig, seed: int, out_dir: Path) -> dict:
 
 
 def write_web(cfg: WorldConfig, seed: int, out_dir: Path) -> dict:
-    """Web set in img2dataset's webdataset layout: 00000.tar, ... with .jpg/.txt/.json per sample."""
+    """Web set in img2dataset's webdataset layout: 00000.tar, ... with .jpg/.txt/.json per sample, and each shard's
+    00000_stats.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     n = cfg.web.images
     rngs = [rng_for(seed, WEB_STREAM, i) for i in range(n)]
@@ -349,6 +350,10 @@ def write_web(cfg: WorldConfig, seed: int, out_dir: Path) -> dict:
         texts.append(text)
         if len(samples) == cfg.web.shard_size or i == n - 1:
             write_shard(out_dir / f"{shard:05d}.tar", samples)
+            # img2dataset's per-shard statistics, which registration reads the sample count from
+            atomic_write_json(out_dir / f"{shard:05d}_stats.json",
+                              {"count": len(samples), "successes": len(samples), "failed_to_download": 0,
+                               "failed_to_resize": 0, "status_dict": {"success": len(samples)}})
             shard, samples = shard + 1, []
     return {"texts": texts, "kinds": kinds}
 

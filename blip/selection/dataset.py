@@ -3,7 +3,8 @@
 `select` writes, per web shard with any text kept, a small Parquet table of the kept texts (key,
 candidate, text, scores, provenance), and a manifest listing parts:
 
-- web parts: an input shard's URL and sha256, and its selection table;
+- web parts: an input shard's URL and content tag or sha256 (as its web manifest records it), and its
+  selection table;
 - human parts: a human-annotated shard, taken whole.
 
 Readers join: they stream each web shard and emit, for every sample, one sample per selected text of
@@ -19,12 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from blip.config import IngestConfig
 from blip.data import storage
 from blip.data.parquet import read_table
-from blip.data.shards import FORMAT, DatasetWriter, encode_sample, iter_tar_samples, read_manifest
+from blip.data.shards import (
+    FORMAT,
+    MANIFEST,
+    atomic_write_json,
+    encode_sample,
+    iter_tar_samples,
+    read_manifest,
+    restore,
+    unfinish,
+    write_shard,
+)
+from blip.data.web import IMAGE_EXTS, WEB_FORMAT, parse_web_sample, web_provenance, web_shards
 
 SELECTION_FORMAT = "blip-selection/1"
 TABLE_PATTERN = "selection-{:06d}-{{sha}}.parquet"  # content-addressed, as shards are
+PART_SHARD_PATTERN = "shard-{:06d}-{:04d}-{{sha}}.tar"  # materialized: part i's n-th shard
 
 
 def suffix(candidate: int) -> str:
@@ -41,16 +55,32 @@ def selected_by_key(path: str | Path) -> dict[str, list[dict]]:
 
 
 def join_web_sample(sample: dict, rows: list[dict], shard: str) -> Iterator[dict]:
-    """One raw sample per selected text of a web sample (none when nothing of it was selected)."""
-    origin = json.loads(sample["json"]) if "json" in sample else {}
+    """One sample per selected text of a raw web sample (none when nothing of it was selected): the input's
+    image as it is, the selected text, the scores and provenance."""
+    try:
+        origin = json.loads(sample["json"]) if "json" in sample else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        origin = {}
+    origin = origin if isinstance(origin, dict) else {}
+    image = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
     for row in rows:
         meta = {"source": row["source"], "score": row["score"], "itm": row["itm"], "itc": row["itc"],
                 "captioner": row["captioner"], "filters": row["filters"], "round": row["round"],
                 "image_key": row["key"], "candidate": row["candidate"], "shard": shard,
                 "image_sha256": row["image_sha256"],  # the image's bytes, as scored: a join key back to the input
-                # the user's own sample: its source URL and its key and shard before ingestion
-                "origin": {k: v for k, v in origin.items() if k in ("url", "orig_key", "orig_shard", "truth")}}
-        yield encode_sample(f"{row['key']}_{suffix(row['candidate'])}", sample.get("jpg"), row["text"], meta)
+                # the user's own sample: its source URL and, for the built-in world, its hidden truth
+                "origin": {"url": origin.get("url"), "key": row["key"], "shard": shard,
+                           **({"truth": origin["truth"]} if "truth" in origin else {})}}
+        yield encode_sample(f"{row['key']}_{suffix(row['candidate'])}", image, row["text"], meta)
+
+
+def registered_web_sample(raw: dict, shard: str, limits: IngestConfig) -> dict | None:
+    """A raw sample of a registered web shard as a training sample (its text cleaned, its provenance), or None
+    when it is unusable (its image is checked where it is decoded)."""
+    sample = parse_web_sample(raw["__key__"], {k: v for k, v in raw.items() if not k.startswith("__")}, limits)
+    if sample.skip:
+        return None
+    return encode_sample(sample.key, sample.image, sample.text, web_provenance(sample, shard))
 
 
 def human_sample(sample: dict, round_: int) -> dict:
@@ -66,12 +96,18 @@ class Joiner:
 
     selections: dict[str, str]  # web shard URL -> its selection table
     human: dict[str, int]       # human shard URL -> the round of the selection that takes it whole
+    web: frozenset = frozenset()  # registered web shards: raw img2dataset samples, read by the web rules
+    limits: IngestConfig | None = None  # those rules' caption limits
 
     def samples(self, shard: str, raw: dict, table: dict[str, list[dict]] | None) -> Iterator[dict]:
         """The samples made of one raw sample of `shard` (`table`: that shard's selection, if it is a web part).
         A shard of a plain dataset passes through as it is."""
         if table is not None:
             yield from join_web_sample(raw, table.get(raw["__key__"], []), shard)
+        elif shard in self.web:
+            sample = registered_web_sample(raw, shard, self.limits)
+            if sample is not None:
+                yield sample
         elif shard in self.human:
             yield human_sample(raw, self.human[shard])
         else:
@@ -94,9 +130,14 @@ def iter_selected_samples(dataset_dir: str | Path, manifest: dict) -> Iterator[t
     """(part URL, raw sample) of a selection dataset, in manifest order."""
     join = joiner(dataset_dir, manifest)
     for part in manifest["parts"]:
-        table = join.table(part["url"])
-        for raw in iter_tar_samples(part["url"]):
-            yield from ((part["url"], s) for s in join.samples(part["url"], raw, table))
+        yield from part_samples(join, part["url"])
+
+
+def part_samples(join: Joiner, url: str) -> Iterator[tuple[str, dict]]:
+    """(part URL, sample) of one part of a selection dataset: its shard read once, joined."""
+    table = join.table(url)
+    for raw in iter_tar_samples(url):
+        yield from ((url, s) for s in join.samples(url, raw, table))
 
 
 @dataclass(frozen=True)
@@ -108,33 +149,75 @@ class TrainingData:
     samples: int
 
 
-def training_data(dataset_dirs: list[str]) -> TrainingData:
-    """The shards of finished datasets, plain or selections, for a training loader."""
-    shards, selections, human, samples = [], {}, {}, 0
+def training_data(dataset_dirs: list[str], limits: IngestConfig) -> TrainingData:
+    """The shards of finished datasets (ours, registered web sets or selections) for a training loader;
+    `limits` are the caption rules a registered web set's samples are read by."""
+    shards, selections, human, web, samples = [], {}, {}, set(), 0
     for d in dataset_dirs:
-        manifest = read_manifest(d, (FORMAT, SELECTION_FORMAT))
+        manifest = read_manifest(d, (FORMAT, SELECTION_FORMAT, WEB_FORMAT))
         samples += manifest["samples"]
         if manifest["format"] == SELECTION_FORMAT:
             shards += [p["url"] for p in manifest["parts"]]
             join = joiner(d, manifest)
             selections.update(join.selections)
             human.update(join.human)
+        elif manifest["format"] == WEB_FORMAT:
+            urls = [s.url for s in web_shards(d)]
+            shards += urls
+            web.update(urls)
         else:
             shards += [storage.join(d, s["name"]) for s in manifest["shards"]]
-    return TrainingData(shards, Joiner(selections, human), samples)
+    return TrainingData(shards, Joiner(selections, human, frozenset(web), limits), samples)
+
+
+@dataclass(frozen=True)
+class MaterializePart:
+    """One part of a selection to write as standalone shards (a Ray task)."""
+
+    dataset_dir: str
+    part: int
+    out_dir: str
+    shard_size: int
+
+
+def _materialize_part(task: MaterializePart) -> list[dict]:
+    """One part's samples, images copied, as shards named by the part (`shard-<part>-<n>-<sha>.tar`)."""
+    manifest = read_manifest(task.dataset_dir, (SELECTION_FORMAT,))
+    url = manifest["parts"][task.part]["url"]
+    entries, pending = [], []
+
+    def flush() -> None:
+        if pending:
+            name = PART_SHARD_PATTERN.format(task.part, len(entries))
+            entries.append(write_shard(storage.join(task.out_dir, name), pending))
+            pending.clear()
+
+    for _, raw in part_samples(joiner(task.dataset_dir, manifest), url):
+        pending.append({k: v for k, v in raw.items() if k in ("__key__", "jpg", "txt", "json")})
+        if len(pending) == task.shard_size:
+            flush()
+    flush()
+    return entries
 
 
 def materialize(dataset_dir: str | Path, out_dir: str | Path, shard_size: int) -> dict:
-    """Write a selection dataset as standalone shards (images copied), with the same manifest fields."""
-    from blip.data.shards import iter_raw_samples
+    """Write a selection dataset as standalone shards (images copied), with the same manifest fields: one Ray
+    task per part, each reading its input shard once and writing its own shards straight to the output."""
+    from blip.cluster import map_ordered, ray_session
 
+    dataset_dir, out_dir = storage.check_url(str(dataset_dir)), storage.check_url(str(out_dir))
     manifest = read_manifest(dataset_dir, (SELECTION_FORMAT,))
-    writer = DatasetWriter(out_dir, shard_size)
+    storage.make_folder(out_dir)
+    previous = unfinish(out_dir)
+    tasks = [MaterializePart(dataset_dir, i, out_dir, shard_size) for i in range(len(manifest["parts"]))]
     try:
-        for _, raw in iter_raw_samples(dataset_dir):
-            writer.write(raw["__key__"], raw["jpg"], raw["txt"].decode("utf-8"), json.loads(raw["json"]))
+        with ray_session():
+            shards = [entry for part in map_ordered(_materialize_part, tasks) for entry in part]
     except BaseException:
-        writer.abort()
+        restore(out_dir, previous)
         raise
     fields = {k: v for k, v in manifest.items() if k not in ("format", "samples", "parts")}
-    return writer.finish({**fields, "materialized_from": str(dataset_dir)})
+    result = {"format": FORMAT, "samples": sum(s["samples"] for s in shards), "shards": shards, **fields,
+              "materialized_from": dataset_dir}
+    atomic_write_json(storage.join(out_dir, MANIFEST), result)
+    return result

@@ -2,11 +2,16 @@
 
 Runs no model: it reads the tables capfilt wrote (only the columns a pass needs), so a new threshold,
 target precision, mix or cap costs seconds, not a captioner and filter pass over every web image.
-The rule (rule.py) needs up to five passes over the tables, each holding one table at a time:
+The rule (rule.py) needs up to seven passes over the tables. Each pass is one Ray task per table
+(at a billion pairs, 100k tables read in parallel across the cluster); the driver adds up what they
+return, histograms of 65,536 counts and a few integers, so no process ever holds more than one table:
 
-    top_percent cut:          2 passes (high and low bits of the k-th best score)
-    per-source caps and mix:  2 passes (after cuts 1-3: counts and histograms, then low bits)
-    final:                    1 pass (apply every cut, write the selection tables, count)
+    top_percent cut:          2 passes (high and low bits of the k-th best score), 1 counting its ties
+    per-source caps and mix:  2 passes (after cuts 1-3: counts and histograms, then low bits), 1 for ties
+    final:                    1 pass (apply every cut, write the table's selection, count)
+
+A cut keeps ties in table order: each table learns how many tied rows the tables before it hold (a
+prefix sum of the tie counts), so the tasks need not run in order and the result is exact.
 
 The output (dataset.py) is a manifest and selection tables over the input shards: no image is copied.
 The manifest is written last; a folder without one is unfinished and every reader refuses it.
@@ -17,16 +22,17 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from blip.capfilt.job import SCORES_FORMAT
+from blip.capfilt.formats import SCORES_FORMAT
 from blip.capfilt.report import example_images, statistics, write_sheet_html, write_sheet_png
+from blip.cluster import map_ordered, ray_session
 from blip.config import Params, SelectConfig, to_dict
 from blip.data import storage
 from blip.data.parquet import read_table, write_table
@@ -34,20 +40,25 @@ from blip.data.shards import MANIFEST, atomic_write_json, read_manifest
 from blip.gates import FILTER_ADVICE
 from blip.selection.dataset import SELECTION_FORMAT, TABLE_PATTERN
 from blip.selection.rule import (
+    Cutoff,
     CutoffFilter,
     KthBest,
     calibrate,
     cap_per_image,
     filter_matrix,
+    high_histogram,
+    low_histogram,
     passes_threshold,
     scores,
     sort_keys,
     source_targets,
+    ties_at,
 )
 
 SCORE_COLUMNS = ["image", "candidate", "source", "itm", "itc"]
 # the final pass also writes the kept rows' text and provenance and counts the world's truth
-FINAL_COLUMNS = SCORE_COLUMNS + ["key", "text", "captioner", "filters", "round", "image_sha256", "truth"]
+FINAL_COLUMNS = SCORE_COLUMNS + ["key", "text", "captioner", "filters", "round", "image_sha256", "pixels_sha256",
+                                 "truth"]
 SOURCES = ("web", "synthetic")
 
 
@@ -78,15 +89,17 @@ class Scored:
     candidate: np.ndarray
 
 
-def scored_tables(scores_dir: str, manifest: dict, cfg: SelectConfig, full: bool = False) -> Iterator[Scored]:
-    """The score tables in manifest order, one at a time (`full`: the columns the final pass writes)."""
-    filters = len(manifest["filters"])
-    for entry in manifest["tables"]:
-        table = read_table(storage.join(scores_dir, entry["name"]), FINAL_COLUMNS if full else SCORE_COLUMNS)
+def read_scored(url: str, filters: int, cfg: SelectConfig, full: bool = False) -> Scored:
+    """One score table as the rule sees it (`full`: with the columns the final pass writes)."""
+    table = read_table(url, FINAL_COLUMNS if full else SCORE_COLUMNS)
+    try:
         per_filter, score = scores(filter_matrix(table["itm"], filters), filter_matrix(table["itc"], filters), cfg)
-        yield Scored(table, per_filter, score, sort_keys(score),
-                     pc.equal(table["source"], "synthetic").to_numpy(zero_copy_only=False).astype(np.int8),
-                     table["image"].to_numpy(), table["candidate"].to_numpy())
+        keys = sort_keys(score)
+    except ValueError as e:
+        raise ValueError(f"{url}: {e}") from None
+    return Scored(table, per_filter, score, keys,
+                  pc.equal(table["source"], "synthetic").to_numpy(zero_copy_only=False).astype(np.int8),
+                  table["image"].to_numpy(), table["candidate"].to_numpy())
 
 
 def threshold_for(job: SelectJob, scores_dir: str, manifest: dict) -> tuple[float, dict | None]:
@@ -95,7 +108,7 @@ def threshold_for(job: SelectJob, scores_dir: str, manifest: dict) -> tuple[floa
     if job.threshold is not None or not cfg.calibrate:
         return (cfg.threshold if job.threshold is None else job.threshold), None
     filters = len(manifest["filters"])
-    table = read_table(storage.join(scores_dir, manifest["calibration"]["name"]))
+    table = read_table(manifest["calibration"]["url"])
     _, score = scores(filter_matrix(table["itm"], filters), filter_matrix(table["itc"], filters), cfg)
     result = calibrate(score, table["label"].to_numpy(), cfg.target_precision)
     if result is None:
@@ -114,66 +127,152 @@ def threshold_for(job: SelectJob, scores_dir: str, manifest: dict) -> tuple[floa
     return result["threshold"], {**result, "target_precision": cfg.target_precision, "pairs": table.num_rows}
 
 
-class Selector:
-    """The rule's cuts over one job's tables; each pass re-derives the earlier cuts the same way."""
+@dataclass(frozen=True)
+class Cuts:
+    """The rule with every global cutoff found so far; each table's pass re-derives the earlier cuts from it."""
 
-    def __init__(self, job: SelectJob, scores_dir: str, manifest: dict, threshold: float):
-        self.cfg, self.dir, self.manifest, self.threshold = job.params.select, scores_dir, manifest, threshold
-        self.top = None
-        self.per_source = [None, None]
-        if self.cfg.top_percent is not None:
-            self.top = self._kth(math.ceil(self.cfg.top_percent / 100 * manifest["rows"]), lambda s: s.keys)
-        if (self.cfg.max_web, self.cfg.max_synthetic, self.cfg.web_share) != (None, None, None):
-            self.per_source = self._source_cutoffs()
+    cfg: SelectConfig
+    filters: int
+    threshold: float
+    top: Cutoff | None = None
+    sources: tuple = (None, None)       # cut 4's cutoff per source code
 
-    def _kth(self, k: int, keys_of) -> object:
-        best = KthBest(k)
-        for s in scored_tables(self.dir, self.manifest, self.cfg):
-            best.add_pass1(keys_of(s))
+
+@dataclass(frozen=True)
+class TablePass:
+    """One per-table step (a Ray task): which table, the rule so far, and this table's place in the tie order."""
+
+    url: str
+    cuts: Cuts
+    top_ties_before: int = 0            # tied rows at the top cutoff in all earlier tables
+    source_ties_before: tuple = (0, 0)  # the same per source, at cut 4's cutoffs
+    bins: tuple = (None, None)          # pass 2: the bin of each source's k-th key
+
+
+def first_cuts(s: Scored, task: TablePass) -> np.ndarray:
+    """Cuts 1-3 (threshold or vote, top_percent, per-image cap) on one table."""
+    c = task.cuts
+    kept = passes_threshold(s.per_filter, s.score, c.threshold, c.cfg.filter_combine)
+    # top_percent ranks every candidate, so its ties are counted over all rows, not only the kept ones
+    kept &= CutoffFilter(c.top, task.top_ties_before).keep(s.keys, np.ones_like(kept))
+    return cap_per_image(s.image, s.candidate, s.keys, kept, c.cfg.max_texts_per_image)
+
+
+def _top_high(task: TablePass) -> np.ndarray:
+    return high_histogram(read_scored(task.url, task.cuts.filters, task.cuts.cfg).keys)
+
+
+def _top_low(task: TablePass) -> np.ndarray:
+    return low_histogram(read_scored(task.url, task.cuts.filters, task.cuts.cfg).keys, task.bins[0])
+
+
+def _top_ties(task: TablePass) -> int:
+    s = read_scored(task.url, task.cuts.filters, task.cuts.cfg)
+    return ties_at(task.cuts.top, s.keys, np.ones(len(s.keys), bool))
+
+
+def _source_high(task: TablePass) -> tuple[np.ndarray, np.ndarray]:
+    s = read_scored(task.url, task.cuts.filters, task.cuts.cfg)
+    kept = first_cuts(s, task)
+    return tuple(high_histogram(s.keys[kept & (s.source == code)]) for code in (0, 1))
+
+
+def _source_low(task: TablePass) -> tuple:
+    s = read_scored(task.url, task.cuts.filters, task.cuts.cfg)
+    kept = first_cuts(s, task)
+    return tuple(None if task.bins[code] is None else low_histogram(s.keys[kept & (s.source == code)], task.bins[code])
+                 for code in (0, 1))
+
+
+def _source_ties(task: TablePass) -> tuple[int, int]:
+    s = read_scored(task.url, task.cuts.filters, task.cuts.cfg)
+    kept = first_cuts(s, task)
+    return tuple(ties_at(task.cuts.sources[code], s.keys, kept & (s.source == code)) for code in (0, 1))
+
+
+def final_kept(s: Scored, task: TablePass) -> np.ndarray:
+    """Every cut on one table: its final kept mask."""
+    kept = first_cuts(s, task)
+    final = np.zeros_like(kept)
+    for code in (0, 1):
+        final |= CutoffFilter(task.cuts.sources[code], task.source_ties_before[code]).keep(s.keys,
+                                                                                           kept & (s.source == code))
+    return final
+
+
+@dataclass(frozen=True)
+class FinalPass:
+    """The last per-table step: apply every cut and write the table's selection."""
+
+    task: TablePass
+    index: int
+    out: str
+    examples: int       # how many of its images the examples sheet may take
+
+
+def _final(job: FinalPass) -> dict:
+    """Apply the rule to one table, write its selection table (when anything is kept); counts and examples."""
+    s = read_scored(job.task.url, job.task.cuts.filters, job.task.cuts.cfg, full=True)
+    kept = final_kept(s, job.task)
+    counts: Counter = Counter()
+    _count(counts, s, kept)
+    selection = None
+    if kept.any():
+        selection = write_table(storage.join(job.out, TABLE_PATTERN.format(job.index)), selection_table(s, kept))
+    return {"counts": counts, "selection": selection, "examples": _examples(s, kept, job.examples)}
+
+
+def _summed(fn, tasks: list, log_every: int | None = None):
+    """The sum of fn(task) over the tables, added up as each finishes (never all held at once)."""
+    total = {}
+
+    def add(_, result) -> None:
+        parts = result if isinstance(result, tuple) else (result,)
+        for i, part in enumerate(parts):
+            if part is not None:
+                total[i] = part if i not in total else total[i] + part
+    map_ordered(fn, tasks, on_result=add, keep=False)
+    return total
+
+
+def find_cuts(cfg: SelectConfig, urls: list[str], filters: int, threshold: float, rows: int) -> tuple[Cuts, list, list]:
+    """The global cutoffs (cut 2 and cut 4), each from histograms that the tables' tasks add up; with each
+    table's place in the tie order (top, per source)."""
+    cuts = Cuts(cfg, filters, threshold)
+    top_before = [0] * len(urls)
+    if cfg.top_percent is not None:
+        best = KthBest(math.ceil(cfg.top_percent / 100 * rows))
+        best.add_high(_summed(_top_high, [TablePass(u, cuts) for u in urls]).get(0, np.zeros(1 << 16, np.int64)))
         if best.needs_pass2():
-            for s in scored_tables(self.dir, self.manifest, self.cfg):
-                best.add_pass2(keys_of(s))
-        return best.cutoff()
-
-    def _source_cutoffs(self) -> list:
-        """Cut 4: each source's cutoff, after cuts 1-3 (their counts and histograms in one pass)."""
+            best.add_low(_summed(_top_low, [TablePass(u, cuts, bins=(best.bin, None)) for u in urls])[0])
+        cuts = dataclasses.replace(cuts, top=best.cutoff())
+        if cuts.top is not None:
+            top_before = _before(map_ordered(_top_ties, [TablePass(u, cuts) for u in urls]))
+    source_before = [(0, 0)] * len(urls)
+    if (cfg.max_web, cfg.max_synthetic, cfg.web_share) != (None, None, None):
+        tasks = [TablePass(u, cuts, top) for u, top in zip(urls, top_before)]
+        highs = _summed(_source_high, tasks)
         bests = [KthBest(0), KthBest(0)]
-        counts = [0, 0]
-        top = CutoffFilter(self.top)
-        for s in scored_tables(self.dir, self.manifest, self.cfg):
-            kept = self.first_cuts(s, top)
-            for code in (0, 1):
-                keys = s.keys[kept & (s.source == code)]
-                counts[code] += len(keys)
-                bests[code].add_pass1(keys)
-        targets = source_targets(counts[0], counts[1], self.cfg)
+        for code in (0, 1):
+            bests[code].add_high(highs.get(code, np.zeros(1 << 16, np.int64)))
+        targets = source_targets(bests[0].seen, bests[1].seen, cfg)
         for best, k in zip(bests, targets):
             best.k = k
-        if any([best.needs_pass2() for best in bests]):  # a list: each must decide whether it needs refining
-            top = CutoffFilter(self.top)
-            for s in scored_tables(self.dir, self.manifest, self.cfg):
-                kept = self.first_cuts(s, top)
-                for code in (0, 1):
-                    if bests[code].bin is not None:
-                        bests[code].add_pass2(s.keys[kept & (s.source == code)])
-        return [b.cutoff() for b in bests]
-
-    def first_cuts(self, s: Scored, top: CutoffFilter) -> np.ndarray:
-        """Cuts 1-3 (threshold or vote, top_percent, per-image cap) on one table."""
-        kept = passes_threshold(s.per_filter, s.score, self.threshold, self.cfg.filter_combine)
-        # top_percent ranks every candidate, so its ties are counted over all rows, not only the kept ones
-        kept &= top.keep(s.keys, np.ones_like(kept))
-        return cap_per_image(s.image, s.candidate, s.keys, kept, self.cfg.max_texts_per_image)
-
-    def kept(self, tables: Iterator[Scored]) -> Iterator[tuple[Scored, np.ndarray]]:
-        """Every table with its final kept mask."""
-        top, sources = CutoffFilter(self.top), [CutoffFilter(c) for c in self.per_source]
-        for s in tables:
-            kept = self.first_cuts(s, top)
-            final = np.zeros_like(kept)
+        bins = tuple(best.bin if best.needs_pass2() else None for best in bests)
+        if bins != (None, None):
+            lows = _summed(_source_low, [dataclasses.replace(t, bins=bins) for t in tasks])
             for code in (0, 1):
-                final |= sources[code].keep(s.keys, kept & (s.source == code))
-            yield s, final
+                if bins[code] is not None:
+                    bests[code].add_low(lows[code])
+        cuts = dataclasses.replace(cuts, sources=tuple(b.cutoff() for b in bests))
+        ties = map_ordered(_source_ties, [dataclasses.replace(t, cuts=cuts) for t in tasks])
+        source_before = list(zip(*[_before([t[code] for t in ties]) for code in (0, 1)]))
+    return cuts, top_before, source_before
+
+
+def _before(counts: list[int]) -> list[int]:
+    """Each table's count of earlier tables' tied rows (an exclusive prefix sum)."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist() if counts else []
 
 
 def _count(counts: Counter, s: Scored, kept: np.ndarray) -> None:
@@ -198,7 +297,7 @@ def selection_table(s: Scored, kept: np.ndarray) -> pa.Table:
     return pa.table({"key": t["key"], "candidate": t["candidate"], "source": t["source"], "text": t["text"],
                      "score": pa.array(s.score[kept]), "itm": mean("itm"), "itc": mean("itc"),
                      "captioner": t["captioner"], "filters": t["filters"], "round": t["round"],
-                     "image_sha256": t["image_sha256"]})
+                     "image_sha256": t["image_sha256"], "pixels_sha256": t["pixels_sha256"]})
 
 
 def _examples(s: Scored, kept: np.ndarray, n: int) -> list[dict]:
@@ -226,26 +325,32 @@ def clear_output(out: str) -> None:
 
 
 def run_select(job: SelectJob, log=print) -> dict:
-    """Select from the score tables into the bootstrapped dataset; returns the metrics."""
+    """Select from the score tables into the bootstrapped dataset; returns the metrics.
+
+    Every pass over the tables is one Ray task per table (on a laptop, a local Ray inside the command); the
+    driver adds up their histograms and counts, so its memory does not grow with the number of rows."""
     from blip.tracking import Tracker, data_hashes, flatten, git_commit
 
     start = time.time()
     cfg = job.params.select
-    scores_dir, out = str(job.scores), str(job.output)
+    scores_dir, out = storage.check_url(str(job.scores)), storage.check_url(str(job.output))
     manifest = read_manifest(scores_dir, (SCORES_FORMAT,))
     threshold, calibration = threshold_for(job, scores_dir, manifest)
-    selector = Selector(job, scores_dir, manifest, threshold)
+    urls = [entry["url"] for entry in manifest["tables"]]
     clear_output(out)
     counts: Counter = Counter()
     parts, examples = [], []
-    tables = scored_tables(scores_dir, manifest, cfg, full=True)
-    for i, (entry, (s, kept)) in enumerate(zip(manifest["tables"], selector.kept(tables))):
-        _count(counts, s, kept)
-        if len(examples) < cfg.examples:
-            examples += _examples(s, kept, cfg.examples - len(examples))
-        if kept.any():
-            table = write_table(storage.join(out, TABLE_PATTERN.format(i)), selection_table(s, kept))
-            parts.append({"kind": "web", **entry["input"], "samples": table["rows"], "selection": table})
+    with ray_session():
+        cuts, top_before, source_before = find_cuts(cfg, urls, len(manifest["filters"]), threshold, manifest["rows"])
+        finals = [FinalPass(TablePass(u, cuts, top, src), i, out, cfg.examples if i < cfg.examples else 0)
+                  for i, (u, top, src) in enumerate(zip(urls, top_before, source_before))]
+        for entry, result in zip(manifest["tables"], map_ordered(_final, finals)):
+            counts.update(result["counts"])
+            if len(examples) < cfg.examples:
+                examples += result["examples"][:cfg.examples - len(examples)]
+            if result["selection"] is not None:
+                table = result["selection"]
+                parts.append({"kind": "web", **entry["input"], "samples": table["rows"], "selection": table})
     for d in job.human:
         for e in read_manifest(d)["shards"]:
             parts.append({"kind": "human", "url": storage.join(d, e["name"]), "sha256": e["sha256"],
@@ -264,8 +369,9 @@ def run_select(job: SelectJob, log=print) -> dict:
     tracker = Tracker(job.params.tracking.uri, job.params.tracking.experiment, job.name)
     if job.report:
         job.report.mkdir(parents=True, exist_ok=True)
-        inputs = [e["input"]["url"] for e in manifest["tables"]]
-        images = example_images(inputs, [r["key"] for r in examples])
+        # the examples are the first tables' first images: only their input shards are read
+        inputs = [e["input"] for e in manifest["tables"][:max(1, cfg.examples)]]
+        images = example_images(inputs, [r["key"] for r in examples], job.params.ingest.max_member_bytes)
         write_sheet_png(examples, images, job.report / "examples.png")
         write_sheet_html(examples, images, job.report / "examples.html",
                          f"CapFilt round {manifest['round']}: {out}")

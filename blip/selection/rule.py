@@ -81,8 +81,12 @@ class KthBest:
 
     def add_pass1(self, keys: np.ndarray) -> None:
         """Count keys by their high 16 bits."""
-        self.seen += len(keys)
-        self.high += np.bincount(keys >> 16, minlength=1 << 16)
+        self.add_high(high_histogram(keys))
+
+    def add_high(self, histogram: np.ndarray) -> None:
+        """Add one table's `high_histogram` (pass 1 run where the table is)."""
+        self.seen += int(histogram.sum())
+        self.high += histogram
 
     def needs_pass2(self) -> bool:
         """Whether the k-th key lies in a bin to refine (False when k keeps none or all)."""
@@ -96,8 +100,11 @@ class KthBest:
 
     def add_pass2(self, keys: np.ndarray) -> None:
         """Count the keys of the k-th key's bin by their low 16 bits."""
-        inside = keys[(keys >> 16) == self.bin]
-        self.low += np.bincount(inside & 0xFFFF, minlength=1 << 16)
+        self.add_low(low_histogram(keys, self.bin))
+
+    def add_low(self, histogram: np.ndarray) -> None:
+        """Add one table's `low_histogram` of the k-th key's bin (pass 2 run where the table is)."""
+        self.low += histogram
 
     def cutoff(self) -> Cutoff | None:
         """The cutoff (None: keep every row)."""
@@ -113,11 +120,29 @@ class KthBest:
         return Cutoff(key=key, ties=need - higher)
 
 
-class CutoffFilter:
-    """Applies a cutoff to consecutive tables, counting ties across them (in table order)."""
+def high_histogram(keys: np.ndarray) -> np.ndarray:
+    """Pass 1 of KthBest on one table: its keys counted by their high 16 bits (histograms of tables add up)."""
+    return np.bincount(keys >> 16, minlength=1 << 16).astype(np.int64)
 
-    def __init__(self, cutoff: Cutoff | None):
-        self.cutoff, self.ties_seen = cutoff, 0
+
+def low_histogram(keys: np.ndarray, bin_: int) -> np.ndarray:
+    """Pass 2 of KthBest on one table: the keys of bin `bin_` counted by their low 16 bits."""
+    inside = keys[(keys >> 16) == bin_]
+    return np.bincount(inside & 0xFFFF, minlength=1 << 16).astype(np.int64)
+
+
+def ties_at(cutoff: Cutoff | None, keys: np.ndarray, among: np.ndarray) -> int:
+    """How many rows of `among` sit exactly at the cutoff: a table's share of the tie budget, so each table's
+    filter starts where the tables before it left off (their counts' prefix sum)."""
+    return 0 if cutoff is None else int((among & (keys == cutoff.key)).sum())
+
+
+class CutoffFilter:
+    """Applies a cutoff to consecutive tables, counting ties across them (in table order). A table filtered on
+    its own starts at `ties_seen`: the tied rows that all the tables before it hold."""
+
+    def __init__(self, cutoff: Cutoff | None, ties_seen: int = 0):
+        self.cutoff, self.ties_seen = cutoff, ties_seen
 
     def keep(self, keys: np.ndarray, among: np.ndarray) -> np.ndarray:
         """Which of the rows in `among` the cutoff keeps (rows outside `among` are not counted)."""

@@ -229,7 +229,7 @@ def train(job: TrainJob) -> dict:
     prompt = module.cfg.prompt if job.task in ("captioner", "shared") else ""
     text_prompt = "" if job.task == "shared" else prompt  # what the model's first text input starts with
     prompt_len = len(tokenizer(prompt).input_ids) - 1 if prompt else 0  # [CLS] + prompt, no [SEP]
-    data = training_data(job.data)
+    data = training_data(job.data, p.ingest)
     expand, count_items = EXPAND.get(job.task, (None, None))
     samples = count_items(job.data) if count_items else data.samples
     global_batch = stage.batch_size * world * stage.grad_accum
