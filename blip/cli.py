@@ -31,8 +31,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     _write_metrics(args.metrics, metrics)
     web, human = metrics["web"], metrics["human"]
     print(f"prepare: human train/val/test {human['train']['samples']}/{human['val']['samples']}/"
-          f"{human['test']['samples']} images, web {web['samples']} pairs "
-          f"({web['skipped_total']} skipped) in {metrics['seconds']} s -> {args.out}")
+          f"{human['test']['samples']} images, web {web['samples']} pairs in {web['shards']} shards, registered "
+          f"where they are, in {metrics['seconds']} s -> {args.out}")
     return 0
 
 

@@ -485,3 +485,22 @@ def test_statistics_from_counts():
                                                           "uninformative": 1.0}
     assert s["truth"]["synthetic"]["false_captions"]["recall"] == 0.6667
     assert s["truth"]["kept_data_clean_share"]["web_after"] == round(5 / 6, 4)
+
+
+def test_the_same_job_in_another_workspace_folder_has_the_same_fingerprint(tmp_path, models, prepared, small,
+                                                                          monkeypatch):
+    """A retried flow run re-runs its experiment in a fresh folder: the job must be the same job there, so that it
+    finds the tables it already wrote (and its manifests must not name the folder it happened to run in)."""
+    from blip.capfilt.job import CapfiltJob
+
+    jobs = []
+    for folder in ("first", "second"):
+        workspace = tmp_path / folder
+        shutil.copytree(prepared, workspace / "data")
+        shutil.copytree(Path(models[0]), workspace / "models/captioner")
+        shutil.copytree(Path(models[1]), workspace / "models/filter")
+        monkeypatch.chdir(workspace)
+        jobs.append(CapfiltJob(small, ["models/captioner"], ["models/filter"], ["data/web"], "data/scores"))
+        assert jobs[-1].work[0].url == str(workspace / "data/world/web/00000.tar")  # what a Ray worker reads
+        assert jobs[-1].work[0].recorded == "data/world/web/00000.tar"  # what the tables and manifests record
+    assert jobs[0].fingerprint("fp32") == jobs[1].fingerprint("fp32")

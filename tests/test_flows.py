@@ -157,3 +157,65 @@ def test_every_recipe_is_valid_params_and_a_tilde_key_removes_a_parameter_in_dvc
     assert set_param_args({"~downstream.video.qa": None, "seed": 3}) == ["-S", "~downstream.video.qa", "-S", "seed=3"]
     with pytest.raises(ValueError, match="no parameter 'downstream.video.nothing' in params.yaml to remove"):
         apply_overrides(raw_params(), {"~downstream.video.nothing": None}, "a recipe")
+
+
+def _kill_capfilt_mid_run(tables: Path, log: list) -> None:
+    """Wait for CapFilt's first finished table (out of six), then SIGKILL its driver: a node lost mid-scoring."""
+    import time
+
+    import psutil
+
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        done = list(tables.rglob("scores-*.parquet"))
+        if done:
+            for proc in psutil.process_iter(["cmdline"]):
+                cmd = proc.info["cmdline"] or []
+                if any(part.endswith("blip") for part in cmd) and "capfilt" in cmd:
+                    log.append(len(done))
+                    proc.kill()
+                    return
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(1500)
+def test_a_flow_run_killed_while_scoring_is_retried_and_scores_only_the_missing_shards(prefect_api, tmp_path,
+                                                                                      monkeypatch):
+    import threading
+
+    from prefect.client.orchestration import get_client
+
+    from flows.pipeline import pipeline
+    from tests.test_train import small_training_params
+
+    repo = pipeline_checkout(tmp_path)
+    raw = yaml.safe_load(small_training_params(tmp_path).read_text())
+    raw["world"].update(image_size=64, human={"train": 16, "val": 6, "test": 6},
+                        web={**raw["world"]["web"], "images": 48, "shard_size": 8})  # six shards to score
+    raw["capfilt"].update(batch_size=4, max_length=10, workers=1, cpus_per_worker=1)
+    raw["gates"]["on_fail"] = "warn"  # models of 8 steps are near chance; the gates are test_gates' business
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    git_repo(repo)
+    tables = tmp_path / "cache"
+    monkeypatch.setenv("BLIP_CACHE", str(tables))  # where CapFilt files its tables, outside the experiment's folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo}/mlruns.db")
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    killed: list = []
+    killer = threading.Thread(target=_kill_capfilt_mid_run, args=(tables, killed), daemon=True)
+    killer.start()
+    result = pipeline(stages=["capfilt"], repo=str(repo), retry_delay_s=1.0)
+    killer.join(timeout=5)
+    assert killed and 0 < killed[0] < 6, killed  # the first attempt died with some shards scored, not all
+    metrics = json.loads(subprocess.run(["git", "show", f"{result['rev']}:metrics/capfilt.json"], cwd=repo,
+                                        capture_output=True, text=True, check=True).stdout)
+    # the retry ran in a fresh experiment folder, found the tables of the same job and scored only the rest
+    assert metrics["shards"] == 6 and metrics["shards_resumed"] >= killed[0] and metrics["shards_resumed"] < 6
+    assert metrics["images"] == 48 and len(list(tables.rglob("scores-*.parquet"))) == 6
+    run = flow_run_of(result["experiment"])
+    with get_client(sync_client=True) as client:
+        attempts = [t for t in client.read_task_runs() if t.flow_run_id == run.id]
+        artifacts = {a.key: a for a in client.read_artifacts() if a.flow_run_id == run.id}
+    assert [t.run_count for t in attempts] == [2]  # one task run, at stage level, retried once
+    # while it scored, the flow run showed CapFilt's progress: a bar and the figures, updated as shards finished
+    assert artifacts["capfilt-progress"].data == 100.0
+    assert "6 of 6 shards" in artifacts["capfilt-status"].data and "images/s" in artifacts["capfilt-status"].data

@@ -39,7 +39,7 @@ def _commit(repo: Path, message: str) -> None:
 def dvc_repo(repo: Path, raw: dict, message: str = "pipeline", dvc_config: str | None = None) -> None:
     """params.yaml from `raw`, then git and DVC initialised (with `dvc_config` as .dvc/config) and committed."""
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    (repo / ".gitignore").write_text("mlruns.db\n")
+    (repo / ".gitignore").write_text((ROOT / ".gitignore").read_text())  # as a clone of the project ignores
     _run(["git", "init", "-q"], repo)
     _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
     if dvc_config:
@@ -92,17 +92,21 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     # a working filter threshold; the contract's share bounds are opened up because the few-step
     # models here score near chance (test_contracts covers the bounds themselves)
     # a new threshold re-runs select only: the models' scores are kept
-    scores = {p.name: p.stat().st_mtime_ns for p in (repo / "data/scores").iterdir()}
+    manifest = json.loads((repo / "data/scores/manifest.json").read_text())
+    # the tables are filed under the job's fingerprint outside the workspace (the session's cache here), so a re-run
+    # in another folder finds them; DVC versions the manifest that names them
+    assert all(t["url"].startswith(os.environ["BLIP_CACHE"]) and manifest["fingerprint"] in t["url"]
+               for t in manifest["tables"])
+    scores = {t["url"]: Path(t["url"]).stat().st_mtime_ns for t in manifest["tables"]}
     raw["select"]["threshold"] = 0.3
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     selected_only = _run(dvc + ["repro", "select"], repo)
     assert "Running stage 'select'" in selected_only and "Running stage 'capfilt'" not in selected_only
     assert "Running stage 'pretrain'" not in selected_only
-    assert {p.name: p.stat().st_mtime_ns for p in (repo / "data/scores").iterdir()} == scores
+    assert {u: Path(u).stat().st_mtime_ns for u in scores} == scores
     # the selected set is exactly the scored texts at or above the new threshold (one filter, ITM alone)
-    tables = json.loads((repo / "data/scores/manifest.json").read_text())["tables"]
-    expected = {(r["key"], r["candidate"]) for t in tables
-                for r in pq.read_table(repo / "data/scores" / t["name"]).to_pylist() if r["itm"][0] >= 0.3}
+    expected = {(r["key"], r["candidate"]) for t in manifest["tables"]
+                for r in pq.read_table(t["url"]).to_pylist() if r["itm"][0] >= 0.3}
     parts = json.loads((repo / "data/bootstrapped/manifest.json").read_text())["parts"]
     selected = {(r["key"], r["candidate"]) for p in parts if p["kind"] == "web"
                 for r in pq.read_table(repo / "data/bootstrapped" / p["selection"]["name"]).to_pylist()}
@@ -162,9 +166,14 @@ def test_prepare_stage_with_your_own_data_makes_no_world(tmp_path):
                        web_shards="own/web")
     dvc_repo(repo, raw, "own data")
     _run([sys.executable, "-m", "dvc", "repro", "prepare"], repo)
-    assert not (repo / "data" / "world").exists()
+    # no world made: its folder holds only the record that says so
+    assert [p.name for p in (repo / "data" / "world").iterdir()] == ["world.json"]
     metrics = json.loads((repo / "metrics" / "prepare.json").read_text())
     assert "world" not in metrics and metrics["human"]["train"]["samples"] == 12 and metrics["web"]["samples"] == 20
+    # the user's shards registered where they are: the manifest names them, nothing was copied into data/web
+    web = json.loads((repo / "data/web/manifest.json").read_text())
+    assert [Path(s["url"]) for s in web["shards"]] == sorted((repo / "own/web").glob("*.tar"))
+    assert [p.name for p in (repo / "data/web").iterdir()] == ["manifest.json"]
     assert "Data and pipelines are up to date" in _run([sys.executable, "-m", "dvc", "status", "prepare"], repo)
 
 
@@ -179,5 +188,12 @@ def test_the_default_remote_lets_a_fresh_clone_pull_instead_of_recompute(tmp_pat
     clone = tmp_path / "clone"
     _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
     _run([sys.executable, "-m", "dvc", "pull", "prepare"], clone)  # what was pushed: prepare's outputs
+    assert (clone / "data/web/manifest.json").read_bytes() == (repo / "data/web/manifest.json").read_bytes()
+    assert (clone / "data/human/train/manifest.json").is_file()
+    # the world's raw files are never in DVC's cache (nor pushed): only they are missing, and `dvc repro` writes
+    # them again, to the same bytes, so the versioned outputs stand and nothing after prepare re-runs
+    status = _run([sys.executable, "-m", "dvc", "status", "prepare"], clone)
+    assert "deleted:            data/world" in status and "data/web" not in status, status
+    _run([sys.executable, "-m", "dvc", "repro", "prepare"], clone)
     assert (clone / "data/web/manifest.json").read_bytes() == (repo / "data/web/manifest.json").read_bytes()
     assert "Data and pipelines are up to date" in _run([sys.executable, "-m", "dvc", "status", "prepare"], clone)

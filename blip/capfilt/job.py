@@ -54,12 +54,13 @@ NOT_FINGERPRINTED = ("workers", "cpus_per_worker", "tables")
 def plan(web_dirs: list[str]) -> list[Work]:
     """Every input web shard, in manifest order."""
     shards = [s for d in web_dirs for s in web_shards(d)]
-    return [Work(i, s.url, s.check, s.samples) for i, s in enumerate(shards)]
+    return [Work(i, storage.absolute(s.url), s.check, s.samples, storage.portable(s.url))
+            for i, s in enumerate(shards)]
 
 
 def cache_root() -> str:
     """Where this machine keeps what a re-run may reuse: $BLIP_CACHE, else ~/.cache/blip."""
-    return os.environ.get("BLIP_CACHE") or str(Path("~/.cache/blip").expanduser())
+    return os.path.abspath(os.environ.get("BLIP_CACHE") or str(Path("~/.cache/blip").expanduser()))
 
 
 @dataclass
@@ -78,19 +79,27 @@ class CapfiltJob:
     device: str | None = None           # None: params inference.device
     tables: str | None = None           # None: params capfilt.tables (see tables_root)
     work: list[Work] = field(init=False)
+    recorded_calibrate_on: str = field(init=False)  # how manifests and the fingerprint name it
 
     def __post_init__(self):
-        self.output = storage.check_url(str(self.output))
+        # every path the Ray workers get is absolute: they do not share the driver's working directory
+        self.output = storage.absolute(storage.check_url(str(self.output)))
         if self.tables is not None:
-            storage.check_url(self.tables)
+            self.tables = storage.absolute(storage.check_url(self.tables))
+        self.captioners = [storage.absolute(m) for m in self.captioners]
+        self.filters = [storage.absolute(m) for m in self.filters]
+        self.recorded_calibrate_on = storage.portable(storage.check_url(self.calibrate_on))
+        self.calibrate_on = storage.absolute(self.calibrate_on)
         self.work = plan(self.web)
 
     def fingerprint(self, precision: str) -> str:
         """What finished tables must match to be reused: inputs, models, settings, seed, round, precision."""
         cfg = {k: v for k, v in to_dict(self.params.capfilt).items() if k not in NOT_FINGERPRINTED}
-        parts = {"inputs": [(w.url, w.check) for w in self.work],
+        # what the job reads, by names that hold in any workspace: the same job run again in another folder (a
+        # retried flow run's experiment) has the same fingerprint, so it finds the tables it already wrote
+        parts = {"inputs": [(w.recorded, w.check) for w in self.work],
                  "models": [model_id(p) for p in self.captioners + self.filters], "cfg": cfg,
-                 "calibrate_on": self.calibrate_on, "seed": self.params.seed, "round": self.round,
+                 "calibrate_on": self.recorded_calibrate_on, "seed": self.params.seed, "round": self.round,
                  "precision": precision, **{k: getattr(self.params.ingest, k) for k in SAMPLE_LIMITS}}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -99,7 +108,7 @@ class CapfiltJob:
         local cache (a path that a retried run in another experiment folder finds again)."""
         root = self.tables or self.params.capfilt.tables
         if root:
-            return root
+            return storage.absolute(storage.check_url(os.path.expanduser(root)))
         if storage.is_remote(self.output):
             return storage.join(self.output, "tables")
         return storage.join(cache_root(), "scores")
@@ -234,7 +243,7 @@ def finish(job: CapfiltJob, tables: list[dict], calibration: dict, stamp: str, f
                 "folder": folder, "round": job.round, "captioners": ids[:len(job.captioners)],
                 "filters": ids[len(job.captioners):], "method": job.params.capfilt.method,
                 "captions_per_image": job.params.capfilt.captions_per_image, "inputs": job.web,
-                "calibrate_on": job.calibrate_on}
+                "calibrate_on": job.recorded_calibrate_on}
     metrics = {"images": counts.get("images", 0), "candidates": manifest["rows"],
                "web_texts": counts.get("web_total", 0), "synthetic_texts": counts.get("synthetic_total", 0),
                "skipped": {k[len("skipped_"):]: v for k, v in counts.items() if k.startswith("skipped_")},

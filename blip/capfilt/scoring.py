@@ -155,11 +155,12 @@ def decoder_for(captioners: list[Member], filters: list[Member], run: RunSetting
 
 def score_web_shard(path: str, captioners: list[Member], filters: list[Member], run: RunSettings,
                     limit: int | None = None, expected: int | None = None,
-                    decoder: Decoder | None = None) -> tuple[pa.Table, ShardStats]:
+                    decoder: Decoder | None = None, shard_name: str | None = None) -> tuple[pa.Table, ShardStats]:
     """Caption and score one web shard (its first `limit` samples): every candidate text, however bad.
 
     The shard is read once. `expected` is its sample count in its manifest (the samples a broken shard lost are
-    counted by it); `decoder` is a running Decoder for these models (one is made and closed here otherwise).
+    counted by it); `decoder` is a running Decoder for these models (one is made and closed here otherwise);
+    `shard_name` is how the table names the shard (default: `path`), the same in whatever folder the job runs.
     """
     stats, rows = ShardStats(), {name: [] for name in score_schema(len(filters)).names}
     settings = generation_settings(run.cfg)
@@ -207,7 +208,7 @@ def score_web_shard(path: str, captioners: list[Member], filters: list[Member], 
                                         ("captioner", captioner_id), ("filters", filter_ids),
                                         ("image_sha256", sample.image_sha256),
                                         ("pixels_sha256", sample.pixels_sha256),
-                                        ("round", run.round), ("shard", path), ("url", sample.meta.get("url")),
+                                        ("round", run.round), ("shard", shard_name or path), ("url", sample.meta.get("url")),
                                         ("truth", _world_truth(source, text, sample.meta))):
                         rows[name].append(value)
                     j += 1

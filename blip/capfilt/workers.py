@@ -28,9 +28,10 @@ class Work:
     """One unit of work: an input web shard and the score table it becomes."""
 
     index: int
-    url: str
+    url: str       # where the worker reads it (absolute)
     check: dict    # the input's content tag or sha256, as its manifest records it
     samples: int
+    recorded: str  # how manifests and fingerprints name it (storage.portable: relative inside the workspace)
 
     @property
     def out_name(self) -> str:
@@ -57,9 +58,10 @@ class ShardScorer:
         """Score one shard and write its table; returns the table's manifest entry with the shard's counts."""
         with torch.inference_mode():
             table, stats = score_web_shard(work.url, self.captioners, self.filters, self.run, expected=work.samples,
-                                           decoder=self.decoder)
+                                           decoder=self.decoder, shard_name=work.recorded)
         record = {"fingerprint": fingerprint, "index": work.index,
-                  "input": {"url": work.url, "samples": work.samples, **work.check}, "counts": stats.to_dict()["counts"]}
+                  "input": {"url": work.recorded, "samples": work.samples, **work.check},
+                  "counts": stats.to_dict()["counts"]}
         url = storage.join(folder, work.out_name)
         entry = write_table(url, table, record)
         return {"index": work.index, "url": url, "rows": entry["rows"], "bytes": entry["bytes"],

@@ -38,7 +38,7 @@ def _scenes(shards: list, max_member_bytes: int) -> dict:
     for shard in shards:
         for key, members in read_web_shard(shard.url, Tally(), max_member_bytes, shard.samples):
             try:
-                scenes[(shard.url, key)] = scene_from_json(json.loads(members["json"])["truth"]["scene"])
+                scenes[(shard.recorded, key)] = scene_from_json(json.loads(members["json"])["truth"]["scene"])
             except (KeyError, TypeError, ValueError):  # no truth record, or not a readable one
                 continue
     return scenes

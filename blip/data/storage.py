@@ -65,8 +65,25 @@ def is_absolute(url: str | Path) -> bool:
 
 
 def resolve(base: str | Path, url: str) -> str:
-    """`url` as written in a manifest at `base`: absolute as it is, relative to `base` otherwise."""
-    return url if is_absolute(url) else join(base, url)
+    """`url` as written in a manifest at `base`: absolute as it is, relative to `base` otherwise (and then made
+    absolute, so that it names the same file from any working directory)."""
+    return url if is_absolute(url) else absolute(join(base, url))
+
+
+def portable(url: str | Path) -> str:
+    """How a manifest records a file: a URL as it is; a local path under the working directory (the workspace)
+    relative to it, so that the record holds in another checkout or experiment folder; any other path absolute."""
+    if is_remote(url):
+        return str(url)
+    path = os.path.abspath(local_path(url))
+    here = os.getcwd()
+    return os.path.relpath(path, here) if path.startswith(here + os.sep) else path
+
+
+def absolute(url: str | Path) -> str:
+    """A URL as it is; a local path made absolute (symlinks kept). What work sent to other processes carries:
+    a Ray worker does not share the driver's working directory, on a cluster not even its machine."""
+    return str(url) if is_remote(url) else os.path.abspath(local_path(url))
 
 
 def join(base: str | Path, *names: str) -> str:

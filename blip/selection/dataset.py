@@ -133,10 +133,11 @@ def iter_selected_samples(dataset_dir: str | Path, manifest: dict) -> Iterator[t
         yield from part_samples(join, part["url"])
 
 
-def part_samples(join: Joiner, url: str) -> Iterator[tuple[str, dict]]:
-    """(part URL, sample) of one part of a selection dataset: its shard read once, joined."""
+def part_samples(join: Joiner, url: str, read_from: str | None = None) -> Iterator[tuple[str, dict]]:
+    """(part URL, sample) of one part of a selection dataset: its shard read once (from `read_from`, when the URL
+    as recorded is relative to another working directory), joined."""
     table = join.table(url)
-    for raw in iter_tar_samples(url):
+    for raw in iter_tar_samples(read_from or url):
         yield from ((url, s) for s in join.samples(url, raw, table))
 
 
@@ -172,18 +173,19 @@ def training_data(dataset_dirs: list[str], limits: IngestConfig) -> TrainingData
 
 @dataclass(frozen=True)
 class MaterializePart:
-    """One part of a selection to write as standalone shards (a Ray task)."""
+    """One part of a selection to write as standalone shards (a Ray task); every path absolute (a Ray worker does
+    not share the driver's working directory)."""
 
-    dataset_dir: str
     part: int
+    url: str                 # the part's shard, as the manifest records it
+    read_from: str           # the same, absolute
+    joiner: Joiner           # the selection's joiner (its tables' paths absolute)
     out_dir: str
     shard_size: int
 
 
 def _materialize_part(task: MaterializePart) -> list[dict]:
     """One part's samples, images copied, as shards named by the part (`shard-<part>-<n>-<sha>.tar`)."""
-    manifest = read_manifest(task.dataset_dir, (SELECTION_FORMAT,))
-    url = manifest["parts"][task.part]["url"]
     entries, pending = [], []
 
     def flush() -> None:
@@ -192,7 +194,7 @@ def _materialize_part(task: MaterializePart) -> list[dict]:
             entries.append(write_shard(storage.join(task.out_dir, name), pending))
             pending.clear()
 
-    for _, raw in part_samples(joiner(task.dataset_dir, manifest), url):
+    for _, raw in part_samples(task.joiner, task.url, task.read_from):
         pending.append({k: v for k, v in raw.items() if k in ("__key__", "jpg", "txt", "json")})
         if len(pending) == task.shard_size:
             flush()
@@ -205,11 +207,15 @@ def materialize(dataset_dir: str | Path, out_dir: str | Path, shard_size: int) -
     task per part, each reading its input shard once and writing its own shards straight to the output."""
     from blip.cluster import map_ordered, ray_session
 
-    dataset_dir, out_dir = storage.check_url(str(dataset_dir)), storage.check_url(str(out_dir))
+    # absolute: the Ray tasks do not share this process's working directory
+    dataset_dir = storage.absolute(storage.check_url(str(dataset_dir)))
+    out_dir = storage.absolute(storage.check_url(str(out_dir)))
     manifest = read_manifest(dataset_dir, (SELECTION_FORMAT,))
     storage.make_folder(out_dir)
     previous = unfinish(out_dir)
-    tasks = [MaterializePart(dataset_dir, i, out_dir, shard_size) for i in range(len(manifest["parts"]))]
+    join = joiner(dataset_dir, manifest)
+    tasks = [MaterializePart(i, p["url"], storage.absolute(p["url"]), join, out_dir, shard_size)
+             for i, p in enumerate(manifest["parts"])]
     try:
         with ray_session():
             shards = [entry for part in map_ordered(_materialize_part, tasks) for entry in part]

@@ -333,7 +333,8 @@ def run_select(job: SelectJob, log=print) -> dict:
 
     start = time.time()
     cfg = job.params.select
-    scores_dir, out = storage.check_url(str(job.scores)), storage.check_url(str(job.output))
+    # absolute: the Ray tasks that write the selection tables do not share this process's working directory
+    scores_dir, out = storage.check_url(str(job.scores)), storage.absolute(storage.check_url(str(job.output)))
     manifest = read_manifest(scores_dir, (SCORES_FORMAT,))
     threshold, calibration = threshold_for(job, scores_dir, manifest)
     urls = [entry["url"] for entry in manifest["tables"]]
