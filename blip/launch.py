@@ -1,17 +1,15 @@
 """Rank, world and device from whatever launched this process; we run no cluster manager of our own.
 
-Every launcher already tells a process who it is, each in its own variables:
+Training and evaluation across ranks run under a launcher, which tells each process who it is:
 
 | launcher                                   | rank                     | world                     | local rank      |
 |--------------------------------------------|--------------------------|---------------------------|-----------------|
 | torchrun, the DeepSpeed launcher, `--procs` | RANK                     | WORLD_SIZE                | LOCAL_RANK      |
-| Slurm job array (`sbatch --array`)         | SLURM_ARRAY_TASK_ID - min | SLURM_ARRAY_TASK_COUNT    | SLURM_LOCALID   |
 | Slurm tasks (`srun --ntasks`)              | SLURM_PROCID             | SLURM_NTASKS              | SLURM_LOCALID   |
-| Kubernetes Indexed Job                     | JOB_COMPLETION_INDEX     | (not exported: unknown)   | 0               |
 | nothing                                    | 0                        | 1                         | 0               |
 
-CapFilt's ranks claim shards instead of being dealt them, so an unknown world (a Kubernetes Indexed
-Job exports no completion count) is fine: the world only spreads the ranks' starting points.
+Per-shard work (CapFilt, select, registration, materialize) has no ranks: it runs as Ray tasks
+(blip/cluster.py), and a Ray worker with a GPU sees that one GPU only.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ class Ranks:
     """Who this process is among the job's processes."""
 
     rank: int
-    world: int | None   # None: the launcher does not say (Kubernetes Indexed Job)
+    world: int
     local_rank: int     # the process's index on its machine: which local GPU it takes
     launcher: str
 
@@ -56,20 +54,12 @@ def ranks_from_env(env: Mapping[str, str] | None = None) -> Ranks:
         launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in env else "env"
         ranks = Ranks(_int(env, "RANK"), _int(env, "WORLD_SIZE"),
                       _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else 0, launcher)
-    elif "SLURM_ARRAY_TASK_ID" in env:
-        if "SLURM_ARRAY_TASK_COUNT" not in env:
-            raise ValueError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not (Slurm >= 18.08 sets both)")
-        first = _int(env, "SLURM_ARRAY_TASK_MIN") if "SLURM_ARRAY_TASK_MIN" in env else 0
-        ranks = Ranks(_int(env, "SLURM_ARRAY_TASK_ID") - first, _int(env, "SLURM_ARRAY_TASK_COUNT"),
-                      _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0, "slurm-array")
     elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         ranks = Ranks(_int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS"),
                       _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0, "slurm")
-    elif "JOB_COMPLETION_INDEX" in env:
-        ranks = Ranks(_int(env, "JOB_COMPLETION_INDEX"), None, 0, "kubernetes")
     else:
         ranks = Ranks(0, 1, 0, "none")
-    if ranks.world is not None and not 0 <= ranks.rank < ranks.world:
+    if not 0 <= ranks.rank < ranks.world:
         raise ValueError(f"rank {ranks.rank} is outside a world of {ranks.world} ({ranks.launcher} launcher "
                          "variables disagree)")
     return ranks
@@ -120,8 +110,8 @@ def autocast(precision: str, device: torch.device):
 def join_process_group(ranks: Ranks, device: torch.device) -> None:
     """Join the launcher's process group, for work whose ranks exchange results (evaluation across ranks).
 
-    Only launchers with a rendezvous (torchrun, the DeepSpeed launcher) can: a Slurm array's or a
-    Kubernetes Indexed Job's ranks never meet. A world of one needs no group.
+    Only launchers with a rendezvous (torchrun, the DeepSpeed launcher) can: plain `srun` tasks never meet.
+    A world of one needs no group.
     """
     import torch.distributed as dist
 

@@ -53,12 +53,14 @@ _KILLED = re.compile(r"exited with -\d+|exited with (137|143)\b")
 
 
 def _is_transient(code: int, tail: str) -> bool:
-    # killed (OOM, pre-emption) or a locked store are worth another try; a failed data contract, a failed
-    # quality gate or a bad parameter is not: it fails the same way again
+    # a stage killed by a signal (OOM, pre-emption, a lost node) or a locked store is worth another try, even
+    # where a gate only warned earlier in the run; a failed data contract, a failed quality gate or a bad
+    # parameter is not: it fails the same way again
+    if code < 0 or code in (137, 143) or _KILLED.search(tail):
+        return True
     if ("contract" in tail or "gate" in tail) and "FAILED" in tail:
         return False
-    return (code < 0 or code in (137, 143) or bool(_KILLED.search(tail)) or "database is locked" in tail
-            or "Connection refused" in tail)
+    return "database is locked" in tail or "Connection refused" in tail
 
 
 def _retry_transient(task, task_run, state) -> bool:

@@ -81,5 +81,5 @@ def test_evaluation_ranks_without_a_rendezvous_are_refused():
     from blip.launch import Ranks, join_process_group
 
     with pytest.raises(ValueError, match="torchrun or the DeepSpeed launcher"):
-        join_process_group(Ranks(3, 8, 0, "slurm-array"), torch.device("cpu"))
+        join_process_group(Ranks(3, 8, 0, "slurm"), torch.device("cpu"))
     join_process_group(Ranks(0, 1, 0, "none"), torch.device("cpu"))  # a world of one needs no group

@@ -214,8 +214,21 @@ def test_a_flow_run_killed_while_scoring_is_retried_and_scores_only_the_missing_
     run = flow_run_of(result["experiment"])
     with get_client(sync_client=True) as client:
         attempts = [t for t in client.read_task_runs() if t.flow_run_id == run.id]
-        artifacts = {a.key: a for a in client.read_artifacts() if a.flow_run_id == run.id}
+        # a keyed artifact's latest version (the retry made its own): what the UI shows
+        artifacts = {a.key: a for a in sorted(client.read_artifacts(), key=lambda a: a.created)
+                     if a.flow_run_id == run.id}
     assert [t.run_count for t in attempts] == [2]  # one task run, at stage level, retried once
     # while it scored, the flow run showed CapFilt's progress: a bar and the figures, updated as shards finished
     assert artifacts["capfilt-progress"].data == 100.0
     assert "6 of 6 shards" in artifacts["capfilt-status"].data and "images/s" in artifacts["capfilt-status"].data
+
+
+def test_a_stage_killed_by_a_signal_is_worth_a_retry_and_a_failed_gate_or_contract_is_not():
+    from flows.pipeline import _is_transient
+
+    warned = "gate filter: FAILED for models/filter:\n  (gates.on_fail=warn: going on)\n"
+    killed = "ERROR: failed to reproduce 'capfilt': failed to run: blip capfilt ..., exited with -9"
+    assert _is_transient(255, warned + killed)  # a gate that only warned earlier does not make a kill final
+    assert not _is_transient(255, "contract 'bootstrapped' FAILED for data/bootstrapped:\n  summary: ...")
+    assert not _is_transient(255, "gate filter: FAILED for models/filter:\n  - the filter's ITM AUC ...")
+    assert _is_transient(255, "sqlite3.OperationalError: database is locked")
