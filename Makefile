@@ -28,7 +28,8 @@ bench: setup
 	$(UV) run python bench/data_loading.py
 	$(UV) run python bench/model.py
 	$(UV) run python bench/capfilt.py
-	$(UV) run python bench/contracts.py
+	$(UV) run python bench/capfilt_ray.py
+	$(UV) run python bench/select_contract_memory.py
 	$(UV) run python bench/chain.py
 
 # the paper's Table 12 over three seeds, and its CapFilt ablations: each a DVC experiment queue of whole

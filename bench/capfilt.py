@@ -27,7 +27,7 @@ import torch
 from blip.capfilt.scoring import Member, RunSettings, score_web_shard
 from blip.config import load_params
 from blip.data.prepare import prepare
-from blip.data.shards import read_manifest
+from blip.data.web import web_shards
 from blip.inference import BlipInference
 from blip.models.blip import Blip, BlipConfig
 from blip.tokenizer import build_tokenizer
@@ -49,12 +49,12 @@ def run_case(preset: str, image_size: int, images: int, batch: int, repeats: int
     cfg = dataclasses.replace(params.capfilt, batch_size=batch, max_length=20, min_length=20)
     run = RunSettings(cfg=cfg, seed=0, round=1, ingest=params.ingest, precision=precision, loader_workers=workers)
     captioner, filt = member(preset, "captioner", image_size, device), member(preset, "filter", image_size, device)
-    shard = f"{web}/{read_manifest(web)['shards'][0]['name']}"
+    shard = web_shards(web)[0]
     times = []
     for r in range(repeats + 1):  # the first pass warms up
         start = time.perf_counter()
         with torch.inference_mode():
-            _, stats = score_web_shard(shard, [captioner], [filt], run, limit=images)
+            _, stats = score_web_shard(shard.url, [captioner], [filt], run, limit=images, expected=shard.samples)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         if r:
@@ -79,10 +79,9 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     with tempfile.TemporaryDirectory() as tmp:
         # real web shards of the built-in world (JPEG bytes, noisy alt-texts): 1 shard of 256 images
-        world = dataclasses.replace(params.world, web=dataclasses.replace(params.world.web, images=256),
+        world = dataclasses.replace(params.world, web=dataclasses.replace(params.world.web, images=256, shard_size=256),
                                     human=dataclasses.replace(params.world.human, train=4, val=2, test=2))
-        prepare(dataclasses.replace(params, world=world,
-                                    ingest=dataclasses.replace(params.ingest, shard_size=256)), tmp)
+        prepare(dataclasses.replace(params, world=world), tmp)
         results = []
         for case in args.cases:
             preset, size, n, precision, workers = case.split(":")

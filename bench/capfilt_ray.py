@@ -116,6 +116,14 @@ def run(cmd: list[str], env: dict, cwd: Path) -> float:
     return time.time() - start
 
 
+def cpu_model() -> str:
+    """The CPU's model name (platform.processor() is empty on Linux)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def main() -> int:
     from blip.config import params_from_dict
 
@@ -184,7 +192,7 @@ def main() -> int:
             "scored_images_per_s": round(medians["2_workers_1_thread"]["scored_images_per_s"]
                                          / medians["1_worker_2_threads"]["scored_images_per_s"], 3),
             "wall_s": round(medians["2_workers_1_thread"]["wall_s"] / medians["1_worker_2_threads"]["wall_s"], 3)}}
-    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()}
+    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": cpu_model()}
     results["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True).stdout.strip()
     out = ROOT / "bench" / "results" / "capfilt_ray.json"

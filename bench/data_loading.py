@@ -22,23 +22,25 @@ from pathlib import Path
 import torch
 
 from blip.config import load_params
-from blip.data.ingest import ingest_webdataset
 from blip.data.loader import build_loader
-from blip.data.shards import shard_paths
 from blip.data.transforms import build_transform
+from blip.data.web import register_web
 from blip.data.world import write_web
+from blip.selection.dataset import training_data
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(shards: list[str], image_size: int, batches: int, repeats: int, workers: int) -> dict:
+def measure(web: str, image_size: int, batches: int, repeats: int, workers: int) -> dict:
     params = load_params(ROOT / "params.yaml")
+    data = training_data([web], params.ingest)  # a registered web set, read in place by the web rules
     tf = build_transform("finetune" if image_size >= 384 else "pretrain", image_size, params.loader)
     rates = []
     for r in range(repeats + 1):  # the first pass warms the page cache and is not counted
         torch.manual_seed(r)
-        loader, _ = build_loader(shards, tf, 32, train=True, seed=r, num_workers=workers,
-                                 max_words=params.ingest.max_words, resampled=True, batches_per_epoch=batches)
+        loader, _ = build_loader(data.shards, tf, 32, train=True, seed=r, num_workers=workers,
+                                 max_words=params.ingest.max_words, resampled=True, batches_per_epoch=batches,
+                                 joiner=data.joiner)
         start, n = time.perf_counter(), 0
         for batch in loader:
             n += batch.images.shape[0]
@@ -61,9 +63,8 @@ def main() -> None:
             world = dataclasses.replace(params.world, image_size=size,
                                         web=dataclasses.replace(params.world.web, images=640, shard_size=80))
             write_web(world, params.seed, Path(tmp) / f"raw{size}")
-            ingest_webdataset(str(Path(tmp) / f"raw{size}"), Path(tmp) / f"web{size}",
-                              dataclasses.replace(params.ingest, shard_size=80))
-            results.append(measure(shard_paths(Path(tmp) / f"web{size}"), size, args.batches, args.repeats, 2))
+            register_web(str(Path(tmp) / f"raw{size}"), Path(tmp) / f"web{size}", on_ray=False)
+            results.append(measure(str(Path(tmp) / f"web{size}"), size, args.batches, args.repeats, 2))
             print(json.dumps(results[-1]))
     report = {"benchmark": "data_loading", "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                                        "torch": torch.__version__}, "results": results}

@@ -2,9 +2,10 @@
 
 Writes a synthetic Karpathy set (dataset_coco.json form: one row per image, five sentences, splits
 90/5/5, one JPEG file per image) and a synthetic img2dataset web set (tar shards of 1000 samples:
-jpg, txt, json) at each size, then ingests each in a fresh process and records that process's peak
-RSS and wall time. Images are drawn from a pool of distinct JPEGs (128 px, ~1.5 KB), so writing the
-input stays cheap; ingestion decodes and checks every one.
+jpg, txt, json) at each size, then ingests the Karpathy set and registers the web set (counted and
+hashed in place: nothing is copied) each in a fresh process, and records that process's peak RSS and
+wall time. Images are drawn from a pool of distinct JPEGs (128 px, ~1.5 KB), so writing the input stays
+cheap; Karpathy ingestion decodes and checks every one.
 
     python bench/ingest_memory.py                       # 10k and 100k images of each kind
     python bench/ingest_memory.py --sizes 1000 5000     # a quick run
@@ -76,15 +77,17 @@ def write_web(folder: Path, n: int, pool: list[bytes]) -> Path:
 def child(kind: str, source: str, images: str, out: str) -> None:
     """Ingest in this process and print its peak RSS (the parent's own memory is not counted)."""
     from blip.config import load_params
-    from blip.data.ingest import ingest_webdataset
     from blip.data.karpathy import ingest_karpathy
+    from blip.data.web import register_web
 
     cfg = load_params(ROOT / "params.yaml").ingest
     start = time.perf_counter()
     if kind == "karpathy":
         samples = sum(m["samples"] for m in ingest_karpathy(source, images, out, cfg, dataset="synthetic").values())
     else:
-        samples = ingest_webdataset(source, out, cfg)["samples"]
+        # the web set is registered, not copied: each shard counted from its tar headers (no _stats.json here)
+        # and hashed, one after another in this process (on_ray=False: the memory measured is this process's)
+        samples = register_web(source, out, on_ray=False)["samples"]
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(json.dumps({"samples": samples, "seconds": round(seconds, 1), "peak_rss_mb": round(peak_mb, 1)}))

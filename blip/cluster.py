@@ -37,7 +37,9 @@ def ray_session() -> Iterator[None]:
         yield
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network here; nothing is reported anywhere
-    address = os.environ.get("RAY_ADDRESS") or None
+    # without RAY_ADDRESS, a new local instance ("local"): never whatever cluster /tmp/ray last recorded, which
+    # may be another user's, or gone (ray.init() would wait on it)
+    address = os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": passed_on_env()},
              logging_level="WARNING")
     try:

@@ -29,7 +29,7 @@ from blip.data.ingest import Tally
 from blip.data.shards import content_check
 from blip.data.web import IMAGE_EXTS, read_web_shard
 from blip.selection.dataset import suffix
-from data_contracts.tables import EvalImages, image_row, safe_key
+from data_contracts.tables import IMAGE_COLUMNS, EvalImages, image_row, safe_key
 
 # each aggregate check: a count of offending rows (0 passes) and the SQL condition that finds them, over the
 # view `kept` (one row per kept text); {min_words} ... are filled in from params
@@ -184,7 +184,7 @@ def selection_tables(dataset_dir: str, manifest: dict, eval_images: EvalImages, 
         synthetic_share=synthetic / max(1, total))
     rows_table = _rows_table(rows, eval_images)
     images = _sampled_images(web_parts, tables, rows, params)
-    return {"rows": rows_table, "summary": pd.DataFrame([summary]), "images": pd.DataFrame(images),
+    return {"rows": rows_table, "summary": pd.DataFrame([summary]), "images": pd.DataFrame(images, columns=IMAGE_COLUMNS),
             "manifest": manifest, "examples": examples, "total_rows": total}
 
 

@@ -147,6 +147,9 @@ def _shard_counts_match(manifest: dict, rows: list[dict]) -> bool:
     return all(read.get(e["name"], 0) == e["samples"] for e in manifest["shards"])
 
 
+IMAGE_COLUMNS = ["key", "decodable", "width", "height"]  # the images table, even when no image was sampled
+
+
 def image_row(key: str, data: bytes | None, limits: IngestConfig | None = None) -> dict:
     """A decoded image's row: whether it decodes (by the rules every reader shares, when `limits` are given) and
     its size."""
