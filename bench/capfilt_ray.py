@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -36,6 +35,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import where  # noqa: E402
 
 IMAGES, SHARD_SIZE = 480, 60  # eight shards at the world's 96 px
 REPEATS = 3
@@ -116,14 +117,6 @@ def run(cmd: list[str], env: dict, cwd: Path) -> float:
     return time.time() - start
 
 
-def cpu_model() -> str:
-    """The CPU's model name (platform.processor() is empty on Linux)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
 def main() -> int:
     from blip.config import params_from_dict
 
@@ -168,7 +161,8 @@ def main() -> int:
                         "--metrics", str(tmp / f"reads{decoders}.json")], s3env, tmp)
             ratios = [(app.served[k] - before[k]) / size for k, size in sizes.items()]
             results["reads"][f"decoding_processes_{decoders}"] = {
-                "bytes_read_over_shard_size": {"min": round(min(ratios), 4), "median": round(statistics.median(ratios), 4),
+                "bytes_read_over_shard_size": {"min": round(min(ratios), 4),
+                                               "median": round(statistics.median(ratios), 4),
                                                "max": round(max(ratios), 4)}}
             print("reads", decoders, results["reads"][f"decoding_processes_{decoders}"], flush=True)
         raw["inference"]["loader_workers"] = 0
@@ -192,9 +186,7 @@ def main() -> int:
             "scored_images_per_s": round(medians["2_workers_1_thread"]["scored_images_per_s"]
                                          / medians["1_worker_2_threads"]["scored_images_per_s"], 3),
             "wall_s": round(medians["2_workers_1_thread"]["wall_s"] / medians["1_worker_2_threads"]["wall_s"], 3)}}
-    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": cpu_model()}
-    results["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                       text=True).stdout.strip()
+    results.update(where())
     out = ROOT / "bench" / "results" / "capfilt_ray.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps({"reads": results["reads"], "ratio": results["throughput"]["ratio_2_workers_over_1"]}, indent=1))

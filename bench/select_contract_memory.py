@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import where  # noqa: E402
 from blip.capfilt.formats import SCORES_FORMAT  # noqa: E402
 from blip.capfilt.scoring import score_schema  # noqa: E402
 from blip.data.parquet import write_table  # noqa: E402
@@ -71,11 +71,13 @@ def write_scores(root: Path, rows: int, seed: int = 0) -> Path:
             "words": pa.array([len(x.split()) for x in text], pa.int16()),
             "itm": pa.FixedSizeListArray.from_arrays(pa.array(itm), 1),
             "itc": pa.FixedSizeListArray.from_arrays(pa.array(itc), 1),
-            "captioner": pa.array(np.where(candidate == 0, "", "captioner@0")), "filters": pa.array(["filter@0"] * ROWS_PER_TABLE),
+            "captioner": pa.array(np.where(candidate == 0, "", "captioner@0")),
+            "filters": pa.array(["filter@0"] * ROWS_PER_TABLE),
             "image_sha256": pa.array(np.repeat([f"{t:06d}{i:058d}" for i in range(images)], 2)),
             "pixels_sha256": pa.array(np.repeat([f"p{t:06d}{i:057d}" for i in range(images)], 2)),
             "round": pa.array(np.ones(ROWS_PER_TABLE, np.int16)), "shard": pa.array([shard] * ROWS_PER_TABLE),
-            "url": pa.array([None] * ROWS_PER_TABLE, pa.string()), "truth": pa.array([None] * ROWS_PER_TABLE, pa.string()),
+            "url": pa.array([None] * ROWS_PER_TABLE, pa.string()),
+            "truth": pa.array([None] * ROWS_PER_TABLE, pa.string()),
         }, schema=schema)
         url = str(scores / f"scores-{t:06d}.parquet")
         entry = write_table(url, table)
@@ -111,14 +113,6 @@ def measure(cmd: list[str], cwd: Path, env: dict) -> dict:
     mb = 2 ** 20
     return {"seconds": round(time.time() - start, 1), "driver_peak_mb": round(driver / mb),
             "worker_peak_mb": round(worker / mb), "all_processes_peak_mb": round(total / mb), "exit": proc.returncode}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (platform.processor() is empty on Linux)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def main() -> int:
@@ -162,9 +156,7 @@ def main() -> int:
         f"{step}.{figure}": round(large[step][figure] / small[step][figure], 3)
         for step in ("select", "contract") for figure in ("driver_peak_mb", "worker_peak_mb", "all_processes_peak_mb")
         if small[step][figure]}
-    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": cpu_model()}
-    results["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                       text=True).stdout.strip()
+    results.update(where())
     out = ROOT / "bench" / "results" / "select_contract_memory.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results["growth_1M_to_10M"], indent=1))

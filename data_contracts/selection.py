@@ -42,7 +42,8 @@ CHECKS = {
     "itm_out_of_range": "itm IS NULL OR isnan(itm) OR itm < 0 OR itm > 1",
     "score_missing": "score IS NULL OR isnan(score) OR isinf(score)",
     "below_threshold": "score < {threshold}",
-    "eval_leaks": "image_sha256 IN (SELECT digest FROM eval_files) OR pixels_sha256 IN (SELECT digest FROM eval_pixels)",
+    "eval_leaks": "image_sha256 IN (SELECT digest FROM eval_files) "
+                  "OR pixels_sha256 IN (SELECT digest FROM eval_pixels)",
 }
 EXAMPLES = 5
 
@@ -184,7 +185,8 @@ def selection_tables(dataset_dir: str, manifest: dict, eval_images: EvalImages, 
         synthetic_share=synthetic / max(1, total))
     rows_table = _rows_table(rows, eval_images)
     images = _sampled_images(web_parts, tables, rows, params)
-    return {"rows": rows_table, "summary": pd.DataFrame([summary]), "images": pd.DataFrame(images, columns=IMAGE_COLUMNS),
+    return {"rows": rows_table, "summary": pd.DataFrame([summary]),
+            "images": pd.DataFrame(images, columns=IMAGE_COLUMNS),
             "manifest": manifest, "examples": examples, "total_rows": total}
 
 

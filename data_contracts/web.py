@@ -77,5 +77,6 @@ def web_tables(dataset_dir: str, manifest: dict, eval_images: EvalImages, params
                "checksums_ok": not problems, "files": len(shards), "shard_counts_match": counts_ok,
                "by_source_matches": {k: v for k, v in declared.items() if v} == {"web": manifest["samples"]},
                "sampled_shards": len(chosen), "sample_unusable_share": unusable / read if read else None}
-    return {"rows": pd.DataFrame(rows), "summary": pd.DataFrame([summary]), "images": pd.DataFrame(images, columns=IMAGE_COLUMNS),
+    return {"rows": pd.DataFrame(rows), "summary": pd.DataFrame([summary]),
+            "images": pd.DataFrame(images, columns=IMAGE_COLUMNS),
             "manifest": manifest, "examples": {"checksums_ok": problems[:5]}, "total_rows": manifest["samples"]}

@@ -140,7 +140,8 @@ def pipeline(preset: str | None = None, web_shards: str | list[str] | None = Non
         _tag_flow_run([f"mlflow_run_id:{parent.info.run_id}", f"dvc_experiment:{name}"])
         env = {PARENT_ENV: parent.info.run_id, "MLFLOW_TRACKING_URI": uri}
         try:
-            rev = experiment.with_options(retry_delay_seconds=retry_delay_s)(str(root), name, settings, stages or [], env)
+            run = experiment.with_options(retry_delay_seconds=retry_delay_s)
+            rev = run(str(root), name, settings, stages or [], env)
         except StageFailed as e:
             from prefect.artifacts import create_markdown_artifact
 

@@ -95,7 +95,8 @@ def test_web_shards_skip_oversized_members_and_duplicate_keys(tmp_path, params):
     register_web(str(tmp_path / "00000.tar"), tmp_path / "out")
     cfg = dataclasses.replace(params.ingest, max_member_bytes=4096)
     skipped, _, texts = read_by_web_rules(tmp_path / "out", cfg)
-    assert skipped == {"oversized_member": 1, "duplicate_key": 2} and list(texts.values()) == ["a red box", "a blue box"]
+    assert skipped == {"oversized_member": 1, "duplicate_key": 2}
+    assert list(texts.values()) == ["a red box", "a blue box"]
     from blip.data.web import parse_web_sample, read_web_shard
     from blip.data.ingest import Tally
 

@@ -39,7 +39,8 @@ def _bootstrapped(out: Path, prepared: Path, small, *, web_itm: float | None = 0
     kept = {"human": 0, "web": 0, "synthetic": 0}
     tables: dict[int, list[dict]] = {i: [] for i in range(len(shards))}
     for n, (part, s) in enumerate(samples):
-        digest, pixels = hashlib.sha256(s.image).hexdigest(), pixel_digest(Image.open(io.BytesIO(s.image)).convert("RGB"))
+        digest = hashlib.sha256(s.image).hexdigest()
+        pixels = pixel_digest(Image.open(io.BytesIO(s.image)).convert("RGB"))
         row = dict(key=s.key, captioner="", filters="filter@x", round=1, image_sha256=digest, pixels_sha256=pixels,
                    itc=0.3)
         if keep_all or n % 4:
@@ -49,9 +50,10 @@ def _bootstrapped(out: Path, prepared: Path, small, *, web_itm: float | None = 0
             kept["web"] += 1
         if keep_all or n % 5:
             duplicate = duplicate_key and n == 2
-            tables[part].append({**row, "key": samples[1][1].key if duplicate else s.key, "candidate": 0 if duplicate else 1,
-                                 "source": "synthetic", "text": "a red circle on a white background", "score": 0.8,
-                                 "itm": 0.8, "captioner": "captioner@x"})
+            tables[part].append({**row, "key": samples[1][1].key if duplicate else s.key,
+                                 "candidate": 0 if duplicate else 1, "source": "synthetic",
+                                 "text": "a red circle on a white background", "score": 0.8, "itm": 0.8,
+                                 "captioner": "captioner@x"})
             kept["synthetic"] += 1
     if leak_test_image is not None:  # a kept text of a web image that is a test split's image
         test = next(iter_samples(prepared / "human/test"))
@@ -73,7 +75,8 @@ def _bootstrapped(out: Path, prepared: Path, small, *, web_itm: float | None = 0
     n = len(samples)
     counts = {"human_total": kept["human"], "human_kept": kept["human"], "web_total": n, "web_kept": kept["web"],
               "web_removed": n - kept["web"], "synthetic_total": n + (leak_test_image is not None),
-              "synthetic_kept": kept["synthetic"], "synthetic_removed": n + (leak_test_image is not None) - kept["synthetic"]}
+              "synthetic_kept": kept["synthetic"],
+              "synthetic_removed": n + (leak_test_image is not None) - kept["synthetic"]}
     atomic_write_json(out / "manifest.json", {
         "format": SELECTION_FORMAT, "samples": sum(p["samples"] for p in parts), "parts": parts, "by_source": kept,
         "selection": {"counts": counts, "threshold": threshold, "round": 1, "rule": {"filter_combine": "mean"}}})
@@ -113,11 +116,12 @@ def test_good_datasets_pass_and_data_docs_are_written(tmp_path, prepared, small)
         assert code == 0 and report["success"], report
     web = report["reports"][0]
     assert web["summary"]["sampled_shards"] == 4 and web["summary"]["sample_unusable_share"] == 0.0
-    code, report = _run("bootstrapped", _bootstrapped(tmp_path / "good", prepared, small), prepared, tmp_path, docs=True)
+    good = _bootstrapped(tmp_path / "good", prepared, small)
+    code, report = _run("bootstrapped", good, prepared, tmp_path, docs=True)
     assert code == 0 and report["success"], _failed(report)
     checked = report["reports"][0]
     assert checked["tables"]["rows"]["evaluated"] >= 11 and checked["tables"]["summary"]["evaluated"] >= 20
-    assert checked["rows"] == read_manifest(tmp_path / "good", (SELECTION_FORMAT,))["samples"]  # every row, in aggregate
+    assert checked["rows"] == read_manifest(good, (SELECTION_FORMAT,))["samples"]  # every row, in aggregate
     assert checked["tables"]["images"]["rows"] > 0  # a sample of the kept images, decoded from their input shards
     assert (tmp_path / "docs" / "good" / "index.html").is_file()
 

@@ -9,15 +9,12 @@ import tarfile
 import time
 from pathlib import Path
 
-import pytest
-import yaml
 from PIL import Image
 
-from blip.config import params_from_dict
 from blip.data.web import register_web
 from blip.data.karpathy import ingest_karpathy
-from blip.data.shards import IncompleteDataset, iter_samples, read_manifest, shard_paths, verify_dataset
-from tests.conftest import ROOT, raw_params
+from blip.data.shards import iter_samples, read_manifest, verify_dataset
+from tests.conftest import ROOT
 
 
 def make_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:

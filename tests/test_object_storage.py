@@ -121,7 +121,8 @@ def test_the_chain_reads_and_writes_its_data_in_object_storage(s3, tmp_path):
                "--metrics", str(tmp_path / "capfilt.json")]
     _blip(params, *capfilt, cwd=tmp_path)
     scores = read_manifest(f"{data}/scores", (SCORES_FORMAT,))
-    assert all(t["url"].startswith(f"s3://{BUCKET}/data/scores/tables/{scores['fingerprint']}/") for t in scores["tables"])
+    folder = f"s3://{BUCKET}/data/scores/tables/{scores['fingerprint']}/"
+    assert all(t["url"].startswith(folder) for t in scores["tables"])
     assert len(fs.glob(f"{BUCKET}/data/scores/tables/*/scores-*.parquet")) == 2  # one object per input shard
     assert not Path(tmp_path / "s3:").exists()  # never a local folder named like the URL
     assert json.loads((tmp_path / "capfilt.json").read_text())["shards_resumed"] == 0

@@ -15,7 +15,6 @@ do, in the last float digit (matrix kernels round differently for other batch sh
 from __future__ import annotations
 
 import functools
-import hashlib
 import random
 import zlib
 from collections import Counter
@@ -208,7 +207,8 @@ def score_web_shard(path: str, captioners: list[Member], filters: list[Member], 
                                         ("captioner", captioner_id), ("filters", filter_ids),
                                         ("image_sha256", sample.image_sha256),
                                         ("pixels_sha256", sample.pixels_sha256),
-                                        ("round", run.round), ("shard", shard_name or path), ("url", sample.meta.get("url")),
+                                        ("round", run.round), ("shard", shard_name or path),
+                                        ("url", sample.meta.get("url")),
                                         ("truth", _world_truth(source, text, sample.meta))):
                         rows[name].append(value)
                     j += 1

@@ -229,8 +229,9 @@ def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, t
     if skip_batches:
         stages.append(_SkipBatches(skip_batches, batch_size))
     limits = joiner.limits if joiner is not None else None
+    decode = wds.map(_DecodeImages(limits), handler=handler) if limits else wds.decode("pilrgb", handler=handler)
     stages += [
-        wds.map(_DecodeImages(limits), handler=handler) if limits is not None else wds.decode("pilrgb", handler=handler),
+        decode,
         wds.map(_ToItem(transform, max_words, train, seed, epoch), handler=handler),
         wds.batched(batch_size, collation_fn=_collate, partial=not train),
     ]

@@ -392,8 +392,9 @@ def run_select(job: SelectJob, log=print) -> dict:
                  "captioners": manifest["captioners"], "filters": manifest["filters"],
                  "scores": {"url": scores_dir, "fingerprint": manifest["fingerprint"],
                             "manifest_sha256": storage.sha256(storage.join(scores_dir, MANIFEST))}}
-    atomic_write_json(storage.join(out, MANIFEST), {"format": SELECTION_FORMAT, "samples": sum(p["samples"] for p in parts),
-                                       "parts": parts, "by_source": by_source, "selection": selection})
+    atomic_write_json(storage.join(out, MANIFEST), {"format": SELECTION_FORMAT,
+                                                   "samples": sum(p["samples"] for p in parts), "parts": parts,
+                                                   "by_source": by_source, "selection": selection})
     log(f"select: {metrics['samples']} samples -> {out} in {seconds:.1f} s ({metrics['rows_per_s']} rows/s); "
         f"threshold {threshold}; kept web {stats['web']['kept']}/{stats['web']['total']}, synthetic "
         f"{stats['synthetic']['kept']}/{stats['synthetic']['total']} (noise ratio {stats['noise_ratio']}), "
