@@ -31,12 +31,17 @@ def passed_on_env() -> dict[str, str]:
 def ray_session() -> Iterator[None]:
     """Join the cluster named by RAY_ADDRESS, or start a local one; one started here is stopped on exit.
     Inside an already joined session (a test, a notebook) that session is used as it is."""
+    # Before Ray's first import (it reads this then): a command started under `uv run` (`uv run dvc repro`, `make
+    # test`) would otherwise have Ray ship the whole workspace to every worker and start each one through `uv run`
+    # in that copy, which re-resolves the project (and fails offline). Our workers use the driver's interpreter,
+    # which on a cluster is the image's; a user who wants Ray's uv integration sets the variable to 1.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network here; nothing is reported anywhere
     import ray
 
     if ray.is_initialized():
         yield
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network here; nothing is reported anywhere
     # without RAY_ADDRESS, a new local instance ("local"): never whatever cluster /tmp/ray last recorded, which
     # may be another user's, or gone (ray.init() would wait on it)
     address = os.environ.get("RAY_ADDRESS") or "local"

@@ -104,14 +104,13 @@ def ray_cluster(tmp_path_factory):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     os.environ.update(RAY_ADDRESS=f"127.0.0.1:{port}", RAY_AUTH_MODE="token")
-    import ray
+    from blip.cluster import ray_session
 
     deadline = time.time() + 120
     while True:  # the head is up when a driver can join it
         try:
-            ray.init(address=os.environ["RAY_ADDRESS"], logging_level="ERROR")
-            ray.shutdown()
-            break
+            with ray_session():
+                break
         except (ConnectionError, RuntimeError):
             assert time.time() < deadline and head.poll() is None, "the session's Ray head did not start"
             time.sleep(1)
