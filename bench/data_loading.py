@@ -23,10 +23,10 @@ import torch
 
 from blip.config import load_params
 from blip.data.loader import build_loader
+from blip.data.selected import training_data
 from blip.data.transforms import build_transform
 from blip.data.web import register_web
 from blip.data.world import write_web
-from blip.selection.dataset import training_data
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -121,3 +124,21 @@ def join_process_group(ranks: Ranks, device: torch.device) -> None:
         raise ValueError(f"this command's ranks exchange results, which needs a rendezvous; the {ranks.launcher} "
                          "launcher gives none: launch it with torchrun or the DeepSpeed launcher")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for the rendezvous of a local run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def relaunch(procs: int) -> int | None:
+    """Re-run this command under the DeepSpeed launcher with `procs` processes (None: run here, when one process is
+    asked for or this already is one of the launched processes); the launcher's exit code otherwise."""
+    if procs <= 1 or "WORLD_SIZE" in os.environ:
+        return None
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(procs), "--no_local_rank",
+           "--master_port", str(free_port()), "--module", "blip.cli", *sys.argv[1:]]
+    print(" ".join(cmd), flush=True)
+    return subprocess.call(cmd)

@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -25,6 +26,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from blip.layout import WORKSPACE, round_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 # base64 images, optionally a text per image (both optional here: a row or a frame without them gets an
@@ -191,11 +194,34 @@ def promote(name: str, version: str, metric: str, higher_is_better: bool = True)
     return {"name": name, "version": version, "alias": alias, "reason": reason}
 
 
+@dataclass(frozen=True)
+class Registered:
+    """A model the register stage registers and the evaluation it is promoted on."""
+
+    folder: Path
+    evaluation: Path
+
+
+def round_models(r: int, rounds_root: Path) -> tuple[dict[str, Registered], Path, Path]:
+    """Round `r`'s models for the registry: the captioner and filter that bootstrapped its data and the model
+    pre-trained on that data; with the data folder and its selection statistics."""
+    this = round_outputs(r, rounds_root)
+    if r <= 1:  # round 1's data was bootstrapped by the baseline captioner and filter
+        models = {"captioner": Registered(WORKSPACE.model("captioner"), WORKSPACE.metrics("eval_baseline_captioner")),
+                  "filter": Registered(WORKSPACE.model("filter"), WORKSPACE.metrics("eval_baseline_filter"))}
+    else:
+        previous = round_outputs(r - 1, rounds_root)
+        models = {"captioner": Registered(previous.captioner, previous.eval_captioner),
+                  "filter": Registered(previous.filter, previous.eval_filter)}
+    # the pre-trained model is judged by the filter fine-tuned from it, as in round 1
+    models["pretrained"] = Registered(this.pretrain, this.eval_filter)
+    return models, this.data, this.select
+
+
 def register_round(params, r: int, rounds_dir: Path, only: list[str] | None = None,
                    metrics_path: str | None = None) -> list[dict]:
     """Register round `r`'s captioner, filter and pre-trained model (or `only` some), each promoted by its metric."""
     from blip.data.shards import atomic_write_json
-    from blip.rounds import round_models
     from blip.tracking import Tracker, data_hashes, git_commit
 
     if r < 1:

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from blip.config import load_params
 from blip.data.shards import atomic_write_json
+from blip.layout import WORKSPACE
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m data_contracts", description=__doc__)
     ap.add_argument("kind", choices=["human", "web", "bootstrapped"])
     ap.add_argument("datasets", nargs="+", help="finished dataset folder(s), each validated")
-    ap.add_argument("--eval", nargs="*", default=["data/human/val", "data/human/test"],
+    ap.add_argument("--eval", nargs="*", default=[str(WORKSPACE.human("val")), str(WORKSPACE.human("test"))],
                     help="evaluation splits no training image may come from")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--results", required=True, help="results JSON (a DVC metric)")

@@ -14,9 +14,9 @@ import pandas as pd  # noqa: E402
 from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
 
 from blip.config import Params  # noqa: E402
+from blip.data.selected import SELECTION_FORMAT  # noqa: E402
 from blip.data.shards import FORMAT, read_manifest  # noqa: E402
 from blip.data.web import WEB_FORMAT  # noqa: E402
-from blip.selection.dataset import SELECTION_FORMAT  # noqa: E402
 from data_contracts.selection import selection_tables  # noqa: E402
 from data_contracts.suites import images_suite, rows_suite, summary_suite  # noqa: E402
 from data_contracts.tables import EvalImages, build_tables  # noqa: E402

@@ -26,9 +26,9 @@ import pandas as pd
 from blip.config import Params
 from blip.data import storage
 from blip.data.ingest import Tally
+from blip.data.selected import suffix
 from blip.data.shards import content_check
 from blip.data.web import IMAGE_EXTS, read_web_shard
-from blip.selection.dataset import suffix
 from data_contracts.tables import IMAGE_COLUMNS, EvalImages, image_row, safe_key
 
 # each aggregate check: a count of offending rows (0 passes) and the SQL condition that finds them, over the

@@ -22,8 +22,9 @@ from PIL import Image
 
 from blip.config import IngestConfig
 from blip.data import storage
+from blip.data.finished import iter_raw_samples, manifest_files
 from blip.data.images import open_image, pixel_digest
-from blip.data.shards import FORMAT, iter_raw_samples, iter_tar_samples, manifest_files, plain_name, read_manifest
+from blip.data.shards import FORMAT, iter_tar_samples, plain_name, read_manifest
 
 
 class EvalImages:

@@ -7,6 +7,7 @@ import json
 import os
 from typing import Callable
 
+from blip.layout import WORKSPACE
 from data_contracts.messages import markdown as contract_markdown
 
 # where people open MLflow's UI when the tracking store is a local file (infra/start_local.sh mlflow)
@@ -118,21 +119,22 @@ def publish(read: Callable[[str], str | None], tracking_uri: str, experiment_id:
                          link_text=f"MLflow parent run of experiment {experiment}",
                          description="every stage's MLflow run is nested under it")
     made.append("mlflow-run")
-    compare = read("reports/compare.md")
+    compare = read(str(WORKSPACE.report("compare.md")))
     if compare:
         create_markdown_artifact(key="compare", markdown=compare, description="baseline vs bootstrapped model")
         made.append("compare")
-    gates = {k: g for k in ("filter", "captioner") if (g := load(f"metrics/gate_{k}.json"))}
+    gates = {k: g for k in ("filter", "captioner") if (g := load(str(WORKSPACE.metrics(f"gate_{k}"))))}
     if gates:
         create_markdown_artifact(key="gates", markdown=gates_markdown(gates), description="quality gates")
         made.append("gates")
-    select = load("metrics/select.json")
+    select = load(str(WORKSPACE.metrics("select")))
     if select:
-        create_markdown_artifact(key="capfilt", markdown=capfilt_markdown(select, load("metrics/capfilt.json")),
+        capfilt = load(str(WORKSPACE.metrics("capfilt")))
+        create_markdown_artifact(key="capfilt", markdown=capfilt_markdown(select, capfilt),
                                  description="what CapFilt kept and removed")
         made.append("capfilt")
     contracts = [r for name in ("validate_web", "validate_human", "validate_bootstrapped")
-                 if (r := load(f"metrics/{name}.json"))]
+                 if (r := load(str(WORKSPACE.metrics(name))))]
     if contracts:
         create_markdown_artifact(key="contracts", markdown=contracts_markdown(contracts),
                                  description="data contracts")

@@ -97,8 +97,8 @@ def test_web_shards_skip_oversized_members_and_duplicate_keys(tmp_path, params):
     skipped, _, texts = read_by_web_rules(tmp_path / "out", cfg)
     assert skipped == {"oversized_member": 1, "duplicate_key": 2}
     assert list(texts.values()) == ["a red box", "a blue box"]
-    from blip.data.web import parse_web_sample, read_web_shard
     from blip.data.ingest import Tally
+    from blip.data.web import parse_web_sample, read_web_shard
 
     oversized = [parse_web_sample(k, m, cfg) for k, m in read_web_shard(str(tmp_path / "00000.tar"), Tally(), 4096)]
     assert any(s.skip == "oversized_member" and "001.txt: 5000 bytes > ingest.max_member_bytes" in s.detail
@@ -150,7 +150,8 @@ def test_a_caption_row_anywhere_in_the_file_joins_its_image(tmp_path, images, pa
 
 
 def test_a_failed_reingest_puts_the_old_version_back(tmp_path, images, params):
-    from blip.data.shards import read_manifest, verify_dataset
+    from blip.data.finished import verify_dataset
+    from blip.data.shards import read_manifest
 
     _ingest(tmp_path, images, [{"image": "a.jpg", "caption": "a red box", "split": "train"},
                                {"image": "b.jpg", "caption": "a blue box", "split": "test"}], params)

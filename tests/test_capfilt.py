@@ -24,9 +24,10 @@ from PIL import Image
 
 from blip.capfilt.formats import SCORES_FORMAT
 from blip.capfilt.report import statistics
-from blip.data.shards import iter_samples, read_manifest, write_shard
+from blip.data.finished import iter_samples
+from blip.data.selected import SELECTION_FORMAT
+from blip.data.shards import read_manifest, write_shard
 from blip.data.web import web_samples, web_shards
-from blip.selection.dataset import SELECTION_FORMAT
 from tests.conftest import ROOT, raw_params
 
 
@@ -214,8 +215,8 @@ def test_materialized_shards_hold_the_same_samples(selected, tmp_path):
 
 def test_training_loader_joins_the_selection_with_the_web_shards(selected, small):
     from blip.data.loader import build_loader
+    from blip.data.selected import training_data
     from blip.data.transforms import build_transform
-    from blip.selection.dataset import training_data
 
     data = training_data([str(selected)], small.ingest)
     loader, _ = build_loader(data.shards, build_transform("eval", 32, small.loader), 8, train=False, seed=0,
@@ -228,8 +229,8 @@ def test_training_loader_joins_the_selection_with_the_web_shards(selected, small
 
 def test_training_loader_reads_a_registered_web_set_by_the_web_rules(prepared, small):
     from blip.data.loader import build_loader
+    from blip.data.selected import training_data
     from blip.data.transforms import build_transform
-    from blip.selection.dataset import training_data
 
     data = training_data([str(prepared / "web")], small.ingest)
     loader, _ = build_loader(data.shards, build_transform("eval", 32, small.loader), 8, train=False, seed=0,

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from PIL import Image
 
-import hashlib
-
-import pyarrow as pa
-
+from blip.data.finished import iter_samples
 from blip.data.images import pixel_digest
 from blip.data.parquet import write_table
-from blip.data.shards import atomic_write_json, iter_samples, read_manifest
+from blip.data.selected import SELECTION_FORMAT, TABLE_PATTERN
+from blip.data.shards import atomic_write_json, read_manifest
 from blip.data.web import web_shards
-from blip.selection.dataset import SELECTION_FORMAT, TABLE_PATTERN
 
 SCHEMA = pa.schema([("key", pa.string()), ("candidate", pa.int16()), ("source", pa.string()), ("text", pa.string()),
                     ("score", pa.float32()), ("itm", pa.float32()), ("itc", pa.float32()), ("captioner", pa.string()),

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from blip.config import TextArch
-from blip.data.shards import iter_samples
+from blip.data.finished import iter_samples
 from blip.data.world import scene_from_json
 from blip.dialog.data import (
     OPTIONS,

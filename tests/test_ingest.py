@@ -1,19 +1,20 @@
 import io
 import json
-from collections import Counter
 import os
 import signal
 import subprocess
 import sys
 import tarfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from PIL import Image
 
-from blip.data.web import register_web
+from blip.data.finished import iter_samples, verify_dataset
 from blip.data.karpathy import ingest_karpathy
-from blip.data.shards import iter_samples, read_manifest, verify_dataset
+from blip.data.shards import read_manifest
+from blip.data.web import register_web
 from tests.conftest import ROOT
 
 

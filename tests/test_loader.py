@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from blip.data.loader import build_loader
-from blip.selection.dataset import training_data
+from blip.data.selected import training_data
 from blip.data.transforms import BLIP_RANDAUGMENT_OPS, BlipRandAugment, build_transform
 
 

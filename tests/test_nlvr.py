@@ -92,7 +92,7 @@ def test_nlvr2_json_lines_find_their_images_and_a_pair_with_a_missing_image_is_s
                            dataclasses.replace(params.ingest, max_skip_fraction=0.5), shard_size=10)
     assert manifest["samples"] == 2 and manifest["skipped"] == {"missing_file": 1}
 
-    from blip.data.shards import iter_raw_samples
+    from blip.data.finished import iter_raw_samples
 
     sample = next(s for _, s in iter_raw_samples(tmp_path / "out"))
     assert {"jpg", "right.jpg", "txt", "json"} <= set(sample)

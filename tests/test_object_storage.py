@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from blip.capfilt.formats import SCORES_FORMAT
+from blip.data.selected import SELECTION_FORMAT
 from blip.data.shards import read_manifest
-from blip.selection.dataset import SELECTION_FORMAT
 from tests.conftest import ROOT
 from tests.test_train import small_training_params
 

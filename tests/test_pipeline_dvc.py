@@ -133,7 +133,7 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     assert "| dialog (8 rounds, 100 candidates) | MRR (%) |" in table
     assert "| video_retrieval (6 clips, 2 frames) | text-to-video R@1 (%), zero-shot |" in table
     # round 2 bootstrapped with the models fine-tuned from round 1's retrained model
-    round2 = json.loads((repo / "rounds/r2/data/manifest.json").read_text())["selection"]
+    round2 = json.loads((repo / "rounds/r2/data/bootstrapped/manifest.json").read_text())["selection"]
     assert round2["round"] == 2
     assert round2["captioners"] == [model_id(str(repo / "models/captioner_retrain"))]
     assert round2["filters"] == [model_id(str(repo / "models/filter_retrain"))]

@@ -23,9 +23,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from blip.config import load_params
+from blip.data.finished import verify_dataset
 from blip.data.ingest import IngestError
 from blip.data.karpathy import ingest_karpathy
-from blip.data.shards import IncompleteDataset, plain_name, read_manifest, verify_dataset
+from blip.data.shards import IncompleteDataset, plain_name, read_manifest
 from blip.data.text import CaptionError, prepare_caption
 from tests.conftest import ROOT
 from tests.test_ingest import jpeg

@@ -211,7 +211,7 @@ def test_the_served_model_answers_every_row_over_http(server, filter_model, tmp_
 
 
 def test_each_rounds_models_for_the_registry():
-    from blip.rounds import round_models
+    from blip.registry import round_models
 
     models, data, _ = round_models(1, Path("rounds"))
     assert models["captioner"].folder == Path("models/captioner")
@@ -221,7 +221,7 @@ def test_each_rounds_models_for_the_registry():
     assert models["captioner"].folder == Path("rounds/r2/models/captioner")
     assert models["filter"].evaluation == Path("rounds/r2/metrics/eval_filter.json")
     assert models["pretrained"].folder == Path("rounds/r3/models/pretrain")
-    assert data == Path("rounds/r3/data") and selection == Path("rounds/r3/metrics/select.json")
+    assert data == Path("rounds/r3/data/bootstrapped") and selection == Path("rounds/r3/metrics/select.json")
 
 
 def test_round_ones_captioner_and_filter_register_before_its_retraining(server, filter_model, tmp_path, monkeypatch,

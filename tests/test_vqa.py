@@ -194,7 +194,7 @@ def test_vqa_v2_json_is_ingested_by_image_with_a_missing_image_skipped_and_count
     assert manifest["samples"] == 2 and manifest["questions"] == 3
     assert manifest["skipped"] == {"missing_file": 1}
     assert manifest["skip_examples"][0]["file"] == "val2014/COCO_val2014_000000000099.jpg"
-    from blip.data.shards import iter_samples
+    from blip.data.finished import iter_samples
 
     by_image = {s["json"]["image"]: s["json"]["questions"] for s in iter_samples(vqa_v2 / "out")}
     red = by_image["val2014/COCO_val2014_000000000042.jpg"]

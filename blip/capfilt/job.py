@@ -42,6 +42,7 @@ from blip.data.parquet import table_meta
 from blip.data.shards import MANIFEST, atomic_write_json, unfinish
 from blip.data.web import web_shards
 from blip.launch import resolve_precision
+from blip.layout import WORKSPACE
 
 # the ingest params that decide which web samples are usable: the tables depend on them
 SAMPLE_LIMITS = ("max_words", "max_caption_chars", "max_pixels", "max_member_bytes", "min_side", "max_aspect")
@@ -73,7 +74,7 @@ class CapfiltJob:
     web: list[str]
     output: str                         # the scores manifest's folder (local or a URL)
     round: int = 1
-    calibrate_on: str = "data/human/val"
+    calibrate_on: str = str(WORKSPACE.human("val"))
     metrics: Path | None = None
     name: str = "capfilt"
     device: str | None = None           # None: params inference.device

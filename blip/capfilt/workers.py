@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-from blip.capfilt.scoring import Member, RunSettings, calibration_table, decoder_for, load_member, score_web_shard
 from blip.capfilt.formats import CALIBRATION, TABLE_PATTERN
+from blip.capfilt.scoring import Member, RunSettings, calibration_table, decoder_for, load_member, score_web_shard
 from blip.data import storage
 from blip.data.parquet import write_table
 from blip.launch import resolve_device
-
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from webdataset.utils import make_seed, pytorch_worker_info
 from blip.config import IngestConfig
 from blip.data import storage
 from blip.data.images import open_image
+from blip.data.selected import Joiner
 from blip.data.text import clean_caption
-from blip.selection.dataset import Joiner
 
 
 class SharedEpoch:

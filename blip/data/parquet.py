@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 
 from blip.data import storage
 
-
 META_KEY = b"blip"  # a table's own record of what it is (CapFilt: the job's fingerprint, input, counts)
 
 

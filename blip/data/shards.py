@@ -172,26 +172,6 @@ def shard_paths(dataset_dir: str | Path) -> list[str]:
     return [storage.join(dataset_dir, s["name"]) for s in read_manifest(dataset_dir)["shards"]]
 
 
-def iter_raw_samples(dataset_dir: str | Path) -> Iterator[tuple[str, dict]]:
-    """(shard, raw sample) of a finished dataset in order: its shards', or a selection's joined samples."""
-    from blip.selection.dataset import SELECTION_FORMAT, iter_selected_samples
-
-    manifest = read_manifest(dataset_dir, (FORMAT, SELECTION_FORMAT))
-    if manifest["format"] == SELECTION_FORMAT:
-        yield from iter_selected_samples(dataset_dir, manifest)
-        return
-    for entry in manifest["shards"]:
-        for sample in iter_tar_samples(storage.join(dataset_dir, entry["name"])):
-            yield entry["name"], sample
-
-
-def iter_samples(dataset_dir: str | Path) -> Iterator[dict]:
-    """Samples (key, jpg bytes, txt str, json dict) of a finished dataset, in order."""
-    for _, sample in iter_raw_samples(dataset_dir):
-        yield {"__key__": sample["__key__"], "jpg": sample.get("jpg"),
-               "txt": sample["txt"].decode("utf-8"), "json": json.loads(sample["json"])}
-
-
 def iter_tar_samples(url: str | Path) -> Iterator[dict]:
     """Group a tar's members into samples by key (webdataset's rule), streaming from a file or object store."""
     current: dict | None = None
@@ -213,33 +193,3 @@ def iter_tar_samples(url: str | Path) -> Iterator[dict]:
 def content_check(entry: dict) -> dict:
     """What a manifest entry records of its file's content: {"sha256": ...} or an object store's {"etag": ...}."""
     return {k: entry[k] for k in ("sha256", "etag") if k in entry}
-
-
-def manifest_files(dataset_dir: str | Path, manifest: dict) -> list[tuple[str, dict, dict]]:
-    """Every file a manifest vouches for, as (URL, content check, its entry): its shards; or, for a selection,
-    the input shards it points at and its selection tables."""
-    if manifest["format"] == FORMAT:
-        return [(storage.join(dataset_dir, e["name"]), content_check(e), e) for e in manifest["shards"]]
-    files = [(p["url"], content_check(p), p) for p in manifest["parts"]]
-    return files + [(storage.join(dataset_dir, p["selection"]["name"]), content_check(p["selection"]), p["selection"])
-                    for p in manifest["parts"] if p["kind"] == "web"]
-
-
-def verify_dataset(dataset_dir: str | Path) -> list[str]:
-    """Check every file a manifest vouches for (exists, content; a shard's sample count); returns problems."""
-    from blip.selection.dataset import SELECTION_FORMAT
-
-    manifest = read_manifest(dataset_dir, (FORMAT, SELECTION_FORMAT))
-    problems: list[str] = []
-    for url, check, entry in manifest_files(dataset_dir, manifest):
-        if not storage.exists(url):
-            problems.append(f"{url}: missing")
-        elif not storage.matches(url, check):
-            problems.append(f"{url}: content differs from the manifest's {' '.join(check)}")
-        elif manifest["format"] == FORMAT and sum(1 for _ in iter_tar_samples(url)) != entry["samples"]:
-            problems.append(f"{url}: sample count differs from the manifest's {entry['samples']}")
-    parts = manifest["shards"] if manifest["format"] == FORMAT else manifest["parts"]
-    total = sum(s["samples"] for s in parts)
-    if total != manifest["samples"]:
-        problems.append(f"{dataset_dir}: its parts hold {total} samples, manifest says {manifest['samples']}")
-    return problems

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 import torch
 from PIL import Image
 
-from blip.data.shards import iter_samples
+from blip.data.finished import iter_samples
 from blip.dialog.data import OPTIONS, dialog_text, question_key, ranked_rounds
 from blip.launch import autocast
 from blip.tokenizer import tokenize

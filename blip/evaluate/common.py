@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from blip.data.shards import iter_samples
+from blip.data.finished import iter_samples
 from blip.data.text import clean_caption
 
 

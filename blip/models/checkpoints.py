@@ -23,56 +23,21 @@ from torch import nn
 
 from blip.config import TextArch, VisionArch
 from blip.models.blip import Blip, BlipConfig
-from blip.models.config_check import CheckpointError, checked_config, layer_count, weight_shapes
+from blip.models.config_check import checked_config, layer_count, weight_shapes
 from blip.models.nlvr import twin_state
 from blip.models.vit import resample_pos_embed
+from blip.models.weights import CheckpointError, alias_groups, load_checked
 
 FORMAT = "blip-capfilt-model/1"
-_MAX_LISTED = 20
 
 
 # ---------------------------------------------------------------------------------------- loading
-
-def _alias_groups(module: nn.Module) -> list[list[str]]:
-    """State-dict names that refer to one shared tensor (e.g. decoder layers shared with the encoder)."""
-    groups: dict[tuple, list[str]] = {}
-    for name, t in module.state_dict(keep_vars=True).items():
-        groups.setdefault((t.data_ptr(), t.shape, t.dtype) if t.numel() else (name,), []).append(name)
-    return list(groups.values())
-
 
 def _unique_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict with each shared tensor once, as compact copies (a trained engine's parameters
     are views into flat buffers, which safetensors would refuse)."""
     state = module.state_dict()
-    return {group[0]: state[group[0]].detach().contiguous().clone() for group in _alias_groups(module)}
-
-
-def load_checked(module: nn.Module, state: dict[str, torch.Tensor], source: str,
-                 allow_missing: tuple[str, ...] = ()) -> None:
-    """Strict load with one readable error; a shared tensor may be given under any of its names.
-
-    `allow_missing`: key prefixes the source is known not to have (the caller initialises them).
-    """
-    state = dict(state)
-    own = module.state_dict()
-    for group in _alias_groups(module):
-        present = [n for n in group if n in state]
-        for name in group:
-            if present and name not in state:
-                state[name] = state[present[0]]
-    missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
-    unexpected = [k for k in state if k not in own]
-    misshaped = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or misshaped:
-        parts = [f"{source}: weights do not fit the {type(module).__name__} model"]
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
-            if keys:
-                more = f" ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
-                parts.append(f"  {label} ({len(keys)}): " + ", ".join(keys[:_MAX_LISTED]) + more)
-        raise CheckpointError("\n".join(parts))
-    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return {group[0]: state[group[0]].detach().contiguous().clone() for group in alias_groups(module)}
 
 
 def _fit_pos_embeds(state: dict, model: Blip) -> dict:

@@ -19,12 +19,9 @@ from safetensors import SafetensorError, safe_open
 
 from blip.config import validation_problems
 from blip.models.blip import BlipConfig
+from blip.models.weights import CheckpointError
 
 _CONFIG = TypeAdapter(BlipConfig)
-
-
-class CheckpointError(ValueError):
-    """Weights (or their config) that do not fit the model; the message names the file and every offending key."""
 
 
 def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:

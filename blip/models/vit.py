@@ -16,6 +16,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from blip.config import VisionArch
+from blip.models.weights import load_checked
 
 
 def create_vit(arch: VisionArch, image_size: int, ln_eps: float = 1e-6) -> VisionTransformer:
@@ -64,8 +65,6 @@ def load_imagenet_weights(vit: VisionTransformer, source: str) -> None:
     state = {k: v for k, v in _read_state(imagenet_weights_path(source)).items()
              if not k.startswith(("head.", "fc_norm.", "head_drop."))}
     state["pos_embed"] = resample_pos_embed(state["pos_embed"], vit)
-    from blip.models.checkpoints import load_checked
-
     load_checked(vit, state, source)
 
 

@@ -17,8 +17,9 @@ import torch
 import torch.distributed as dist
 
 from blip.config import Params
+from blip.data.finished import iter_samples
 from blip.data.loader import build_loader
-from blip.data.shards import iter_samples, shard_paths
+from blip.data.shards import shard_paths
 from blip.launch import autocast
 from blip.tracking import Tracker
 

@@ -19,10 +19,10 @@ The manifest is written last; a folder without one is unfinished and every reade
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +36,9 @@ from blip.cluster import map_ordered, ray_session
 from blip.config import Params, SelectConfig, to_dict
 from blip.data import storage
 from blip.data.parquet import read_table, write_table
+from blip.data.selected import SELECTION_FORMAT, TABLE_PATTERN
 from blip.data.shards import MANIFEST, atomic_write_json, read_manifest
 from blip.gates import FILTER_ADVICE
-from blip.selection.dataset import SELECTION_FORMAT, TABLE_PATTERN
 from blip.selection.rule import (
     Cutoff,
     CutoffFilter,

@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import sys
 import time
 import zlib
@@ -30,12 +29,13 @@ from webdataset.utils import make_seed
 
 from blip.config import FilterStageConfig, Params, StageConfig, to_dict
 from blip.data.loader import build_loader
+from blip.data.selected import training_data
 from blip.data.transforms import build_transform
 from blip.dialog.data import per_round, round_count, training_pairs
+from blip.launch import free_port
 from blip.models.blip import Blip, BlipConfig
 from blip.models.checkpoints import init_task_model, init_text_from_bert, save_pretrained
 from blip.models.vit import load_imagenet_weights, set_fused_attention
-from blip.selection.dataset import training_data
 from blip.tokenizer import build_tokenizer, tokenize
 from blip.tracking import Tracker, data_hashes, git_commit
 from blip.train.schedules import alpha_at, learning_rate
@@ -64,13 +64,6 @@ class TrainJob:
     max_steps: int | None = None   # stop after this many optimizer steps (tests, smoke runs)
     extra_tags: dict = field(default_factory=dict)
     freeze_vision: bool = False    # the ViT stays as it starts (finetune_dialog / finetune_nlvr.freeze_vision)
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for the rendezvous of a local run)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:

@@ -231,7 +231,7 @@ def write_world_clips(kind: Kind, world_cfg, seed: int, out_dir: str | Path, sha
 
 def iter_clips(dataset_dir: str | Path) -> Iterator[tuple[str, bytes, dict]]:
     """(key, encoded clip, json) of a video dataset, in order."""
-    from blip.data.shards import iter_raw_samples
+    from blip.data.finished import iter_raw_samples
 
     for _, sample in iter_raw_samples(dataset_dir):
         if "video" not in sample:

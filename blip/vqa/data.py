@@ -194,7 +194,7 @@ def per_question(samples: Iterator[dict]) -> Iterator[dict]:
 def answer_counts(dataset_dirs: list[str]) -> tuple[Counter, dict[str, Counter]]:
     """How often each answer was given to the training questions, overall and per question type (answers
     lower-cased, spaces collapsed), in one pass: the answer list and the blind prior both come from it."""
-    from blip.data.shards import iter_samples
+    from blip.data.finished import iter_samples
 
     overall: Counter = Counter()
     by_type: dict[str, Counter] = defaultdict(Counter)

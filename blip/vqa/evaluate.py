@@ -6,8 +6,9 @@ from collections import Counter
 
 import torch
 
+from blip.data.finished import iter_samples
 from blip.data.loader import build_loader
-from blip.data.shards import iter_samples, shard_paths
+from blip.data.shards import shard_paths
 from blip.launch import autocast
 from blip.vqa.accuracy import vqa_accuracy
 from blip.vqa.answer import Method, answer, candidate_ids

@@ -1,0 +1,70 @@
+"""`blip downstream-data | downstream`: a transfer task's data as shards, and its fine-tuning and scoring."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from blip.cli.common import parse_sources, write_metrics
+from blip.config import load_params
+from blip.downstream import TASKS
+from blip.layout import WORKSPACE
+
+
+def run_data(args: argparse.Namespace) -> int:
+    """Write the task's data (the built-in world's, or params data.<task>'s files) under --out."""
+    from blip.downstream import build_data
+
+    params = load_params(args.params)
+    start = time.time()
+    metrics = build_data(args.task, params, args.out)
+    metrics["seconds"] = round(time.time() - start, 1)
+    write_metrics(args.metrics, metrics)
+    counts = metrics.get("questions") or metrics.get("pairs") or metrics.get("rounds")
+    print(f"downstream-data {args.task}: {counts} ({metrics['source']}) in {metrics['seconds']} s -> {args.out}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fine-tune the task from each given model and score each (relaunched under DeepSpeed when train.procs > 1)."""
+    from blip.downstream import run as run_task
+    from blip.launch import relaunch
+
+    params = load_params(args.params)
+    relaunched = relaunch(args.procs if args.procs is not None else params.train.procs)
+    if relaunched is not None:
+        return relaunched
+    sources = parse_sources(args.sources)
+    data = args.data or str(WORKSPACE.data(args.task))
+    result = run_task(args.task, params, sources, data, args.models or str(WORKSPACE.model(args.task)),
+                      args.max_steps)
+    import torch.distributed as dist
+
+    if dist.get_rank() == 0:  # rank 0 scored the models
+        write_metrics(args.metrics or WORKSPACE.metrics(f"downstream/{args.task}"), result)
+        metric = {"vqa": "overall", "nlvr": "accuracy", "dialog": "mrr"}[args.task]
+        scores = {n: result[n][metric] for n in sources}
+        print(f"downstream {args.task}: {metric} {scores}, chance {result['chance']}")
+    return 0
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """Add the two commands' parsers."""
+    p = sub.add_parser("downstream-data", help="stage: a transfer task's data as shards (built-in world, or params "
+                                               "data.<task>'s files)")
+    p.add_argument("task", choices=list(TASKS))
+    p.add_argument("--out", required=True)
+    p.add_argument("--metrics", default=None)
+    p.set_defaults(func=run_data)
+
+    p = sub.add_parser("downstream", help="stage: fine-tune and score a transfer task from each given model")
+    p.add_argument("task", choices=list(TASKS))
+    p.add_argument("--from", dest="sources", nargs="+", required=True, metavar="NAME=MODEL",
+                   help="models to fine-tune from, e.g. baseline=models/pretrain bootstrapped=models/retrain")
+    p.add_argument("--data", default=None, help="the task's data (default: data/TASK)")
+    p.add_argument("--models", default=None,
+                   help="folder of the fine-tuned models, one per NAME (default: models/TASK)")
+    p.add_argument("--metrics", default=None, help="default: metrics/downstream/TASK.json")
+    p.add_argument("--max-steps", type=int, default=None, help="stop each fine-tuning after this many steps")
+    p.add_argument("--procs", type=int, default=None, help="processes (default: train.procs)")
+    p.set_defaults(func=run)

@@ -1,0 +1,55 @@
+"""`blip video-data | video`: a zero-shot video set as shards of clips, and models scored zero-shot on it."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from blip.cli.common import parse_sources, write_metrics
+from blip.config import load_params
+from blip.layout import WORKSPACE
+
+
+def run_data(args: argparse.Namespace) -> int:
+    """Write the clips (the built-in world's, or params data.video_KIND's MSRVTT / MSVD files) under --out."""
+    from blip.video.stage import build_video_data
+
+    start = time.time()
+    metrics = build_video_data(args.kind, load_params(args.params), args.out)
+    metrics["seconds"] = round(time.time() - start, 1)
+    write_metrics(args.metrics, metrics)
+    print(f"video-data {args.kind}: {metrics['clips']} clips ({metrics['source']}) in {metrics['seconds']} s "
+          f"-> {args.out}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score each given model zero-shot on the clips."""
+    from blip.video.stage import run_video
+
+    sources = parse_sources(args.sources)
+    result = run_video(args.kind, load_params(args.params), sources,
+                       args.data or str(WORKSPACE.data(f"video_{args.kind}")))
+    write_metrics(args.metrics or WORKSPACE.metrics(f"downstream/video_{args.kind}"), result)
+    metric = "vid_r1" if args.kind == "retrieval" else "accuracy"
+    print(f"video {args.kind} (zero-shot): {metric} {({n: result[n][metric] for n in sources})}, "
+          f"chance {result['chance']}")
+    return 0
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """Add the two commands' parsers."""
+    p = sub.add_parser("video-data", help="stage: a zero-shot video set as shards of clips (built-in world, or "
+                                          "params data.video_KIND's MSRVTT / MSVD files)")
+    p.add_argument("kind", choices=["retrieval", "qa"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--metrics", default=None)
+    p.set_defaults(func=run_data)
+
+    p = sub.add_parser("video", help="stage: score models zero-shot on clips (text-to-video retrieval, video QA)")
+    p.add_argument("kind", choices=["retrieval", "qa"])
+    p.add_argument("--from", dest="sources", nargs="+", required=True, metavar="NAME=MODEL",
+                   help="models to score, e.g. baseline=models/filter bootstrapped=models/filter_retrain")
+    p.add_argument("--data", default=None, help="the clips (default: data/video_KIND)")
+    p.add_argument("--metrics", default=None, help="default: metrics/downstream/video_KIND.json")
+    p.set_defaults(func=run)
