@@ -2,7 +2,7 @@
 # runs the test suite. Both set everything up first on a fresh machine (Python 3.11, no venv).
 UV := python3 -m uv
 
-.PHONY: setup demo test bench table12 ablations gpu-kit gpu-check
+.PHONY: setup demo test test-fast bench table12 ablations gpu-kit gpu-check
 
 setup:
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
@@ -24,6 +24,10 @@ demo: setup
 test: setup
 	$(UV) run pytest
 
+# the loop while working: every test not marked slow
+test-fast: setup
+	$(UV) run pytest -m "not slow"
+
 bench: setup
 	$(UV) run python bench/data_loading.py
 	$(UV) run python bench/model.py
@@ -35,15 +39,15 @@ bench: setup
 # the paper's Table 12 over three seeds, and its CapFilt ablations: each a DVC experiment queue of whole
 # chains (about 16 minutes a chain on 2 cores); results in reports/table12.md and reports/ablations.md
 table12: setup
-	$(UV) run python bench/table12.py --seeds 0 1 2
+	$(UV) run python experiments/table12.py --seeds 0 1 2
 
 ablations: setup
-	$(UV) run python bench/ablations.py
+	$(UV) run python experiments/ablations.py
 
-# the GPU check (bench/gpu_check.py): here, with the project's environment; on a GPU machine without a
+# the GPU check (infra/gpu_check.py): here, with the project's environment; on a GPU machine without a
 # package registry, build the offline kit with `make gpu-kit` and run it there (infra/gpu_kit.sh)
 gpu-check: setup
-	$(UV) run python bench/gpu_check.py
+	$(UV) run python infra/gpu_check.py
 
 gpu-kit: setup
 	bash infra/gpu_kit.sh

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build the GPU check kit: everything a GPU machine with no package registry needs, besides the torch,
-# torchvision, transformers and timm its Python 3.12 already has, to run bench/gpu_check.py.
+# torchvision, transformers and timm its Python 3.12 already has, to run infra/gpu_check.py.
 #
 #   make gpu-kit                      # -> dist/gpu-kit/ (at most 60 MiB), then copy it over and there:
-#   cd gpu-kit && ./install.sh && python3 bench/gpu_check.py
+#   cd gpu-kit && ./install.sh && python3 infra/gpu_check.py
 #
 # Wheels for CPython 3.12 on x86-64 Linux: this project (installed without its dependency pins: the GPU
 # image's own torch stack is used), DeepSpeed (built here from its sdist, pure Python: its ops are
@@ -19,7 +19,7 @@ base="$(python3 -c 'import os, sys; print(os.path.join(sys.base_prefix, "bin", "
 uv="${UV:-$base -m uv}"
 pip="$base -m pip"
 rm -rf "$out"
-mkdir -p "$out/wheels" "$out/bench"
+mkdir -p "$out/wheels" "$out/infra"
 $uv build --wheel -q -o "$out/wheels" .
 sdists="$(mktemp -d)"
 trap 'rm -rf "$sdists"' EXIT
@@ -37,7 +37,7 @@ $pip download -q --no-deps --only-binary :all: --python-version 3.12 --implement
 printf '%s\n' "${pins[@]}" "deepspeed==$(version deepspeed)" > "$out/requirements.txt"
 $uv run --frozen --no-sync python -c "from blip.tokenizer import resolve_vocab; print(resolve_vocab(None))" | xargs -I{} cp {} "$out/vocab.txt"
 cp params.yaml "$out/"
-cp bench/gpu_check.py "$out/bench/"
+cp infra/gpu_check.py "$out/infra/"
 cat > "$out/install.sh" <<'INSTALL'
 #!/usr/bin/env bash
 # Offline install into the Python that already holds torch, transformers and timm (python3 by default).
@@ -48,7 +48,7 @@ py="${PYTHON:-python3}"
 # the project's own wheel pins the lock's versions (torch 2.14, Python 3.11): here the image's are used
 "$py" -m pip install --no-index --no-deps --ignore-requires-python wheels/blip_capfilt-*.whl
 "$py" -c "import blip.capfilt.scoring, deepspeed, webdataset; print('gpu kit installed')"
-echo "next: $py bench/gpu_check.py --vocab vocab.txt   (or --cpu-sized on a machine without a GPU)"
+echo "next: $py infra/gpu_check.py --vocab vocab.txt   (or --cpu-sized on a machine without a GPU)"
 INSTALL
 chmod +x "$out/install.sh"
 size="$(du -sm "$out" | cut -f1)"

@@ -6,7 +6,7 @@ import pytest
 
 from blip.cli import main
 from blip.data.shards import DatasetWriter, read_manifest
-from tests.test_ingest import jpeg
+from tests.support import jpeg
 
 
 @pytest.fixture()

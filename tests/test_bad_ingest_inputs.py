@@ -9,7 +9,7 @@ import pytest
 from blip.cli import main
 from blip.data.ingest import IngestError
 from blip.data.karpathy import ingest_karpathy
-from tests.test_ingest import jpeg
+from tests.support import jpeg
 
 
 @pytest.fixture()
@@ -84,7 +84,7 @@ def test_web_shards_skip_oversized_members_and_duplicate_keys(tmp_path, params):
     import dataclasses
 
     from blip.data.web import register_web
-    from tests.test_ingest import make_tar, read_by_web_rules
+    from tests.support import make_tar, read_by_web_rules
 
     members = [("000.jpg", jpeg()), ("000.txt", b"a red box"),
                ("001.jpg", jpeg()), ("001.txt", b"x" * 5000),  # over the cap: skipped unread
@@ -127,7 +127,7 @@ def test_an_image_in_two_splits_is_reported_and_kept_in_its_first(tmp_path, imag
 @pytest.mark.parametrize("cut", [0.5, 0.43])  # between members (reads as a complete tar) / inside one
 def test_a_broken_shard_counts_the_samples_it_lost(tmp_path, params, cut):
     from blip.data.web import register_web
-    from tests.test_ingest import make_tar, read_by_web_rules
+    from tests.support import make_tar, read_by_web_rules
 
     members = [(f"{i:03d}.{ext}", jpeg() if ext == "jpg" else f"caption {i}".encode())
                for i in range(10) for ext in ("jpg", "txt")]
@@ -176,7 +176,7 @@ def test_a_killed_reingest_leaves_no_mix_of_old_and_new_splits(tmp_path, params)
     import yaml
 
     from blip.data.shards import IncompleteDataset, read_manifest
-    from tests.conftest import ROOT, raw_params
+    from tests.support import ROOT, raw_params
 
     (tmp_path / "imgs").mkdir()
     rows = []
@@ -205,7 +205,7 @@ def test_a_killed_reingest_leaves_no_mix_of_old_and_new_splits(tmp_path, params)
 
 def test_web_shards_with_nothing_in_them_fail(tmp_path, params):
     from blip.data.web import register_web
-    from tests.test_ingest import make_tar
+    from tests.support import make_tar
 
     make_tar(tmp_path / "00000.tar", [])
     with pytest.raises(IngestError, match="no sample in any of them"):

@@ -10,7 +10,7 @@ from PIL import Image
 from blip.cli import main
 from blip.models.checkpoints import CheckpointError, load_model, save_pretrained
 from blip.tokenizer import build_tokenizer
-from tests.test_models import tiny
+from tests.support import tiny
 
 
 class Payload:

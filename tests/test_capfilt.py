@@ -28,7 +28,7 @@ from blip.data.finished import iter_samples
 from blip.data.selected import SELECTION_FORMAT
 from blip.data.shards import read_manifest, write_shard
 from blip.data.web import web_samples, web_shards
-from tests.conftest import ROOT, raw_params
+from tests.support import ROOT, raw_params
 
 
 def _params_file(tmp_path: Path, select: dict | None = None, **capfilt) -> Path:
@@ -47,7 +47,7 @@ def models(tmp_path_factory) -> tuple[str, str]:
     """A random tiny captioner and filter saved in the project's model format."""
     from blip.models.checkpoints import save_pretrained
     from blip.tokenizer import build_tokenizer
-    from tests.test_models import tiny
+    from tests.support import tiny
 
     root = tmp_path_factory.mktemp("capfilt_models")
     save_pretrained(tiny("captioner"), root / "captioner", build_tokenizer())

@@ -6,7 +6,7 @@ import pytest
 
 from blip.cli import main
 from blip.config import load_params, params_from_dict
-from tests.conftest import ROOT, raw_params
+from tests.support import ROOT, raw_params
 
 
 def _refused(edit) -> str:

@@ -99,7 +99,7 @@ def _failed(report: dict) -> set[tuple[str, str]]:
     return {(f["expectation"], f["column"]) for r in report["reports"] for f in r["failures"]}
 
 
-def _run(kind: str, dataset: Path, prepared: Path, tmp_path: Path, docs: bool = False) -> tuple[int, dict]:
+def run_checked(kind: str, dataset: Path, prepared: Path, tmp_path: Path, docs: bool = False) -> tuple[int, dict]:
     from data_contracts.__main__ import main
 
     results = tmp_path / f"{dataset.name}.json"
@@ -111,12 +111,12 @@ def _run(kind: str, dataset: Path, prepared: Path, tmp_path: Path, docs: bool = 
 
 def test_good_datasets_pass_and_data_docs_are_written(tmp_path, prepared, small):
     for kind, dataset in (("human", prepared / "human/train"), ("web", prepared / "web")):
-        code, report = _run(kind, dataset, prepared, tmp_path)
+        code, report = run_checked(kind, dataset, prepared, tmp_path)
         assert code == 0 and report["success"], report
     web = report["reports"][0]
     assert web["summary"]["sampled_shards"] == 4 and web["summary"]["sample_unusable_share"] == 0.0
     good = _bootstrapped(tmp_path / "good", prepared, small)
-    code, report = _run("bootstrapped", good, prepared, tmp_path, docs=True)
+    code, report = run_checked("bootstrapped", good, prepared, tmp_path, docs=True)
     assert code == 0 and report["success"], _failed(report)
     checked = report["reports"][0]
     assert checked["tables"]["rows"]["evaluated"] >= 11 and checked["tables"]["summary"]["evaluated"] >= 20
@@ -156,7 +156,7 @@ def test_a_contract_of_the_wrong_kind_is_refused_with_a_message(tmp_path, prepar
     ("threshold_null", dict(threshold=None), {("expect_column_values_to_be_in_set", "threshold_valid")}),
 ])
 def test_each_break_fails_the_right_expectation(tmp_path, prepared, small, name, build, expected):
-    code, report = _run("bootstrapped", _bootstrapped(tmp_path / name, prepared, small, **build), prepared, tmp_path)
+    code, report = run_checked("bootstrapped", _bootstrapped(tmp_path / name, prepared, small, **build), prepared, tmp_path)
     assert code == 1 and not report["success"]
     assert expected <= _failed(report), _failed(report)
     if name in ("duplicate_key", "under_threshold", "unsafe_key") or name.startswith("leaked"):
@@ -169,7 +169,7 @@ def test_a_failed_share_reads_with_its_value_bounds_param_and_cause(tmp_path, pr
     from data_contracts.messages import markdown
 
     dataset = _bootstrapped(tmp_path / "keeps_all", prepared, small, keep_all=True)
-    code, report = _run("bootstrapped", dataset, prepared, tmp_path)
+    code, report = run_checked("bootstrapped", dataset, prepared, tmp_path)
     assert code == 1
     message = capsys.readouterr().err
     # the value itself (not a row index), its bounds, the param that sets them and what probably went wrong
@@ -190,7 +190,7 @@ def _edited(dataset: Path, edit) -> Path:
 def test_manifest_count_off_by_one_fails(tmp_path, prepared, small):
     dataset = _edited(_bootstrapped(tmp_path / "off_by_one", prepared, small),
                       lambda m: m.update(samples=m["samples"] + 1))
-    code, report = _run("bootstrapped", dataset, prepared, tmp_path)
+    code, report = run_checked("bootstrapped", dataset, prepared, tmp_path)
     assert code == 1 and ("expect_column_values_to_be_in_set", "rows_match_manifest") in _failed(report)
 
 
@@ -205,7 +205,7 @@ def test_manifest_count_off_by_one_fails(tmp_path, prepared, small):
 ])
 def test_counts_wrong_per_shard_or_source_while_the_total_is_right_fail(tmp_path, prepared, small, edit, column):
     dataset = _edited(_bootstrapped(tmp_path / column, prepared, small), edit)
-    code, report = _run("bootstrapped", dataset, prepared, tmp_path)
+    code, report = run_checked("bootstrapped", dataset, prepared, tmp_path)
     assert code == 1 and ("expect_column_values_to_be_in_set", column) in _failed(report)
     assert ("expect_column_values_to_be_in_set", "rows_match_manifest") not in _failed(report)
 
@@ -214,7 +214,7 @@ def test_a_changed_input_shard_or_selection_table_fails_the_checksums(tmp_path, 
     dataset = _bootstrapped(tmp_path / "changed", prepared, small)
     table = next(dataset.glob("selection-*.parquet"))
     table.write_bytes(table.read_bytes() + b"x")
-    code, report = _run("bootstrapped", dataset, prepared, tmp_path)
+    code, report = run_checked("bootstrapped", dataset, prepared, tmp_path)
     assert code == 1 and ("expect_column_values_to_be_in_set", "checksums_ok") in _failed(report)
 
 
@@ -245,7 +245,7 @@ def test_a_filter_that_removes_everything_fails(tmp_path, prepared):
     atomic_write_json(tmp_path / "empty/manifest.json", {
         "format": SELECTION_FORMAT, "samples": human, "parts": parts, "by_source": {"human": human},
         "selection": {"counts": counts, "threshold": THRESHOLD, "round": 1, "rule": {}}})
-    code, report = _run("bootstrapped", tmp_path / "empty", prepared, tmp_path)
+    code, report = run_checked("bootstrapped", tmp_path / "empty", prepared, tmp_path)
     assert code == 1
     assert {("expect_column_values_to_be_between", "synthetic_share"),
             ("expect_column_values_to_be_between", "web_removed_share"),
@@ -256,7 +256,7 @@ def test_a_web_set_of_mostly_unusable_samples_fails_its_contract_with_the_share_
                                                                                               capsys):
     from blip.data.web import register_web
     from data_contracts.__main__ import main
-    from tests.test_ingest import jpeg, make_tar
+    from tests.support import jpeg, make_tar
 
     members = [("000000000.jpg", jpeg()), ("000000000.txt", b"fine")]
     for i in range(1, 5):

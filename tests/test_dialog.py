@@ -27,8 +27,7 @@ from blip.dialog.data import (
 from blip.dialog.evaluate import ndcg, rank_of, summarise
 from blip.models.checkpoints import init_task_model, load_model, save_pretrained
 from blip.tokenizer import build_tokenizer, tokenize
-from tests.conftest import downstream_workspace, raw_params
-from tests.test_models import tiny
+from tests.support import downstream_workspace, raw_params, tiny
 
 # ---------------------------------------------------------------------------------------- the metrics
 

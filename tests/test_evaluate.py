@@ -36,7 +36,7 @@ def test_evaluate_command_on_a_test_split(tmp_path, prepared):
     from blip.cli import main
     from blip.models.checkpoints import save_pretrained
     from blip.tokenizer import build_tokenizer
-    from tests.test_models import tiny
+    from tests.support import tiny
 
     save_pretrained(tiny("pretrain"), tmp_path / "model", build_tokenizer())
     out = tmp_path / "metrics.json"
@@ -57,8 +57,7 @@ def test_evaluation_across_two_torchrun_ranks_gives_the_one_process_figures(tmp_
     from blip.cli import main
     from blip.models.checkpoints import save_pretrained
     from blip.tokenizer import build_tokenizer
-    from tests.conftest import ROOT
-    from tests.test_models import tiny
+    from tests.support import ROOT, tiny
 
     model = tmp_path / "model"
     save_pretrained(tiny("pretrain"), model, build_tokenizer())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,28 +13,9 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import ROOT, pipeline_checkout, raw_params
+from tests.support import ROOT, experiments, flow_run_of, git_repo, pipeline_checkout, raw_params
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory):
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-def git_repo(repo: Path) -> None:
-    """Commit the checkout in a fresh git repository with DVC initialised (as a user's clone is)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    shutil.copytree(ROOT / "flows", repo / "flows", ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / ".gitignore").write_text("mlruns.db\nmlruns/\n")
-    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
 
 
 def _repo(tmp_path: Path, **contracts) -> Path:
@@ -47,28 +27,6 @@ def _repo(tmp_path: Path, **contracts) -> Path:
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     git_repo(repo)
     return repo
-
-
-def experiments(repo: Path) -> dict[str, dict]:
-    """`dvc exp show --json`: each experiment's name -> its commit and params.yaml values."""
-    out = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo, capture_output=True,
-                         text=True, check=True).stdout
-    found = {}
-    for baseline in json.loads(out):
-        for exp in baseline.get("experiments") or []:
-            for rev in exp["revs"]:
-                found[rev["name"]] = {"rev": rev["rev"], "params": rev["data"]["params"]["params.yaml"]["data"]}
-    return found
-
-
-def flow_run_of(experiment: str):
-    """The Prefect flow run tagged with this DVC experiment (exactly one)."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        runs = [r for r in client.read_flow_runs() if f"dvc_experiment:{experiment}" in r.tags]
-    assert len(runs) == 1
-    return runs[0]
 
 
 def test_deployment_carries_its_data_parameters(prefect_api):
@@ -186,7 +144,7 @@ def test_a_flow_run_killed_while_scoring_is_retried_and_scores_only_the_missing_
     from prefect.client.orchestration import get_client
 
     from flows.pipeline import pipeline
-    from tests.test_train import small_training_params
+    from tests.support import small_training_params
 
     repo = pipeline_checkout(tmp_path)
     raw = yaml.safe_load(small_training_params(tmp_path).read_text())

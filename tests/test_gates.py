@@ -14,10 +14,7 @@ import yaml
 
 from blip.config import load_params
 from blip.gates import filter_problems, filter_quality
-from tests.conftest import ROOT, pipeline_checkout
-from tests.test_pipeline_dvc import _run, dvc_repo
-from tests.test_select import _scores_folder
-from tests.test_train import small_training_params
+from tests.support import ROOT, dvc_repo, pipeline_checkout, run_checked, scores_folder, small_training_params
 
 
 def _params(**select):
@@ -59,7 +56,7 @@ def test_a_fixed_threshold_above_every_true_pair_keeps_nothing():
 def test_calibration_refuses_a_threshold_with_recall_below_the_floor(tmp_path):
     from blip.selection.job import SelectJob, threshold_for
 
-    scores_dir = _scores_folder(tmp_path / "scores")
+    scores_dir = scores_folder(tmp_path / "scores")
     manifest = json.loads((scores_dir / "manifest.json").read_text())
     params = load_params(ROOT / "params.yaml")
     strict = dataclasses.replace(params, select=dataclasses.replace(params.select, target_precision=0.99),
@@ -83,9 +80,9 @@ def test_a_hopeless_filter_stops_the_chain_within_a_minute_of_its_fine_tuning(tm
     raw["gates"]["filter_min_auc"] = 0.9  # far above what 9 steps reach, so no CPU's rounding lets it pass
     raw["contracts"]["image_sample"] = 10
     dvc_repo(repo, raw)
-    _run([sys.executable, "-m", "dvc", "repro", "finetune_filter"], repo)
+    run_checked([sys.executable, "-m", "dvc", "repro", "finetune_filter"], repo)
     start = time.monotonic()
-    out = _run([sys.executable, "-m", "dvc", "repro"], repo, ok=False)
+    out = run_checked([sys.executable, "-m", "dvc", "repro"], repo, ok=False)
     assert time.monotonic() - start < 60
     assert "Running stage 'gate_filter'" in out and "gate filter: FAILED for models/filter" in out
     assert "below gates.filter_min_auc 0.9" in out and "more fine-tuning steps" in out

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def test_kit_installs_offline_on_python_312_and_its_check_runs(tmp_path):
         assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
         assert "gpu kit installed" in install.stdout
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
-        check = subprocess.run([py, "bench/gpu_check.py", "--cpu-sized", "--out", str(tmp_path / "check.json")],
+        check = subprocess.run([py, "infra/gpu_check.py", "--cpu-sized", "--out", str(tmp_path / "check.json")],
                                cwd=kit, env=env, capture_output=True, text=True, timeout=900)
         assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
         report = json.loads((tmp_path / "check.json").read_text())

@@ -4,9 +4,7 @@ import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
-from collections import Counter
 from pathlib import Path
 
 from PIL import Image
@@ -15,22 +13,7 @@ from blip.data.finished import iter_samples, verify_dataset
 from blip.data.karpathy import ingest_karpathy
 from blip.data.shards import read_manifest
 from blip.data.web import register_web
-from tests.conftest import ROOT
-
-
-def make_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def jpeg(colour=(200, 30, 30), size=(48, 32)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, colour).save(out, format="JPEG")
-    return out.getvalue()
+from tests.support import ROOT, jpeg, make_tar, read_by_web_rules
 
 
 def test_real_captions_ingest_with_expected_counts(tmp_path, params, real_captions):
@@ -83,24 +66,6 @@ def test_awkward_files_are_normalised_or_skipped_by_reason(tmp_path, params, rea
         assert Image.open(io.BytesIO(s["jpg"])).mode == "RGB"
     named = {e["file"] for e in m["skip_examples"]}
     assert "images_awkward/07_truncated_half.jpg" in named and "../../../etc/passwd" in named
-
-
-def read_by_web_rules(dataset_dir: Path, cfg) -> tuple[Counter, Counter, dict]:
-    """Every sample of a registered web set read as CapFilt and the training loader read it: (skips by reason,
-    normalisations, usable texts by key)."""
-    from blip.capfilt.inputs import decode, shard_samples
-    from blip.data.web import web_shards
-
-    skipped, fixes, texts = Counter(), Counter(), {}
-    for shard in web_shards(dataset_dir):
-        for sample in shard_samples(shard.url, cfg, shard.samples):
-            got = decode(sample, [], cfg)
-            if got.skip:
-                skipped[got.skip] += 1
-            else:
-                fixes.update(got.fixes)
-                texts[got.key] = got.text
-    return skipped, fixes, texts
 
 
 def test_web_shards_are_registered_in_place_and_bad_samples_skipped_by_reason_where_read(tmp_path, params):

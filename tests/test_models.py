@@ -11,16 +11,7 @@ from blip.models.blip import Blip, BlipConfig, negative_weights
 from blip.models.checkpoints import CheckpointError, load_model, load_release, save_pretrained
 from blip.models.generate import GenerationSettings, generate
 from blip.tokenizer import build_tokenizer, tokenize
-
-VISION = VisionArch(patch_size=16, width=64, depth=2, heads=4, mlp_ratio=2.0, drop_path=0.0)
-TEXT = TextArch(hidden=64, layers=2, heads=4, intermediate=128, dropout=0.0)
-CAPTIONS = [f"a {s} {c} {shape}" for s in ("small", "large") for c in ("red", "blue") for shape in
-            ("circle", "square", "star", "triangle")]
-
-
-def tiny(task="pretrain", vision=VISION, text=TEXT, **kw) -> Blip:
-    torch.manual_seed(0)
-    return Blip(BlipConfig(task=task, image_size=32, vision=vision, text=text, embed_dim=32, queue_size=64, **kw))
+from tests.support import CAPTIONS, TEXT, VISION, tiny
 
 
 @pytest.fixture(scope="module")

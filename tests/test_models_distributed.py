@@ -16,7 +16,7 @@ def _free_port() -> int:
 
 def _worker(rank: int, port: int, out: dict) -> None:
     from blip.tokenizer import build_tokenizer, tokenize
-    from tests.test_models import CAPTIONS, tiny
+    from tests.support import CAPTIONS, tiny
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:

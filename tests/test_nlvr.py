@@ -15,8 +15,7 @@ from blip.data.world import BACKGROUNDS, COLOURS
 from blip.models.checkpoints import init_task_model, load_model, save_pretrained
 from blip.nlvr.data import NLVRFormatError, balanced_pair, ingest_nlvr, read_nlvr_files
 from blip.tokenizer import build_tokenizer, tokenize
-from tests.conftest import downstream_workspace, raw_params
-from tests.test_models import tiny
+from tests.support import downstream_workspace, raw_params, tiny
 
 TEXT = TextArch(hidden=32, layers=2, heads=4, intermediate=64, dropout=0.0, positions=64)
 

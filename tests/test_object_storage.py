@@ -24,8 +24,7 @@ import yaml
 from blip.capfilt.formats import SCORES_FORMAT
 from blip.data.selected import SELECTION_FORMAT
 from blip.data.shards import read_manifest
-from tests.conftest import ROOT
-from tests.test_train import small_training_params
+from tests.support import ROOT, small_training_params
 
 BUCKET = "blip-data"
 
@@ -85,7 +84,7 @@ def test_the_chain_reads_and_writes_its_data_in_object_storage(s3, tmp_path):
 
     from blip.models.checkpoints import save_pretrained
     from blip.tokenizer import build_tokenizer
-    from tests.test_models import tiny
+    from tests.support import tiny
 
     params = small_training_params(tmp_path)
     raw = yaml.safe_load(params.read_text())

@@ -4,20 +4,20 @@ with the smoke recipe. The shared real-photo set when present; photos this test 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
 from PIL import Image, ImageDraw
 
-from bench.real_data import build_own_data
-from tests.conftest import REAL_CAPTIONS, pipeline_checkout, raw_params
-from tests.test_flows import experiments, flow_run_of, git_repo, prefect_api  # noqa: F401 (a fixture)
+from tests.support import REAL_CAPTIONS, experiments, flow_run_of, git_repo, pipeline_checkout, raw_params
 
 pytestmark = pytest.mark.slow
 SPLITS = {"train": 90, "val": 30, "test": 30}  # a slice of the real set: the path, not the models, is tested
@@ -42,8 +42,31 @@ def _drawn_photos(root: Path) -> list[dict]:
     return rows
 
 
+def build_own_data(rows: list[dict], images: Path, out: Path, noise: float = 0.4, seed: int = 1) -> dict:
+    """Karpathy JSON (the human set) and one web shard of the train rows, `noise` of them mis-captioned."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "karpathy.json").write_text(json.dumps(rows))
+    train = [r for r in rows if r["split"] == "train"]
+    rng = random.Random(seed)
+    (out / "web").mkdir()
+    wrong = 0
+    with tarfile.open(out / "web/00000.tar", "w") as tar:
+        for i, row in enumerate(train):
+            swap = rng.random() < noise
+            wrong += swap
+            caption = train[(i + 1) % len(train)]["caption"][0] if swap else row["caption"][0]
+            for ext, data in (("jpg", (images / row["image"]).read_bytes()), ("txt", caption.encode()),
+                              ("json", json.dumps({"url": f"https://example.com/{i}.jpg"}).encode())):
+                info = tarfile.TarInfo(f"{i:09d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    (out / "web/00000_stats.json").write_text(json.dumps({"successes": len(train)}))
+    return {"data.human_karpathy": str(out / "karpathy.json"), "data.human_images": str(images),
+            "data.web_shards": str(out / "web"), "web_pairs": len(train), "mis_captioned": wrong}
+
+
 def own_data(root: Path) -> dict:
-    """The user's data (bench/real_data.py builds it): a Karpathy JSON, and the train images as web pairs, 40%
+    """The user's data (experiments/real_data.py measures the same scenario): a Karpathy JSON, and the train images as web pairs, 40%
     given another image's caption."""
     if (REAL_CAPTIONS / "karpathy_style.json").is_file():
         rows, images = json.loads((REAL_CAPTIONS / "karpathy_style.json").read_text()), REAL_CAPTIONS

@@ -8,7 +8,6 @@ of bootstrapping included, and a second `dvc repro` does nothing.
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,34 +16,9 @@ import pytest
 import yaml
 
 from blip.capfilt.scoring import model_id
-from tests.conftest import ROOT, pipeline_checkout, raw_params
-from tests.test_train import small_training_params
+from tests.support import ROOT, commit_all, dvc_repo, pipeline_checkout, raw_params, run_checked, small_training_params
 
 pytestmark = pytest.mark.slow
-
-
-def _run(cmd: list[str], cwd: Path, ok: bool = True) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlruns.db"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
-    assert (proc.returncode == 0) == ok, f"{cmd} (rc {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return proc.stdout + proc.stderr
-
-
-def _commit(repo: Path, message: str) -> None:
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], repo)
-
-
-def dvc_repo(repo: Path, raw: dict, message: str = "pipeline", dvc_config: str | None = None) -> None:
-    """params.yaml from `raw`, then git and DVC initialised (with `dvc_config` as .dvc/config) and committed."""
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    (repo / ".gitignore").write_text((ROOT / ".gitignore").read_text())  # as a clone of the project ignores
-    _run(["git", "init", "-q"], repo)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], repo)
-    if dvc_config:
-        (repo / ".dvc/config").write_text(dvc_config)
-    _commit(repo, message)
 
 
 def small_world(raw: dict) -> dict:
@@ -78,7 +52,7 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     dvc_repo(repo, raw)
 
     dvc = [sys.executable, "-m", "dvc"]
-    failed = _run(dvc + ["repro"], repo, ok=False)
+    failed = run_checked(dvc + ["repro"], repo, ok=False)
     assert "Running stage 'gate_filter'" in failed and "gates.on_fail=warn: going on" in failed
     assert {json.loads((repo / f"metrics/gate_{m}.json").read_text())["gate"] for m in ("filter", "captioner")} == {
         "filter", "captioner"}
@@ -100,7 +74,7 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     scores = {t["url"]: Path(t["url"]).stat().st_mtime_ns for t in manifest["tables"]}
     raw["select"]["threshold"] = 0.3
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    selected_only = _run(dvc + ["repro", "select"], repo)
+    selected_only = run_checked(dvc + ["repro", "select"], repo)
     assert "Running stage 'select'" in selected_only and "Running stage 'capfilt'" not in selected_only
     assert "Running stage 'pretrain'" not in selected_only
     assert {u: Path(u).stat().st_mtime_ns for u in scores} == scores
@@ -115,7 +89,7 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     raw["rounds"] = 2
     raw["contracts"].update(synthetic_share=[0.0, 1.0], web_removed_share=[0.0, 1.0], noise_ratio=[0.0, 1.0])
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    done = _run(dvc + ["repro"], repo)
+    done = run_checked(dvc + ["repro"], repo)
     assert "Running stage 'retrain'" in done and "Running stage 'evaluate'" in done
     compare = json.loads((repo / "metrics/compare.json").read_text())
     assert set(compare) >= {"baseline", "bootstrapped", "delta", "capfilt"}
@@ -148,11 +122,11 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
                for d in json.loads((repo / "metrics/register.json").read_text())["decisions"]}
     assert folders == {"blip-pretrained": "rounds/r2/models/pretrain", "blip-captioner": "models/captioner_retrain",
                        "blip-filter": "models/filter_retrain"}
-    assert "Running stage" not in _run(dvc + ["repro"], repo)  # a second repro does nothing
+    assert "Running stage" not in run_checked(dvc + ["repro"], repo)  # a second repro does nothing
     # each stage depends on the params it reads: the filter's step count leaves pre-training cached
     raw["presets"]["tiny"]["finetune_filter"]["epochs"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    stale = {line[:-1] for line in _run(dvc + ["status"], repo).splitlines() if line.endswith(":") and line[0] != "\t"}
+    stale = {line[:-1] for line in run_checked(dvc + ["status"], repo).splitlines() if line.endswith(":") and line[0] != "\t"}
     assert stale == {"finetune_filter", "finetune_filter_retrain", "rounds"}, stale
 
 
@@ -161,11 +135,11 @@ def test_prepare_stage_with_your_own_data_makes_no_world(tmp_path):
     raw = small_world(raw_params())
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     # the user's data: a Karpathy JSON with its images, and img2dataset shards (made here by the world)
-    _run([sys.executable, "-m", "blip.cli", "world", "--out", "own"], repo)
+    run_checked([sys.executable, "-m", "blip.cli", "world", "--out", "own"], repo)
     raw["data"].update(human_karpathy="own/human/karpathy.json", human_images="own/human", human_name="mine",
                        web_shards="own/web")
     dvc_repo(repo, raw, "own data")
-    _run([sys.executable, "-m", "dvc", "repro", "prepare"], repo)
+    run_checked([sys.executable, "-m", "dvc", "repro", "prepare"], repo)
     # no world made: its folder holds only the record that says so
     assert [p.name for p in (repo / "data" / "world").iterdir()] == ["world.json"]
     metrics = json.loads((repo / "metrics" / "prepare.json").read_text())
@@ -174,26 +148,26 @@ def test_prepare_stage_with_your_own_data_makes_no_world(tmp_path):
     web = json.loads((repo / "data/web/manifest.json").read_text())
     assert [Path(s["url"]) for s in web["shards"]] == sorted((repo / "own/web").glob("*.tar"))
     assert [p.name for p in (repo / "data/web").iterdir()] == ["manifest.json"]
-    assert "Data and pipelines are up to date" in _run([sys.executable, "-m", "dvc", "status", "prepare"], repo)
+    assert "Data and pipelines are up to date" in run_checked([sys.executable, "-m", "dvc", "status", "prepare"], repo)
 
 
 def test_the_default_remote_lets_a_fresh_clone_pull_instead_of_recompute(tmp_path):
     repo = pipeline_checkout(tmp_path)
     dvc_repo(repo, small_world(raw_params()), dvc_config=(ROOT / ".dvc/config").read_text())  # the project's own
-    _run([sys.executable, "-m", "dvc", "repro", "prepare"], repo)
-    _commit(repo, "prepared")
-    assert "pushed" in _run([sys.executable, "-m", "dvc", "push"], repo)
+    run_checked([sys.executable, "-m", "dvc", "repro", "prepare"], repo)
+    commit_all(repo, "prepared")
+    assert "pushed" in run_checked([sys.executable, "-m", "dvc", "push"], repo)
     assert (tmp_path / "blip-dvc-remote").is_dir()  # beside the checkout
 
     clone = tmp_path / "clone"
-    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
-    _run([sys.executable, "-m", "dvc", "pull", "prepare"], clone)  # what was pushed: prepare's outputs
+    run_checked(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run_checked([sys.executable, "-m", "dvc", "pull", "prepare"], clone)  # what was pushed: prepare's outputs
     assert (clone / "data/web/manifest.json").read_bytes() == (repo / "data/web/manifest.json").read_bytes()
     assert (clone / "data/human/train/manifest.json").is_file()
     # the world's raw files are never in DVC's cache (nor pushed): only they are missing, and `dvc repro` writes
     # them again, to the same bytes, so the versioned outputs stand and nothing after prepare re-runs
-    status = _run([sys.executable, "-m", "dvc", "status", "prepare"], clone)
+    status = run_checked([sys.executable, "-m", "dvc", "status", "prepare"], clone)
     assert "deleted:            data/world" in status and "data/web" not in status, status
-    _run([sys.executable, "-m", "dvc", "repro", "prepare"], clone)
+    run_checked([sys.executable, "-m", "dvc", "repro", "prepare"], clone)
     assert (clone / "data/web/manifest.json").read_bytes() == (repo / "data/web/manifest.json").read_bytes()
-    assert "Data and pipelines are up to date" in _run([sys.executable, "-m", "dvc", "status", "prepare"], clone)
+    assert "Data and pipelines are up to date" in run_checked([sys.executable, "-m", "dvc", "status", "prepare"], clone)

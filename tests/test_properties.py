@@ -28,8 +28,7 @@ from blip.data.ingest import IngestError
 from blip.data.karpathy import ingest_karpathy
 from blip.data.shards import IncompleteDataset, plain_name, read_manifest
 from blip.data.text import CaptionError, prepare_caption
-from tests.conftest import ROOT
-from tests.test_ingest import jpeg
+from tests.support import ROOT, jpeg
 
 PARAMS = load_params(ROOT / "params.yaml")
 REASONS = {"caption_empty", "caption_not_utf8", "caption_too_long"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, free_port
+from tests.support import ROOT, free_port
 
 SRUN = """#!/usr/bin/env bash
 # srun on a one-node allocation: the command after srun's own options, run here

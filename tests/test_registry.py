@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def server(tmp_path_factory):
 def filter_model(tmp_path_factory) -> str:
     from blip.models.checkpoints import save_pretrained
     from blip.tokenizer import build_tokenizer
-    from tests.test_models import tiny
+    from tests.support import tiny
 
     folder = tmp_path_factory.mktemp("registry") / "filter"
     save_pretrained(tiny("pretrain"), folder, build_tokenizer())
@@ -110,7 +110,7 @@ def test_a_registered_vqa_model_answers_questions_row_by_row(server, tmp_path):
     from blip.models.checkpoints import save_pretrained
     from blip.registry import log_and_register
     from blip.tokenizer import build_tokenizer
-    from tests.test_models import tiny
+    from tests.support import tiny
 
     folder = tmp_path / "vqa"
     save_pretrained(tiny("vqa"), folder, build_tokenizer())
@@ -134,7 +134,7 @@ def test_a_registered_nlvr_model_verifies_statements_about_image_pairs(server, t
     from blip.models.checkpoints import save_pretrained
     from blip.registry import log_and_register
     from blip.tokenizer import build_tokenizer
-    from tests.test_models import tiny
+    from tests.support import tiny
 
     folder = tmp_path / "nlvr"
     save_pretrained(tiny("nlvr"), folder, build_tokenizer())

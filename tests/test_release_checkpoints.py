@@ -12,7 +12,7 @@ from blip.cli import main
 from blip.inference import BlipInference, load
 from blip.models.checkpoints import CheckpointError, init_task_model, load_model, load_release, save_pretrained
 from blip.tokenizer import build_tokenizer, tokenize
-from tests.test_models import CAPTIONS, TEXT, VISION, tiny
+from tests.support import CAPTIONS, TEXT, VISION, tiny
 
 TEXTS = CAPTIONS[:4]
 

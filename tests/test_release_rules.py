@@ -12,7 +12,7 @@ from blip.models import blip as blip_module
 from blip.models.beam import beam_search
 from blip.models.generate import GenerationSettings, generate_ids, pad_after_sep
 from blip.tokenizer import PAD_ID, SEP_ID, build_tokenizer, tokenize
-from tests.test_models import CAPTIONS, tiny
+from tests.support import CAPTIONS, tiny
 
 
 def _features(n: int, seed: int) -> tuple[torch.Tensor, ...]:

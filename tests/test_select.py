@@ -7,61 +7,12 @@ import json
 import math
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from blip.capfilt.job import SCORES_FORMAT
 from blip.config import load_params
-from blip.data.parquet import write_table
-from blip.data.shards import atomic_write_json
 from blip.selection.rule import CutoffFilter, KthBest, calibrate, scores, sort_keys
-from tests.conftest import ROOT
-
-FILTERS = 2
-
-
-def _scores_folder(root, tables: int = 3, images: int = 40, seed: int = 0):
-    """Score tables with many tied scores (ITM on a coarse grid), two filters, 1-2 captions per image."""
-    rng = np.random.default_rng(seed)
-    root.mkdir()
-    entries, total = [], 0
-    for t in range(tables):
-        rows = {k: [] for k in ("key", "image", "candidate", "source", "text", "itm", "itc", "captioner", "filters",
-                                "image_sha256", "pixels_sha256", "round", "truth")}
-        for i in range(images):
-            for c in range(1 + int(rng.integers(1, 3))):
-                rows["key"].append(f"t{t}_{i:04d}")
-                rows["image"].append(i)
-                rows["candidate"].append(c)
-                rows["source"].append("web" if c == 0 else "synthetic")
-                rows["text"].append(f"text {t} {i} {c}")
-                rows["itm"].append(list(rng.integers(0, 10, FILTERS) / 10))
-                rows["itc"].append(list(rng.integers(-5, 6, FILTERS) / 10))
-                rows["captioner"].append("" if c == 0 else "cap@x")
-                rows["filters"].append("f1@x+f2@x")
-                rows["image_sha256"].append(f"{t}-{i}")
-                rows["pixels_sha256"].append(f"p{t}-{i}")
-                rows["round"].append(1)
-                rows["truth"].append(None)
-        lists = pa.list_(pa.float32(), FILTERS)
-        table = pa.table({**{k: v for k, v in rows.items() if k not in ("itm", "itc")},
-                          "itm": pa.array(rows["itm"], lists), "itc": pa.array(rows["itc"], lists)})
-        entry = write_table(root / f"scores-{t:06d}.parquet", table)
-        entries.append({"url": str(root / entry.pop("name")), **entry,
-                        "input": {"url": f"web/shard-{t:06d}.tar", "sha256": "0" * 64, "samples": images}})
-        total += table.num_rows
-    labels = rng.integers(0, 2, 200)
-    calibration = pa.table({"label": pa.array(labels, pa.int8()),
-                            "itm": pa.array([list(np.clip(rng.normal(0.3 + 0.4 * y, 0.2, FILTERS), 0, 1))
-                                             for y in labels], pa.list_(pa.float32(), FILTERS)),
-                            "itc": pa.array([[0.0] * FILTERS] * 200, pa.list_(pa.float32(), FILTERS))})
-    atomic_write_json(root / "manifest.json", {
-        "format": SCORES_FORMAT, "rows": total, "tables": entries, "round": 1, "fingerprint": "test",
-        "calibration": {"url": str(root / "calibration.parquet"),
-                        **write_table(root / "calibration.parquet", calibration)}, "captioners": ["cap@x"],
-        "filters": ["f1@x", "f2@x"], "calibrate_on": "val", "counts": {}})
-    return root
+from tests.support import FILTERS, ROOT, scores_folder
 
 
 def _select(tmp_path, scores_dir, **rule):
@@ -129,7 +80,7 @@ RULES = {
 
 @pytest.mark.parametrize("name", RULES)
 def test_selected_set_is_exactly_what_the_rule_says(tmp_path, name):
-    scores_dir = _scores_folder(tmp_path / "scores")
+    scores_dir = scores_folder(tmp_path / "scores")
     kept, manifest, cfg = _select(tmp_path, scores_dir, **RULES[name])
     assert kept == _reference(scores_dir, cfg) and kept
     counts = manifest["selection"]["counts"]
@@ -168,7 +119,7 @@ def test_kth_best_over_chunks_keeps_exactly_k_with_ties_in_order():
 
 
 def test_changing_the_rule_reads_the_same_tables(tmp_path):
-    scores_dir = _scores_folder(tmp_path / "scores")
+    scores_dir = scores_folder(tmp_path / "scores")
     before = {p.name: p.stat().st_mtime_ns for p in scores_dir.iterdir()}
     strict, _, _ = _select(tmp_path, scores_dir, threshold=0.7)
     loose, _, _ = _select(tmp_path, scores_dir, threshold=0.3)

@@ -252,3 +252,22 @@ def test_imports_point_down_the_layers():
     assert upward_imports(graph(ROOT)) - KNOWN_UPWARD == set()
     # the remaining exceptions are real imports, not a list that outlived them
     assert KNOWN_UPWARD <= upward_imports(graph(ROOT))
+
+
+def test_tests_import_no_other_test_module_nor_benchmarks_nor_experiments():
+    found = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.name}: {n}" for n in names
+                      if n.startswith(("tests.test_", "tests.conftest", "bench", "experiments"))]
+    assert found == []
+
+
+def test_no_stage_depends_on_the_experiments():
+    assert "experiments/" not in (ROOT / "dvc.yaml").read_text()

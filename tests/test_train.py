@@ -1,6 +1,5 @@
 """The training engine through the real DeepSpeed launcher (2 CPU processes, gloo) and real MLflow."""
 
-import copy
 import os
 import signal
 import subprocess
@@ -16,30 +15,9 @@ from mlflow import MlflowClient
 from safetensors.torch import load_file
 
 from blip.train.engine import cpu_has_bf16
-from tests.conftest import ROOT, raw_params
+from tests.support import ROOT, small_training_params
 
 pytestmark = pytest.mark.slow
-
-
-def small_training_params(tmp: Path) -> Path:
-    """A preset small enough for a few CPU steps: 8 steps over 2 epochs, checkpoints every 3 steps."""
-    raw = copy.deepcopy(raw_params())
-    tiny = raw["presets"]["tiny"]
-    tiny["model"] = {"vision": {"patch_size": 16, "width": 64, "depth": 2, "heads": 2, "mlp_ratio": 2.0,
-                                "drop_path": 0.0},
-                     "text": {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128, "dropout": 0.0,
-                              "positions": 64},
-                     "embed_dim": 32, "queue_size": 64, "temp_min": 0.001, "itm_random_negatives": 0.0,
-                     "vision_init": None, "text_init": None}
-    for stage in ("pretrain", "finetune_captioner", "finetune_filter", "finetune_vqa", "finetune_nlvr",
-                  "finetune_dialog"):
-        tiny[stage].update(image_size=64, batch_size=8, epochs=2, steps_per_epoch=4, warmup_steps=2)
-    tiny["finetune_nlvr"]["pretrain"].update(image_size=64, batch_size=8, epochs=1, steps_per_epoch=4)
-    tiny["pretrain"]["lr"] = 3.0e-4
-    raw["train"].update(num_workers=1, log_every=1, checkpoint_every=3, keep_checkpoints=2)
-    path = tmp / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def blip_cmd(params: Path, stage: str, out: Path, data: list[Path], *extra: str) -> list[str]:

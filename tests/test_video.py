@@ -24,8 +24,7 @@ from blip.video.data import (
 )
 from blip.video.evaluate import clip_embeds, clip_feat, median_rank
 from blip.video.frames import VideoError, encode_clip, read_frames, uniform_indices
-from tests.conftest import downstream_workspace, raw_params
-from tests.test_models import TEXT, tiny
+from tests.support import TEXT, downstream_workspace, raw_params, tiny
 
 
 def _ramp(n: int, side: int = 32) -> list[np.ndarray]:

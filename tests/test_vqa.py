@@ -16,8 +16,7 @@ from blip.tokenizer import DEC_ID, build_tokenizer, tokenize
 from blip.vqa.accuracy import normalize_answer, question_accuracy, vqa_accuracy
 from blip.vqa.answer import answer, candidate_ids, rank
 from blip.vqa.data import VQAFormatError, answer_weights, ingest_vqa, read_vqa_files
-from tests.conftest import downstream_workspace, raw_params
-from tests.test_models import TEXT, tiny
+from tests.support import TEXT, downstream_workspace, raw_params, tiny
 
 QUESTIONS = ["what colour is the star", "how many objects are there", "is there a red circle"]
 

@@ -7,7 +7,7 @@ from PIL import Image
 from blip.data import world as W
 from blip.data.shards import iter_tar_samples
 from blip.data.text import clean_caption
-from tests.conftest import small_params
+from tests.support import small_params
 
 
 def _digest(folder) -> dict:

@@ -34,6 +34,6 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-dir", default=str(WORKSPACE.folder("metrics")))
     p.add_argument("--out", default=str(WORKSPACE.metrics("compare")))
     p.add_argument("--table", default=None)
-    p.add_argument("--seeds", default=None, help="Table 12 over seeds (bench/table12.py's result): shown when it "
+    p.add_argument("--seeds", default=None, help="Table 12 over seeds (experiments/table12.py's result): shown when it "
                                                  "ran on this chain's data, world and preset")
     p.set_defaults(func=run)

@@ -2,7 +2,7 @@
 
 `compare` puts the evaluation figures of one chain side by side with CapFilt's statistics. The paper's own
 comparison (its Table 12: the baseline's samples replicated to the bootstrapped set's per epoch, both for the
-same steps) takes several seeds of whole chains, a DVC experiment queue (bench/table12.py); its result file
+same steps) takes several seeds of whole chains, a DVC experiment queue (experiments/table12.py); its result file
 records which chain it belongs to (data, world, preset), and `compare_table` shows it only beside that chain.
 """
 

@@ -2,14 +2,14 @@
 pre-training on the noisy data for as long? The baseline sees the noisy set with its samples replicated to the
 bootstrapped set's samples per epoch, the new model the bootstrapped set, for the same number of steps.
 
-    python bench/table12.py --seeds 0 1 2     # queue one DVC experiment per seed, run the queue, tabulate
-    python bench/table12.py --tabulate        # tabulate the experiments already run
+    python experiments/table12.py --seeds 0 1 2     # queue one DVC experiment per seed, run the queue, tabulate
+    python experiments/table12.py --tabulate        # tabulate the experiments already run
 
 Both arms read `presets.<preset>.pretrain.steps_per_epoch`, set here to the bootstrapped set's samples per epoch
 (from this workspace's metrics/select.json), so the baseline's resampled loader draws the noisy set's samples as
 often as the bootstrapped set holds: every sample, web texts included, about samples/noisy times per epoch
 (the paper replicates the web texts alone). The seed changes everything seeded: the world, the initialisation,
-the sampling. Writes bench/results/table12.json and reports/table12.md (every seed, mean and std).
+the sampling. Writes experiments/results/table12.json and reports/table12.md (every seed, mean and std).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main() -> None:
     header = (f"Table 12 on the embedded default: {len(found)} seeds, both arms {steps} steps per epoch (the "
               f"bootstrapped set's {samples} samples at the preset's batch).\n\n")
     (ROOT / "reports/table12.md").write_text(header + markdown)
-    out = ROOT / "bench/results/table12.json"
+    out = ROOT / "experiments/results/table12.json"
     # the chain these seeds ran on: `blip compare` shows this table in reports/compare.md beside that chain only
     chain = chain_of(load_params(ROOT / "params.yaml"))
     out.write_text(json.dumps({"chain": chain, "steps_per_epoch": steps, "bootstrapped_samples": samples, **table},

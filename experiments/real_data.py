@@ -1,7 +1,7 @@
 """Time and quality of the chain on real photos, by recipe: the figures of the README's "Your own data".
 
-    python bench/real_data.py --photos DIR --recipe flows/recipes/real-small.yaml --out bench/results/real_small.json
-    python bench/real_data.py --photos DIR --set preset=base --set ... --stop-after gate_filter   # timing only
+    python experiments/real_data.py --photos DIR --recipe flows/recipes/real-small.yaml --out experiments/results/real_small.json
+    python experiments/real_data.py --photos DIR --set preset=base --set ... --stop-after gate_filter   # timing only
 
 DIR holds a real-photo set in the list form of Karpathy JSON (`karpathy_style.json`: image, five captions,
 split). The user's data is built from it as the README's scenario: the Karpathy JSON as the human set,
@@ -15,14 +15,11 @@ its stage logged it to MLflow: a run that a gate or a contract stopped still rep
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
-import random
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -33,29 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from flows.experiment import experiment_rev, failure_summary, run_experiment  # noqa: E402
-
-
-def build_own_data(rows: list[dict], images: Path, out: Path, noise: float = 0.4, seed: int = 1) -> dict:
-    """Karpathy JSON (the human set) and one web shard of the train rows, `noise` of them mis-captioned."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "karpathy.json").write_text(json.dumps(rows))
-    train = [r for r in rows if r["split"] == "train"]
-    rng = random.Random(seed)
-    (out / "web").mkdir()
-    wrong = 0
-    with tarfile.open(out / "web/00000.tar", "w") as tar:
-        for i, row in enumerate(train):
-            swap = rng.random() < noise
-            wrong += swap
-            caption = train[(i + 1) % len(train)]["caption"][0] if swap else row["caption"][0]
-            for ext, data in (("jpg", (images / row["image"]).read_bytes()), ("txt", caption.encode()),
-                              ("json", json.dumps({"url": f"https://example.com/{i}.jpg"}).encode())):
-                info = tarfile.TarInfo(f"{i:09d}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    (out / "web/00000_stats.json").write_text(json.dumps({"successes": len(train)}))
-    return {"data.human_karpathy": str(out / "karpathy.json"), "data.human_images": str(images),
-            "data.web_shards": str(out / "web"), "web_pairs": len(train), "mis_captioned": wrong}
+from tests.test_own_data import build_own_data  # noqa: E402  (the scenario the test runs)
 
 
 def timed_experiment(repo: Path, name: str, settings: dict, targets: list[str], env: dict) -> tuple[int, dict, list]:

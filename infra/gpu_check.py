@@ -1,7 +1,7 @@
 """The GPU check: the figures a lent GPU must give, in one run of under 8 minutes, written as JSON.
 
-    python bench/gpu_check.py                 # on a GPU: base preset (make gpu-check)
-    python bench/gpu_check.py --cpu-sized     # the same steps, tiny and short, on a CPU (the kit's own test)
+    python infra/gpu_check.py                 # on a GPU: base preset (make gpu-check)
+    python infra/gpu_check.py --cpu-sized     # the same steps, tiny and short, on a CPU (the kit's own test)
 
 Steps (each timed; one that fails is recorded with its error and the others still run):
 1. pre-training, base at 224 px, bf16, DeepSpeed: steady samples/s of the last log window, and MFU

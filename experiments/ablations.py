@@ -1,13 +1,13 @@
 """The paper's CapFilt ablations on the embedded default, as a DVC experiment queue started by one command.
 
-    python bench/ablations.py              # queue every ablation, run the queue, tabulate against the default
-    python bench/ablations.py --tabulate   # tabulate the experiments already run
+    python experiments/ablations.py              # queue every ablation, run the queue, tabulate against the default
+    python experiments/ablations.py --tabulate   # tabulate the experiments already run
 
 Each ablation is the whole chain with one setting changed, compared with the chain as committed (this
 workspace's metrics/compare.json, same seed), on the bootstrapped model's captioning and retrieval and on
-CapFilt's noise ratio. The replicated-web baseline (Table 12) has its own queue over seeds, bench/table12.py:
+CapFilt's noise ratio. The replicated-web baseline (Table 12) has its own queue over seeds, experiments/table12.py:
 its means close the table. Writes
-bench/results/ablations.json and reports/ablations.md: each row with the paper's direction next to ours.
+experiments/results/ablations.json and reports/ablations.md: each row with the paper's direction next to ours.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.table12 import ROOT, experiment_metrics, queue_experiment, run_queue  # noqa: E402
+from experiments.table12 import ROOT, experiment_metrics, queue_experiment, run_queue  # noqa: E402
 
 # name -> (params changed, what the paper compares, the paper's finding: the default "better" or "not worse")
 ABLATIONS = {
@@ -51,7 +51,7 @@ def rows(default: dict, found: dict[str, dict]) -> list[dict]:
 
 
 def table12_row(result: dict) -> str:
-    """Table 12's row from bench/table12.py's result: the means over seeds, bootstrapped against the baseline."""
+    """Table 12's row from experiments/table12.py's result: the means over seeds, bootstrapped against the baseline."""
     s, n = result["summary"], len(result["per_experiment"])
     cells = " | ".join(f"{s[f'bootstrapped.{k}']['mean']:.3f} / {s[f'baseline.{k}']['mean']:.3f}" for k, _ in METRICS)
     delta = ", ".join(f"{k} {s[f'delta.{k}']['mean']:+.3f} ± {s[f'delta.{k}']['std']:.3f}" for k, _ in METRICS)
@@ -88,10 +88,10 @@ def main() -> None:
     if not found:
         raise SystemExit("no ablation has finished: see `dvc queue status` and `dvc queue logs`")
     table = rows(json.loads((ROOT / "metrics/compare.json").read_text()), found)
-    seeds = ROOT / "bench/results/table12.json"
+    seeds = ROOT / "experiments/results/table12.json"
     text = markdown(table, json.loads(seeds.read_text()) if seeds.is_file() else None)
     (ROOT / "reports/ablations.md").write_text(text)
-    (ROOT / "bench/results/ablations.json").write_text(json.dumps(table, indent=1) + "\n")
+    (ROOT / "experiments/results/ablations.json").write_text(json.dumps(table, indent=1) + "\n")
     print(text)
 
 

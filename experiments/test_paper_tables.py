@@ -1,10 +1,10 @@
-"""The paper-table scripts' arithmetic: bench/table12.py over seeds, bench/ablations.py against the default."""
+"""The paper-table scripts' arithmetic: experiments/table12.py over seeds, experiments/ablations.py against the default."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.table12 import tabulate
+from experiments.table12 import tabulate
 
 
 def _compare(cider_base: float, cider_boot: float, noise_ratio: float = 0.25) -> dict:
@@ -25,7 +25,7 @@ def test_mean_std_and_wins_over_seeds():
 
 
 def test_each_ablation_row_holds_the_papers_direction_beside_ours():
-    from bench.ablations import markdown, rows
+    from experiments.ablations import markdown, rows
 
     default = _compare(1.2, 1.36, noise_ratio=0.47)
     table = rows(default, {"ablation-beam": _compare(1.2, 1.40), "ablation-continue": _compare(1.2, 1.30),
