@@ -257,6 +257,7 @@ def test_report_figures_and_examples_sheet(selected):
     assert page.count('class="kept"') + page.count('class="removed"') == 12  # web + synthetic per image
 
 
+@pytest.mark.slow
 def test_two_workers_write_the_same_bytes_as_one(tmp_path, models, prepared, uninterrupted):
     from blip.cli import main
 
@@ -270,6 +271,7 @@ def test_two_workers_write_the_same_bytes_as_one(tmp_path, models, prepared, uni
     assert json.loads((tmp_path / "scores.json").read_text())["workers"] == 2
 
 
+@pytest.mark.slow
 def test_a_resumed_run_scores_only_the_missing_shards(tmp_path, models, prepared, uninterrupted):
     from blip.cli import main
 
@@ -300,6 +302,7 @@ def _scorer_busy() -> list:
     return busy
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_shard_is_restarted_and_the_job_ends_with_the_same_bytes(tmp_path, models, prepared,
                                                                                     uninterrupted):
     """The laptop's default: no RAY_ADDRESS, so the command starts a Ray of its own; one of its two workers is
@@ -327,6 +330,7 @@ def test_a_worker_killed_mid_shard_is_restarted_and_the_job_ends_with_the_same_b
     assert _tables(out) == _tables(uninterrupted)
 
 
+@pytest.mark.slow
 def test_corrupt_web_samples_and_shards_are_skipped_and_counted(tmp_path, models, prepared, small):
     """A broken image, an empty text, a pixel bomb, an oversized member, a key that is a path and a truncated
     shard, in the user's own img2dataset shards: each lost sample is one counted skip, by its reason, and the
@@ -405,6 +409,7 @@ def test_bf16_autocast_scores_close_to_fp32(models, prepared):
         score_web_shard(shard.url, captioners, filters, _settings(precision="fp16"), limit=2)
 
 
+@pytest.mark.slow
 def test_loader_workers_change_no_byte_and_batch_size_no_caption(models, prepared):
     from blip.capfilt.scoring import load_member, score_web_shard
 

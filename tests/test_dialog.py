@@ -195,6 +195,7 @@ def test_training_pairs_are_the_right_answer_then_answers_to_alike_questions_the
 
 # ---------------------------------------------------------------------------------------- the stage
 
+@pytest.mark.slow
 def test_the_dialog_stage_fine_tunes_from_each_model_and_ranks_the_test_candidates(tmp_path):
     raw = raw_params()
     raw["world"].update(image_size=32, dialog={"train": 12, "test": 4, "rounds": 2})

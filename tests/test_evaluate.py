@@ -9,6 +9,7 @@ from blip.evaluate.captioning import score_captions, spice_status
 from blip.evaluate.retrieval import recall_at_k
 
 
+@pytest.mark.slow
 def test_caption_metrics_reward_the_right_caption():
     refs = {"a": ["a red circle on a white background", "a red circle"],
             "b": ["a small blue square above a green star", "two shapes, a blue square and a green star"]}
@@ -32,6 +33,7 @@ def test_recall_at_k():
     assert r["txt_r1"] == 0.0 and r["txt_r5"] == 100.0
 
 
+@pytest.mark.slow
 def test_evaluate_command_on_a_test_split(tmp_path, prepared):
     from blip.cli import main
     from blip.models.checkpoints import save_pretrained

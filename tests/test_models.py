@@ -118,6 +118,7 @@ def test_itm_negatives_are_hard_or_a_share_uniform():
     assert torch.allclose(uniform[~own], torch.full((6,), 1 / 3))
 
 
+@pytest.mark.slow
 def test_a_16_pair_batch_is_overfit(tokenizer):
     """16 pairs of the built-in world (size x colour x shape): all three losses fall far.
 
@@ -309,6 +310,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(batch):
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients_are_bit_identical_across_repeats_on_two_threads():
     """Same params, same result on a CPU: the backward pass must not depend on how threads interleave.
     (Advanced indexing of the ITM's negative images accumulated repeated indices in a thread-dependent

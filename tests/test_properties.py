@@ -173,6 +173,7 @@ def test_any_karpathy_json_is_ingested_whole_or_refused_by_name(doc, max_skip):
         assert sum(m["samples"] for m in manifests.values()) > 0
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts=st.lists(st.text(min_size=1, max_size=60), min_size=1, max_size=8))
 def test_a_web_set_of_usable_samples_passes_the_web_contract(texts):

@@ -187,6 +187,7 @@ def test_median_rank_is_one_based_over_rows():
     assert median_rank(scores, torch.tensor([0, 0, 2])) == 2.0  # ranks 1, 2, 3
 
 
+@pytest.mark.slow
 def test_both_video_stages_score_each_model_zero_shot_through_the_cli(tmp_path):
     from blip.models.checkpoints import save_pretrained
     from blip.tokenizer import build_tokenizer
