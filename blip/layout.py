@@ -23,18 +23,15 @@ class Layout:
 
     root: Path = Path(".")
 
-    def _at(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts) if self.root != Path(".") else Path(*parts)
-
     def folder(self, name: str) -> Path:
         """One of the top-level folders (FOLDERS)."""
         if name not in FOLDERS:
             raise ValueError(f"{name!r} is not a workspace folder; the folders are {', '.join(FOLDERS)}")
-        return self._at(name)
+        return self.root.joinpath(name)
 
     def data(self, name: str) -> Path:
         """A dataset folder: human/train, web, scores, bootstrapped, a transfer task's (vqa, video_qa)."""
-        return self._at("data", name)
+        return self.root.joinpath("data", name)
 
     def human(self, split: str) -> Path:
         """A split of the human-annotated set."""
@@ -42,23 +39,23 @@ class Layout:
 
     def model(self, name: str) -> Path:
         """A model folder (pretrain, captioner, filter, retrain, a transfer task's models)."""
-        return self._at("models", name)
+        return self.root.joinpath("models", name)
 
     def checkpoints(self, name: str) -> Path:
         """A training run's resumable checkpoints."""
-        return self._at("checkpoints", name)
+        return self.root.joinpath("checkpoints", name)
 
     def metrics(self, name: str) -> Path:
         """A stage's metrics file (name may have folders: downstream/vqa)."""
-        return self._at("metrics", f"{name}.json")
+        return self.root.joinpath("metrics", f"{name}.json")
 
     def plot(self, name: str) -> Path:
         """A training run's loss curve."""
-        return self._at("plots", f"{name}_loss.csv")
+        return self.root.joinpath("plots", f"{name}_loss.csv")
 
     def report(self, name: str) -> Path:
         """A report's folder or file (capfilt, contracts, compare.md)."""
-        return self._at("reports", name)
+        return self.root.joinpath("reports", name)
 
 
 WORKSPACE = Layout()

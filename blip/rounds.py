@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from blip.layout import Layout, RoundOutputs, round_layout, round_outputs
+from blip.layout import RoundOutputs, round_layout, round_outputs
 
 
 class RoundFailed(RuntimeError):
@@ -28,7 +28,7 @@ def round_steps(r: int, rounds_root: Path, previous: RoundOutputs, params_file: 
                 continue_pretraining: bool) -> list[tuple[str, list[str]]]:
     """The commands of round `r`, in order, as (step name, argv)."""
     blip = [sys.executable, "-m", "blip.cli", "--params", params_file]
-    here: Layout = round_layout(r, rounds_root)
+    here = round_layout(r, rounds_root)
     out, name = round_outputs(r, rounds_root), f"round{r}"
     data, scores = str(out.data), str(here.data("scores"))
 

@@ -103,25 +103,25 @@ def closure(starts: list[str], edges: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-def entry_modules(cmd: str, root: Path) -> list[str]:
+def cli_commands(root: Path) -> dict[str, str]:
+    """The `blip` command table ({command: its module in blip/cli/}) of the project under `root`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_cli_table", root / "blip" / "cli" / "__init__.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)  # the package's own code imports only the standard library
+    return table.COMMANDS
+
+
+def entry_modules(cmd: str, commands: dict[str, str]) -> list[str]:
     """The modules a stage's command runs: `blip <command>` its command's module, `python -m pkg` the package's
     __main__; commands joined with && each count."""
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(root))
-    try:
-        spec = importlib.util.spec_from_file_location("_cli_table", root / "blip" / "cli" / "__init__.py")
-        table = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(table)
-    finally:
-        sys.path.remove(str(root))
     found = []
     for part in cmd.split("&&"):
         words = shlex.split(part.replace("\n", " "), comments=True)
         if words[:1] == ["blip"]:
             command = next(w for w in words[1:] if not w.startswith("-") and w != "params.yaml")
-            found += ["blip.cli", f"blip.cli.{table.COMMANDS[command]}"]
+            found += ["blip.cli", f"blip.cli.{commands[command]}"]
         elif words[:2] == ["python", "-m"]:
             found.append(f"{words[2]}.__main__")
         else:
@@ -157,10 +157,10 @@ def stages(root: Path) -> dict[str, tuple[str, list[str]]]:
 
 def uncovered(root: Path) -> dict[str, list[str]]:
     """{stage: project files its command runs that none of its deps (a file, or a folder holding it) covers}."""
-    edges, files = graph(root), module_files(root)
+    edges, files, commands = graph(root), module_files(root), cli_commands(root)
     missing = {}
     for stage, (cmd, deps) in stages(root).items():
-        needed = closure(entry_modules(cmd, root), edges)
+        needed = closure(entry_modules(cmd, commands), edges)
         paths = sorted(str(files[m].relative_to(root)) for m in needed if m in files and has_code(files[m]))
         gaps = [p for p in paths if not any(p == d.rstrip("/") or p.startswith(d.rstrip("/") + "/") for d in deps)]
         if gaps:

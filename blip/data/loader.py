@@ -229,7 +229,10 @@ def build_pipeline(shards: list[str], transform: Callable, batch_size: int, *, t
     if skip_batches:
         stages.append(_SkipBatches(skip_batches, batch_size))
     limits = joiner.limits if joiner is not None else None
-    decode = wds.map(_DecodeImages(limits), handler=handler) if limits else wds.decode("pilrgb", handler=handler)
+    if limits is not None:  # registered web shards: images decoded by the web rules
+        decode = wds.map(_DecodeImages(limits), handler=handler)
+    else:
+        decode = wds.decode("pilrgb", handler=handler)
     stages += [
         decode,
         wds.map(_ToItem(transform, max_words, train, seed, epoch), handler=handler),
