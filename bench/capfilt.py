@@ -27,6 +27,7 @@ import torch
 from blip.capfilt.scoring import Member, RunSettings, score_web_shard
 from blip.config import load_params
 from blip.data.prepare import prepare
+from blip.world.generate import write_sources
 from blip.data.web import web_shards
 from blip.inference import BlipInference
 from blip.models.blip import Blip, BlipConfig
@@ -81,7 +82,8 @@ def main() -> None:
         # real web shards of the built-in world (JPEG bytes, noisy alt-texts): 1 shard of 256 images
         world = dataclasses.replace(params.world, web=dataclasses.replace(params.world.web, images=256, shard_size=256),
                                     human=dataclasses.replace(params.world.human, train=4, val=2, test=2))
-        prepare(dataclasses.replace(params, world=world), tmp)
+        small = dataclasses.replace(params, world=world)
+        prepare(small, tmp, write_sources(small, Path(tmp) / "world")[0])
         results = []
         for case in args.cases:
             preset, size, n, precision, workers = case.split(":")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -94,21 +93,6 @@ def models(folder: Path, params) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def without_truth(src: Path, dst: Path) -> None:
-    """The world's web shards as a user's: the same images and texts, no hidden truth in their JSON."""
-    from blip.data.shards import iter_tar_samples, write_shard
-
-    dst.mkdir(parents=True)
-    for tar in sorted(src.glob("*.tar")):
-        samples = []
-        for s in iter_tar_samples(tar):
-            meta = json.loads(s["json"])
-            meta.pop("truth", None)
-            samples.append({**s, "json": json.dumps(meta).encode()})
-        write_shard(dst / tar.name, samples)
-        shutil.copy(src / tar.name.replace(".tar", "_stats.json"), dst)
-
-
 def run(cmd: list[str], env: dict, cwd: Path) -> float:
     start = time.time()
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
@@ -135,8 +119,8 @@ def main() -> int:
         blip = [sys.executable, "-m", "blip.cli", "--params", str(params_file)]
         run(blip + ["prepare", "--out", str(tmp / "data"), "--metrics", str(tmp / "prepare.json")], env, tmp)
         captioner, filt = models(tmp / "models", params_from_dict(raw))
-        without_truth(tmp / "data/world/web", tmp / "plain")
-        run(blip + ["ingest", "web", "--shards", str(tmp / "plain"), "--out", str(tmp / "web")], env, tmp)
+        # the world's shards are a user's shards: its truth is a table beside them, never in the samples
+        run(blip + ["ingest", "web", "--shards", str(tmp / "data/world/web"), "--out", str(tmp / "web")], env, tmp)
 
         # 1. bytes read per shard, from an S3-API server
         endpoint, app = s3_server()

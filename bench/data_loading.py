@@ -26,7 +26,7 @@ from blip.data.loader import build_loader
 from blip.data.selected import training_data
 from blip.data.transforms import build_transform
 from blip.data.web import register_web
-from blip.data.world import write_web
+from blip.world.generate import write_web
 
 ROOT = Path(__file__).resolve().parents[1]
 

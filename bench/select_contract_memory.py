@@ -77,7 +77,6 @@ def write_scores(root: Path, rows: int, seed: int = 0) -> Path:
             "pixels_sha256": pa.array(np.repeat([f"p{t:06d}{i:057d}" for i in range(images)], 2)),
             "round": pa.array(np.ones(ROWS_PER_TABLE, np.int16)), "shard": pa.array([shard] * ROWS_PER_TABLE),
             "url": pa.array([None] * ROWS_PER_TABLE, pa.string()),
-            "truth": pa.array([None] * ROWS_PER_TABLE, pa.string()),
         }, schema=schema)
         url = str(scores / f"scores-{t:06d}.parquet")
         entry = write_table(url, table)

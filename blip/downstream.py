@@ -21,7 +21,7 @@ TASKS = ("vqa", "nlvr", "dialog")
 
 
 def build_data(task: str, params: Params, out_dir: str | Path) -> dict:
-    """The task's datasets under `out_dir`: the built-in world's, or params data.<task>'s files."""
+    """The task's datasets under `out_dir` from params data.<task>'s files."""
     return _tasks()[task][0](params, out_dir)
 
 

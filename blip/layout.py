@@ -83,6 +83,7 @@ class RoundOutputs:
     captioner: Path  # the captioner and filter fine-tuned from it (they bootstrap the next round)
     filter: Path
     select: Path  # the round's selection statistics
+    audit: Path  # on the built-in world: CapFilt judged against its truth
     eval_captioner: Path
     eval_filter: Path
     data: Path  # the round's bootstrapped data
@@ -93,8 +94,9 @@ def round_outputs(r: int, rounds_root: Path = ROUNDS) -> RoundOutputs:
     if r <= 1:
         w = WORKSPACE
         return RoundOutputs(w.model("retrain"), w.model("captioner_retrain"), w.model("filter_retrain"),
-                            w.metrics("select"), w.metrics("eval_bootstrapped_captioner"),
+                            w.metrics("select"), w.metrics("audit"), w.metrics("eval_bootstrapped_captioner"),
                             w.metrics("eval_bootstrapped_filter"), w.data("bootstrapped"))
     here = round_layout(r, rounds_root)
     return RoundOutputs(here.model("pretrain"), here.model("captioner"), here.model("filter"), here.metrics("select"),
-                        here.metrics("eval_captioner"), here.metrics("eval_filter"), here.data("bootstrapped"))
+                        here.metrics("audit"), here.metrics("eval_captioner"), here.metrics("eval_filter"),
+                        here.data("bootstrapped"))

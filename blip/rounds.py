@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from blip.layout import RoundOutputs, round_layout, round_outputs
+from blip.layout import WORKSPACE, RoundOutputs, round_layout, round_outputs
 
 
 class RoundFailed(RuntimeError):
@@ -48,6 +48,8 @@ def round_steps(r: int, rounds_root: Path, previous: RoundOutputs, params_file: 
                             "--round", str(r), "--name", f"{name}-capfilt"]),
         ("select", blip + ["select", "--scores", scores, "--output", data, "--metrics", str(out.select),
                            "--report", str(here.report("capfilt")), "--name", f"{name}-select"]),
+        ("audit", blip + ["audit", "--world", str(WORKSPACE.data("world")), "--scores", scores, "--selection", data,
+                          "--metrics", str(out.audit)]),
         ("validate", [sys.executable, "-m", "data_contracts", "--params", params_file, "bootstrapped", data,
                       "--results", str(here.metrics("validate")),
                       "--docs", str(here.report("contracts")), "--mlflow-run", f"{name}-validate"]),
@@ -69,8 +71,9 @@ def summarise(r: int, outputs: RoundOutputs) -> dict:
     row = {"round": r, "web_removed_share": capfilt["web_removed_share"], "noise_ratio": capfilt["noise_ratio"],
            "CIDEr": cap["CIDEr"], "BLEU-4": cap["BLEU-4"], "txt_r1": ret["txt_r1"], "img_r1": ret["img_r1"],
            "r_mean": ret["r_mean"]}
-    truth = capfilt.get("truth", {}).get("web", {}).get("noisy_texts")
-    if truth:  # the built-in world records which web texts are noisy
+    audit = json.loads(outputs.audit.read_text()) if outputs.audit.is_file() else {}
+    if audit.get("world"):  # the built-in world knows which web texts are noisy
+        truth = audit["selection"]["web"]["noisy_texts"]
         row.update(noisy_web_precision=truth["precision"], noisy_web_recall=truth["recall"])
     return row
 

@@ -64,7 +64,7 @@ class ProgressArtifacts:
                          f"{p.get('images_per_s', 0)} images/s, ETA {p.get('eta_s', 0):.0f} s\n")
 
 
-def capfilt_markdown(select: dict, capfilt: dict | None) -> str:
+def capfilt_markdown(select: dict, audit: dict | None) -> str:
     """What CapFilt kept and removed, by source, with the threshold and its calibration."""
     lines = ["### CapFilt", "", "| source | total | kept | removed | kept share |", "|---|---|---|---|---|"]
     for source in ("human", "web", "synthetic"):
@@ -77,12 +77,12 @@ def capfilt_markdown(select: dict, capfilt: dict | None) -> str:
            f"(recall {cal['recall']:.3f})" if cal else "fixed (select.threshold)")
     lines.append(f"Threshold {select['threshold']:.4g}, {how}. Noise ratio (synthetic captions removed) "
                  f"{select['noise_ratio']:.3f}; web texts removed {select['web_removed_share']:.3f}.")
-    world = (capfilt or {}).get("world")
-    if world:  # the built-in world knows which texts are noisy
-        f = world["filter"]
+    if (audit or {}).get("world"):  # the built-in world knows which texts are noisy
+        f, removed = audit["filter"], audit["selection"]["web"]["noisy_texts"]
         lines.append(f"On the built-in world: the filter's ITM AUC, clean against noisy web texts, "
-                     f"{f['itm_auc_clean_vs_noisy']}; synthetic captions correct "
-                     f"{world['captioner'].get('correct', 0):.1%}.")
+                     f"{f['itm_auc_clean_vs_noisy']}; noisy web texts removed with precision {removed['precision']} "
+                     f"and recall {removed['recall']}; synthetic captions correct "
+                     f"{audit['captioner'].get('correct', 0):.1%}.")
     return "\n".join(lines) + "\n"
 
 
@@ -129,8 +129,8 @@ def publish(read: Callable[[str], str | None], tracking_uri: str, experiment_id:
         made.append("gates")
     select = load(str(WORKSPACE.metrics("select")))
     if select:
-        capfilt = load(str(WORKSPACE.metrics("capfilt")))
-        create_markdown_artifact(key="capfilt", markdown=capfilt_markdown(select, capfilt),
+        audit = load(str(WORKSPACE.metrics("audit")))
+        create_markdown_artifact(key="capfilt", markdown=capfilt_markdown(select, audit),
                                  description="what CapFilt kept and removed")
         made.append("capfilt")
     contracts = [r for name in ("validate_web", "validate_human", "validate_bootstrapped")

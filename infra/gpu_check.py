@@ -252,7 +252,7 @@ def main() -> int:
         params = params_from_dict(yaml.safe_load(params_file.read_text()))
         from blip.data.karpathy import ingest_karpathy
         from blip.data.web import register_web
-        from blip.data.world import generate_world
+        from blip.world.generate import generate_world
 
         t = time.perf_counter()  # the world's data, as `prepare` makes it, its web set registered without Ray
         generate_world(params.world, params.seed, work / "data" / "world")

@@ -92,9 +92,10 @@ def small() -> Params:
 def prepared(tmp_path_factory, small) -> Path:
     """A finished `prepare` output for the small world (data/human/..., data/web)."""
     from blip.data.prepare import prepare
+    from blip.world.generate import write_sources
 
     out = tmp_path_factory.mktemp("prepared")
-    prepare(small, out)
+    prepare(small, out, write_sources(small, out / "world")[0])
     return out
 
 

@@ -15,6 +15,7 @@ import sys
 import tarfile
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -131,7 +132,7 @@ def test_score_tables_hold_every_candidate_with_its_provenance(uninterrupted, pr
             assert row["shard"] == shard and row["round"] == 1
             assert row["filters"].startswith("filter@") and row["words"] == len(row["text"].split())
             assert 0 <= row["itm"][0] <= 1 and -1 <= row["itc"][0] <= 1
-            assert row["truth"] in ("clean", "mismatched", "partial", "uninformative", "true", "false")
+            assert "truth" not in row  # the world's truth stays beside its data: `blip audit` joins it
     calibration = pq.read_table(manifest["calibration"]["url"])
     assert set(calibration["label"].to_pylist()) == {0, 1} and calibration.num_rows == manifest["calibration"]["rows"]
 
@@ -146,31 +147,56 @@ def test_a_table_records_its_job_and_shard_in_its_own_footer(uninterrupted):
         assert record["input"] == entry["input"] and record["counts"] == entry["counts"]
 
 
-def test_metrics_judge_the_filter_and_the_captioner_against_the_world(uninterrupted, prepared, small):
-    from blip.data.world import describes, scene_from_json
+def test_the_audit_joins_the_worlds_truth_to_the_scores_and_the_selection_by_key(uninterrupted, selected, prepared,
+                                                                              tmp_path):
+    from blip.cli import main
+    from blip.world.generate import TRUTH
+    from blip.world.scene import describes, scene_from_json
 
-    world = json.loads((uninterrupted.parent / "scores.json").read_text())["world"]
+    assert main(["audit", "--world", str(prepared / "world"), "--scores", str(uninterrupted),
+                 "--selection", str(selected), "--metrics", str(tmp_path / "audit.json")]) == 0
+    audit = json.loads((tmp_path / "audit.json").read_text())
+    truth = {r["key"]: r for r in pq.read_table(prepared / "world" / TRUTH).to_pylist()}
     rows = _rows(uninterrupted)
     web = [r for r in rows if r["source"] == "web"]
-    noisy = [r["itm"][0] < 0.5 for r in web if r["truth"] != "clean"]
-    flagged = sum(noisy) + sum(r["itm"][0] < 0.5 for r in web if r["truth"] == "clean")
-    assert world["filter"]["web_texts"] == len(web) and 0 <= world["filter"]["itm_auc_clean_vs_noisy"] <= 1
-    assert world["filter"]["noisy_recall_at_0.5"] == round(sum(noisy) / len(noisy), 4)
-    assert world["filter"]["noisy_precision_at_0.5"] == (round(sum(noisy) / flagged, 4) if flagged else None)
-    captioner = world["captioner"]
-    scenes = {k: scene_from_json(s.meta["truth"]["scene"]) for k, s in _web(prepared, small).items()}
+    noisy = [r["itm"][0] < 0.5 for r in web if truth[r["key"]]["kind"] != "clean"]
+    flagged = sum(noisy) + sum(r["itm"][0] < 0.5 for r in web if truth[r["key"]]["kind"] == "clean")
+    assert audit["world"] is True
+    assert audit["filter"]["web_texts"] == len(web) and 0 <= audit["filter"]["itm_auc_clean_vs_noisy"] <= 1
+    assert audit["filter"]["noisy_recall_at_0.5"] == round(sum(noisy) / len(noisy), 4)
+    assert audit["filter"]["noisy_precision_at_0.5"] == (round(sum(noisy) / flagged, 4) if flagged else None)
+    captioner = audit["captioner"]
     synthetic = [r for r in rows if r["source"] == "synthetic"]
-    assert captioner["captions"] == len(synthetic)
-    assert captioner["strict_wording"] == round(sum(describes(scenes[r["key"]], r["text"]) for r in synthetic)
-                                                / len(synthetic), 4)
+    strict = [describes(scene_from_json(json.loads(truth[r["key"]]["scene"])), r["text"]) for r in synthetic]
+    assert captioner["captions"] == len(synthetic) and captioner["strict_wording"] == round(sum(strict) / len(strict), 4)
     assert captioner["correct"] >= captioner["strict_wording"]  # every exact wording is correct claim by claim
     assert set(captioner["claims"]) == {"shape", "colour", "size", "position", "relation", "background", "count"}
     # each targeted figure against its target: the filter as a detector of noisy web texts, the captioner's truth
-    targets = world["targets"]
-    assert targets["filter.noisy_recall_at_0.5"]["value"] == world["filter"]["noisy_recall_at_0.5"]
+    targets = audit["targets"]
+    assert targets["filter.noisy_recall_at_0.5"]["value"] == audit["filter"]["noisy_recall_at_0.5"]
     assert targets["captioner.correct"] == {"value": captioner["correct"], "target": 0.5,
                                             "met": captioner["correct"] >= 0.5}
     assert targets["filter.noisy_precision_at_0.5"]["target"] == targets["filter.noisy_recall_at_0.5"]["target"] == 0.9
+    # what select kept of each kind: the selection tables name the kept (key, candidate) pairs
+    select = json.loads((selected.parent / "boot.json").read_text())
+    by_kind = audit["selection"]["web"]["removed_share_by_kind"]
+    assert set(by_kind) == {"clean", "mismatched", "partial", "uninformative"}
+    detected = audit["selection"]["web"]["noisy_texts"]
+    assert detected["removed"] == select["web"]["removed"] and detected["bad"] == len(noisy)
+    assert audit["selection"]["kept_data_clean_share"]["web_before"] == round(
+        sum(truth[r["key"]]["kind"] == "clean" for r in web) / len(web), 4)
+
+
+def test_the_audit_of_a_users_data_says_there_is_nothing_to_judge(uninterrupted, selected, prepared, tmp_path):
+    from blip.world.audit import audit
+    from blip.world.generate import RECORD, TRUTH
+
+    result = audit(tmp_path, uninterrupted, selected)  # no truth table: not the built-in world's data
+    assert result["world"] is False and TRUTH in result["why"]
+    # the world written for the human set only: the user's web shards may reuse its keys, and are never judged
+    shutil.copy(prepared / "world" / TRUTH, tmp_path / TRUTH)
+    (tmp_path / RECORD).write_text(json.dumps({"used_for": ["human"]}))
+    assert audit(tmp_path, uninterrupted, selected)["world"] is False
 
 
 def test_bootstrapped_dataset_records_provenance(selected, uninterrupted, prepared):
@@ -245,9 +271,7 @@ def test_report_figures_and_examples_sheet(selected):
         s = metrics[source]
         assert s["kept"] + s["removed"] == s["total"]
     assert metrics["noise_ratio"] == round(metrics["synthetic"]["removed"] / metrics["synthetic"]["total"], 4)
-    truth = metrics["truth"]  # the built-in world records what every web text really is
-    assert set(truth["web"]["removed_share_by_kind"]) == {"clean", "mismatched", "partial", "uninformative"}
-    assert "precision" in truth["web"]["noisy_texts"] and "recall" in truth["synthetic"]["false_captions"]
+    assert "truth" not in metrics  # how right the selection was is the audit's, on the world alone
     report = selected.parent / "boot_report"
     with Image.open(report / "examples.png") as png:
         assert png.width >= 600 and png.height >= 6 * 100
@@ -478,18 +502,26 @@ def test_calibrated_threshold_is_used_and_recorded(tmp_path, prepared, uninterru
 
 def test_statistics_from_counts():
     counts = {"web_total": 10, "web_kept": 6, "web_removed": 4, "synthetic_total": 10, "synthetic_kept": 8,
-              "synthetic_removed": 2, "human_total": 5, "human_kept": 5,
-              # 6 clean web texts (1 wrongly removed), 4 noisy (3 removed: precision 3/4, recall 3/4)
-              "truth_web_clean_kept": 5, "truth_web_clean_removed": 1, "truth_web_mismatched_removed": 2,
-              "truth_web_partial_kept": 1, "truth_web_uninformative_removed": 1,
-              "truth_synthetic_true_kept": 7, "truth_synthetic_false_removed": 2, "truth_synthetic_false_kept": 1}
+              "synthetic_removed": 2, "human_total": 5, "human_kept": 5}
     s = statistics(counts)
-    assert s["web_removed_share"] == 0.4 and s["noise_ratio"] == 0.2
-    assert s["truth"]["web"]["noisy_texts"] == {"precision": 0.75, "recall": 0.75, "removed": 4, "bad": 4}
-    assert s["truth"]["web"]["removed_share_by_kind"] == {"clean": 0.1667, "mismatched": 1.0, "partial": 0.0,
-                                                          "uninformative": 1.0}
-    assert s["truth"]["synthetic"]["false_captions"]["recall"] == 0.6667
-    assert s["truth"]["kept_data_clean_share"]["web_after"] == round(5 / 6, 4)
+    assert s["web_removed_share"] == 0.4 and s["noise_ratio"] == 0.2 and s["human"]["kept_ratio"] == 1.0
+
+
+def test_the_selections_truth_from_counts_by_kind():
+    from blip.world.audit import selection_truth
+
+    counts = {"web_kept": 6, "web_removed": 4, "synthetic_kept": 8, "synthetic_removed": 2,
+              # 6 clean web texts (1 wrongly removed), 4 noisy (3 removed: precision 3/4, recall 3/4)
+              "web_clean_kept": 5, "web_clean_removed": 1, "web_mismatched_removed": 2,
+              "web_partial_kept": 1, "web_uninformative_removed": 1,
+              "synthetic_true_kept": 7, "synthetic_false_removed": 2, "synthetic_false_kept": 1}
+    s = selection_truth(Counter(counts))
+    assert s["web"]["noisy_texts"] == {"precision": 0.75, "recall": 0.75, "removed": 4, "bad": 4}
+    assert s["web"]["removed_share_by_kind"] == {"clean": 0.1667, "mismatched": 1.0, "partial": 0.0,
+                                                 "uninformative": 1.0}
+    assert s["synthetic"]["false_captions"]["recall"] == 0.6667
+    assert s["kept_data_clean_share"]["web_after"] == round(5 / 6, 4)
+    assert s["kept_data_clean_share"]["web_before"] == 0.6
 
 
 def test_the_same_job_in_another_workspace_folder_has_the_same_fingerprint(tmp_path, models, prepared, small,

@@ -12,21 +12,20 @@ from PIL import Image
 
 from blip.config import TextArch
 from blip.data.finished import iter_samples
-from blip.data.world import scene_from_json
 from blip.dialog.data import (
     OPTIONS,
     DialogFormatError,
-    _meaning,
     dialog_text,
     ingest_visdial,
     ranked_rounds,
     read_visdial,
     training_pairs,
-    world_dialog,
 )
 from blip.dialog.evaluate import ndcg, rank_of, summarise
 from blip.models.checkpoints import init_task_model, load_model, save_pretrained
 from blip.tokenizer import build_tokenizer, tokenize
+from blip.world.dialog import meaning, world_dialog
+from blip.world.scene import scene_from_json
 from tests.support import downstream_workspace, raw_params, tiny
 
 # ---------------------------------------------------------------------------------------- the metrics
@@ -124,8 +123,8 @@ def test_the_dialog_text_puts_the_answer_and_question_first_so_truncation_drops_
 # ---------------------------------------------------------------------------------------- the built-in world
 
 def test_world_dialogs_offer_the_true_answer_among_100_distinct_candidates_and_mark_its_phrasings_relevant(params):
-    from blip.data.world import rng_for, sample_scene
-    from blip.vqa.data import world_questions
+    from blip.world.scene import rng_for, sample_scene
+    from blip.world.vqa import world_questions
 
     for index in range(20):
         rng = rng_for(0, 99, index)
@@ -137,11 +136,11 @@ def test_world_dialogs_offer_the_true_answer_among_100_distinct_candidates_and_m
             assert len(r["options"]) == OPTIONS == len(set(r["options"]))
             assert r["options"][r["gt_index"]] == r["answer"]
             if r["question"] in truths and r["answer_type"] in ("count", "background"):  # no random choice inside
-                assert _meaning(r["answer"]) == truths[r["question"]]
+                assert meaning(r["answer"]) == truths[r["question"]]
         dense = d["dense"]
         rnd = d["rounds"][dense["round"]]
         marked = {o for o, rel in zip(rnd["options"], dense["relevance"]) if rel}
-        assert rnd["answer"] in marked and {_meaning(o) for o in marked} == {_meaning(rnd["answer"])}
+        assert rnd["answer"] in marked and {meaning(o) for o in marked} == {meaning(rnd["answer"])}
         assert scene_from_json(scene.to_json()) == scene
 
 

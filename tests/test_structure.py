@@ -21,7 +21,7 @@ PACKAGES = ("blip", "flows", "data_contracts")
 # Layers, lowest first: a module may import from its own layer and the layers below it, never from above.
 LAYERS = [
     ("base", ["blip.config", "blip.layout", "blip.tokenizer", "blip.tracking", "blip.cluster", "blip.launch"]),
-    ("data: formats, readers, the built-in world", ["blip.data"]),
+    ("data: formats and readers", ["blip.data"]),
     ("models", ["blip.models"]),
     ("training, inference and evaluation", ["blip.train", "blip.inference", "blip.evaluate", "blip.selection.rule"]),
     ("the registry of servable models", ["blip.registry"]),
@@ -29,6 +29,7 @@ LAYERS = [
     ("transfer tasks", ["blip.vqa", "blip.nlvr", "blip.dialog", "blip.video", "blip.downstream"]),
     ("the pipeline: rounds, contracts, the chains' comparison", ["blip.rounds", "data_contracts",
                                                                 "blip.evaluate.compare"]),
+    ("the built-in world: a data source that writes the product's formats", ["blip.world"]),
     ("entry points", ["blip.cli", "flows"]),
 ]
 # Upward imports that remain until each task owns its model head, data and evaluation (the tasks/ step): the
@@ -236,6 +237,26 @@ def test_an_import_added_without_its_dependency_is_caught(tmp_path):
     assert uncovered(copy) == {"select": ["blip/new_rule.py"]}
 
 
+def missing_modules(root: Path) -> list[str]:
+    """'importer -> module' for every import of a project module that does not exist (in functions too, which
+    importing the file would not run)."""
+    files, found = module_files(root), []
+    for name, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                wanted = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                wanted = [node.module]
+            else:
+                continue
+            found += [f"{name} -> {w}" for w in wanted if w.split(".")[0] in PACKAGES and w not in files]
+    return found
+
+
+def test_every_import_of_the_project_names_a_module_that_exists():
+    assert missing_modules(ROOT) == []
+
+
 def test_every_module_belongs_to_a_layer():
     assert [m for m in graph(ROOT) if layer_of(m) is None and m not in PACKAGES] == []
 
@@ -252,6 +273,13 @@ def test_imports_point_down_the_layers():
     assert upward_imports(graph(ROOT)) - KNOWN_UPWARD == set()
     # the remaining exceptions are real imports, not a list that outlived them
     assert KNOWN_UPWARD <= upward_imports(graph(ROOT))
+
+
+def test_only_the_command_line_chooses_the_built_in_world():
+    # the library runs on a user's data alike: only a command, for a source params leave unset, writes the world
+    importers = {a for a, targets in graph(ROOT).items() for b in targets
+                 if b.startswith("blip.world") and not a.startswith("blip.world")}
+    assert importers and all(a.startswith("blip.cli.") for a in importers), importers
 
 
 def test_tests_import_no_other_test_module_nor_benchmarks_nor_experiments():

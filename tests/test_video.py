@@ -12,18 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from blip.config import params_from_dict
-from blip.data.world import COLOURS, scene_from_json
 from blip.video.data import (
-    MOTIONS,
     VideoFormatError,
     ingest_clips,
     iter_clips,
     read_qa_files,
     read_retrieval_files,
-    world_clip,
 )
 from blip.video.evaluate import clip_embeds, clip_feat, median_rank
 from blip.video.frames import VideoError, encode_clip, read_frames, uniform_indices
+from blip.world.scene import COLOURS, scene_from_json
+from blip.world.video import MOTIONS, world_clip
 from tests.support import TEXT, downstream_workspace, raw_params, tiny
 
 
@@ -144,13 +143,13 @@ def test_world_clips_move_each_object_one_cell_the_way_its_caption_and_answers_s
 
 
 def test_world_captions_and_questions_are_true_of_their_clips(tmp_path, params):
-    from blip.video.stage import build_video_data
+    from blip.world.video import write_clips
 
     raw = copy.deepcopy(raw_params())
     raw["world"]["video"].update(retrieval=6, qa=6, frames=4)
     p = params_from_dict(raw)
-    build_video_data("retrieval", p, tmp_path / "r")
-    build_video_data("qa", p, tmp_path / "q")
+    write_clips("retrieval", p, tmp_path / "r")
+    write_clips("qa", p, tmp_path / "q")
     for _, _, meta in iter_clips(tmp_path / "r"):
         scene = scene_from_json(meta["scene"])
         (caption,) = meta["captions"]

@@ -229,8 +229,8 @@ def test_a_file_of_no_vqa_form_is_refused_by_name(tmp_path):
 def test_world_questions_are_true_of_their_scenes(params):
     import numpy as np
 
-    from blip.data.world import sample_scene
-    from blip.vqa.data import world_questions
+    from blip.world.scene import sample_scene
+    from blip.world.vqa import world_questions
 
     rng = np.random.default_rng(0)
     for _ in range(200):

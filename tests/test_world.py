@@ -2,9 +2,11 @@ import hashlib
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 from PIL import Image
 
-from blip.data import world as W
+from blip.world import generate as G
+from blip.world import scene as W
 from blip.data.shards import iter_tar_samples
 from blip.data.text import clean_caption
 from tests.support import small_params
@@ -16,9 +18,9 @@ def _digest(folder) -> dict:
 
 
 def test_world_is_byte_identical_for_a_seed_and_differs_for_another(tmp_path, small):
-    W.generate_world(small.world, 0, tmp_path / "a")
-    W.generate_world(small.world, 0, tmp_path / "b")
-    W.generate_world(small.world, 1, tmp_path / "c")
+    G.generate_world(small.world, 0, tmp_path / "a")
+    G.generate_world(small.world, 0, tmp_path / "b")
+    G.generate_world(small.world, 1, tmp_path / "c")
     a, b, c = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
     assert a == b
     assert a.keys() == c.keys() and a != c
@@ -26,7 +28,7 @@ def test_world_is_byte_identical_for_a_seed_and_differs_for_another(tmp_path, sm
 
 def test_statistics_match_params(tmp_path):
     p = small_params()
-    stats = W.generate_world(p.world, 0, tmp_path)
+    stats = G.generate_world(p.world, 0, tmp_path)
     assert stats["human"]["images"] == {"train": 40, "val": 10, "test": 10}
     assert stats["human"]["captions"] == 5 * 60
     assert stats["web"]["images"] == 120
@@ -39,7 +41,7 @@ def test_statistics_match_params(tmp_path):
 
 
 def test_human_set_is_karpathy_form_with_five_distinct_captions(tmp_path, small):
-    W.write_human(small.world, 0, tmp_path)
+    G.write_human(small.world, 0, tmp_path)
     entries = json.loads((tmp_path / "karpathy.json").read_text())
     assert [e["split"] for e in entries].count("val") == 10
     for e in entries:
@@ -48,8 +50,10 @@ def test_human_set_is_karpathy_form_with_five_distinct_captions(tmp_path, small)
         assert img.format == "JPEG" and img.size == (64, 64) and img.mode == "RGB"
 
 
-def test_web_set_has_img2dataset_layout_and_truth(tmp_path, small):
-    W.write_web(small.world, 0, tmp_path)
+def test_web_set_has_img2dataset_layout_and_its_truth_beside_it(tmp_path, small):
+    G.generate_world(small.world, 0, tmp_path)
+    truth = {r["key"]: r for r in pq.read_table(tmp_path / G.TRUTH).to_pylist()}
+    tmp_path = tmp_path / "web"
     shards = sorted(p.name for p in tmp_path.glob("*.tar"))
     assert shards == [f"{i:05d}.tar" for i in range(6)]
     # img2dataset's statistics beside each shard: registration reads the sample count from them
@@ -59,19 +63,22 @@ def test_web_set_has_img2dataset_layout_and_truth(tmp_path, small):
     s = samples[3]
     assert s["__key__"] == "000010003" and set(s) == {"__key__", "jpg", "txt", "json"}
     meta = json.loads(s["json"])
-    for field in ("url", "caption", "key", "status", "width", "height", "original_width", "truth"):
+    for field in ("url", "caption", "key", "status", "width", "height", "original_width"):
         assert field in meta
     assert meta["caption"] == s["txt"].decode()
-    assert meta["truth"]["kind"] in ("clean", "mismatched", "partial", "uninformative")
+    # the shards hold what a user's would: the truth is a table of its own, one row per sample, by key
+    assert "truth" not in meta and len(truth) == small.world.web.images
+    assert truth[s["__key__"]]["kind"] in ("clean", "mismatched", "partial", "uninformative")
+    assert truth[s["__key__"]]["shard"] == "00001.tar"
 
 
 def test_noisy_texts_are_noisy_in_the_recorded_way(tmp_path, small):
-    W.write_web(small.world, 0, tmp_path)
+    G.generate_world(small.world, 0, tmp_path)
+    truths = {r["key"]: {**r, "scene": json.loads(r["scene"])} for r in pq.read_table(tmp_path / G.TRUTH).to_pylist()}
     kinds = {}
-    for shard in sorted(tmp_path.glob("*.tar")):
+    for shard in sorted((tmp_path / "web").glob("*.tar")):
         for s in iter_tar_samples(shard):
-            meta = json.loads(s["json"])
-            truth, text = meta["truth"], clean_caption(s["txt"].decode(), 100)
+            truth, text = truths[s["__key__"]], clean_caption(s["txt"].decode(), 100)
             kinds[truth["kind"]] = kinds.get(truth["kind"], 0) + 1
             scene = W.Scene(tuple(W.Obj(o["shape"], o["colour"], o["size"], tuple(o["cell"]))
                                   for o in truth["scene"]["objects"]),

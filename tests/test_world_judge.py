@@ -3,8 +3,8 @@ partly wrong and mismatched captions fail, and each wrong attribute is named."""
 
 import numpy as np
 
-from blip.data.world import Obj, Scene, partial_caption, random_pool, rng_for, sample_scene, true_wordings
-from blip.data.world_judge import correctness, judge
+from blip.world.scene import Obj, Scene, partial_caption, random_pool, rng_for, sample_scene, true_wordings
+from blip.world.judge import correctness, judge
 
 SCENES = [sample_scene(rng_for(7, 1, i), 3) for i in range(60)]
 

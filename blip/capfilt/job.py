@@ -34,7 +34,6 @@ import torch
 from blip.capfilt.formats import CALIBRATION, SCORES_FORMAT
 from blip.capfilt.scoring import RunSettings, model_id
 from blip.capfilt.workers import ShardScorer, Work
-from blip.capfilt.world_quality import world_quality
 from blip.cluster import cluster_nodes, map_ordered, ray_session
 from blip.config import Params, to_dict
 from blip.data import storage
@@ -253,9 +252,6 @@ def finish(job: CapfiltJob, tables: list[dict], calibration: dict, stamp: str, f
                "shards_resumed": len(tables) - progress.scored, "workers": where.workers,
                "seconds": round(seconds, 1), "scored_images_per_s": round(progress.images / max(
                    time.time() - progress.start, 1e-9), 2) if progress.scored else None}
-    quality = world_quality(job.work, [t["url"] for t in tables], job.params.ingest.max_member_bytes)
-    if quality is not None:  # the built-in world: the filter and the captioner judged against its truth
-        metrics["world"] = quality
     if job.metrics:
         job.metrics.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(job.metrics, metrics)

@@ -28,7 +28,6 @@ from webdataset.utils import make_seed
 from blip.capfilt.inputs import Decoded, Decoder, decoded_batches, stack_pixels
 from blip.config import CapfiltConfig, IngestConfig
 from blip.data import storage
-from blip.data.world import describes, scene_from_json
 from blip.inference import BlipInference, load
 from blip.launch import autocast
 from blip.models.blip import Blip
@@ -98,17 +97,6 @@ class ShardStats:
         return {"counts": dict(sorted(self.counts.items()))}
 
 
-def _world_truth(source: str, text: str, meta: dict) -> str | None:
-    """On the built-in world, what the text really is: clean | mismatched | partial | uninformative for
-    web texts, true | false for synthetic captions (one of the scene's true wordings or not)."""
-    truth = meta.get("truth")
-    if not truth:
-        return None
-    if source == "web":
-        return truth["kind"]
-    return "true" if describes(scene_from_json(truth["scene"]), text) else "false"
-
-
 def image_seeds(keys: list[str], run: RunSettings, captioner: int, device: torch.device) -> torch.Tensor:
     """Each image's sampling seed: a function of (seed, round, image key, captioner) only."""
     return torch.tensor([make_seed(run.seed, run.round, zlib.crc32(k.encode()), captioner) for k in keys],
@@ -141,7 +129,7 @@ def score_schema(filters: int) -> pa.Schema:
         ("pixels_sha256", pa.string()),                   # its decoded picture (the contract's leak check)
         ("round", pa.int16()),
         ("shard", pa.string()),                           # the input shard's URL
-        ("url", pa.string()), ("truth", pa.string()),     # the sample's source URL; the world's truth (else null)
+        ("url", pa.string()),                             # the sample's source URL
     ])
 
 
@@ -208,8 +196,7 @@ def score_web_shard(path: str, captioners: list[Member], filters: list[Member], 
                                         ("image_sha256", sample.image_sha256),
                                         ("pixels_sha256", sample.pixels_sha256),
                                         ("round", run.round), ("shard", shard_name or path),
-                                        ("url", sample.meta.get("url")),
-                                        ("truth", _world_truth(source, text, sample.meta))):
+                                        ("url", sample.meta.get("url"))):
                         rows[name].append(value)
                     j += 1
                 image += 1

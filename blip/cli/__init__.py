@@ -15,10 +15,11 @@ import sys
 COMMANDS = {
     "prepare": "prepare", "world": "world", "ingest": "ingest",
     "pretrain": "train", "finetune_captioner": "train", "finetune_filter": "train",
-    "evaluate": "evaluate", "capfilt": "capfilt", "select": "select", "materialize": "materialize",
+    "evaluate": "evaluate", "capfilt": "capfilt", "select": "select", "audit": "audit",
+    "materialize": "materialize",
     "compare": "compare", "rounds": "rounds", "gate": "gate", "register": "register",
-    "caption": "caption", "score": "score", "downstream-data": "downstream", "downstream": "downstream",
-    "video-data": "video", "video": "video", "ask": "ask", "verify-pair": "verify_pair", "verify": "verify",
+    "caption": "caption", "score": "score", "downstream-data": "downstream_data", "downstream": "downstream",
+    "video-data": "video_data", "video": "video", "ask": "ask", "verify-pair": "verify_pair", "verify": "verify",
 }
 
 

@@ -1,28 +1,13 @@
-"""`blip downstream-data | downstream`: a transfer task's data as shards, and its fine-tuning and scoring."""
+"""`blip downstream`: a transfer task fine-tuned from each given model and scored."""
 
 from __future__ import annotations
 
 import argparse
-import time
 
 from blip.cli.common import parse_sources, write_metrics
 from blip.config import load_params
 from blip.downstream import TASKS
 from blip.layout import WORKSPACE
-
-
-def run_data(args: argparse.Namespace) -> int:
-    """Write the task's data (the built-in world's, or params data.<task>'s files) under --out."""
-    from blip.downstream import build_data
-
-    params = load_params(args.params)
-    start = time.time()
-    metrics = build_data(args.task, params, args.out)
-    metrics["seconds"] = round(time.time() - start, 1)
-    write_metrics(args.metrics, metrics)
-    counts = metrics.get("questions") or metrics.get("pairs") or metrics.get("rounds")
-    print(f"downstream-data {args.task}: {counts} ({metrics['source']}) in {metrics['seconds']} s -> {args.out}")
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,14 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    """Add the two commands' parsers."""
-    p = sub.add_parser("downstream-data", help="stage: a transfer task's data as shards (built-in world, or params "
-                                               "data.<task>'s files)")
-    p.add_argument("task", choices=list(TASKS))
-    p.add_argument("--out", required=True)
-    p.add_argument("--metrics", default=None)
-    p.set_defaults(func=run_data)
-
+    """Add the command's parser."""
     p = sub.add_parser("downstream", help="stage: fine-tune and score a transfer task from each given model")
     p.add_argument("task", choices=list(TASKS))
     p.add_argument("--from", dest="sources", nargs="+", required=True, metavar="NAME=MODEL",

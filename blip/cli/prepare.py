@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from blip.cli.common import write_metrics
 from blip.config import load_params
@@ -12,11 +13,15 @@ from blip.layout import WORKSPACE
 
 def run(args: argparse.Namespace) -> int:
     """Build the datasets under --out and write the stage's metrics."""
-    from blip.data.prepare import prepare
+    from blip.data.prepare import check_sources, prepare
+    from blip.world.generate import write_sources
 
     params = load_params(args.params)
+    check_sources(params.data)
     start = time.time()
-    metrics = prepare(params, args.out)
+    # the built-in world stands in for each source params leave unset: a data source, written first
+    sources, world = write_sources(params, Path(args.out) / "world")
+    metrics = ({"world": world} if world is not None else {}) | prepare(params, args.out, sources)
     metrics["seconds"] = round(time.time() - start, 1)
     write_metrics(args.metrics, metrics)
     web, human = metrics["web"], metrics["human"]

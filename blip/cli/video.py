@@ -1,26 +1,12 @@
-"""`blip video-data | video`: a zero-shot video set as shards of clips, and models scored zero-shot on it."""
+"""`blip video`: models scored zero-shot on a video set's clips."""
 
 from __future__ import annotations
 
 import argparse
-import time
 
 from blip.cli.common import parse_sources, write_metrics
 from blip.config import load_params
 from blip.layout import WORKSPACE
-
-
-def run_data(args: argparse.Namespace) -> int:
-    """Write the clips (the built-in world's, or params data.video_KIND's MSRVTT / MSVD files) under --out."""
-    from blip.video.stage import build_video_data
-
-    start = time.time()
-    metrics = build_video_data(args.kind, load_params(args.params), args.out)
-    metrics["seconds"] = round(time.time() - start, 1)
-    write_metrics(args.metrics, metrics)
-    print(f"video-data {args.kind}: {metrics['clips']} clips ({metrics['source']}) in {metrics['seconds']} s "
-          f"-> {args.out}")
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,14 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    """Add the two commands' parsers."""
-    p = sub.add_parser("video-data", help="stage: a zero-shot video set as shards of clips (built-in world, or "
-                                          "params data.video_KIND's MSRVTT / MSVD files)")
-    p.add_argument("kind", choices=["retrieval", "qa"])
-    p.add_argument("--out", required=True)
-    p.add_argument("--metrics", default=None)
-    p.set_defaults(func=run_data)
-
+    """Add the command's parser."""
     p = sub.add_parser("video", help="stage: score models zero-shot on clips (text-to-video retrieval, video QA)")
     p.add_argument("kind", choices=["retrieval", "qa"])
     p.add_argument("--from", dest="sources", nargs="+", required=True, metavar="NAME=MODEL",

@@ -1,4 +1,5 @@
-"""`blip world`: write the built-in world's raw human set and web shards (a data source, as a user's own data is)."""
+"""`blip world`: write the built-in world's raw human set and web shards, with its truth beside them (a data
+source, as a user's own data is)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from blip.config import load_params
 
 def run(args: argparse.Namespace) -> int:
     """Generate the world under --out and print its statistics."""
-    from blip.data.world import generate_world
+    from blip.world.generate import generate_world
 
     params = load_params(args.params)
     stats = generate_world(params.world, params.seed if args.seed is None else args.seed, args.out)

@@ -57,9 +57,7 @@ def join_web_sample(sample: dict, rows: list[dict], shard: str) -> Iterator[dict
                 "captioner": row["captioner"], "filters": row["filters"], "round": row["round"],
                 "image_key": row["key"], "candidate": row["candidate"], "shard": shard,
                 "image_sha256": row["image_sha256"],  # the image's bytes, as scored: a join key back to the input
-                # the user's own sample: its source URL and, for the built-in world, its hidden truth
-                "origin": {"url": origin.get("url"), "key": row["key"], "shard": shard,
-                           **({"truth": origin["truth"]} if "truth" in origin else {})}}
+                "origin": {"url": origin.get("url"), "key": row["key"], "shard": shard}}  # the user's sample
         yield encode_sample(f"{row['key']}_{suffix(row['candidate'])}", image, row["text"], meta)
 
 

@@ -270,12 +270,9 @@ def parse_web_sample(key: str, members: dict, cfg: IngestConfig) -> WebSample:
 
 
 def web_provenance(sample: WebSample, shard: str) -> dict:
-    """A web sample's metadata as our datasets carry it: its source URL, its key and shard as the user has them,
-    and the built-in world's hidden truth (for evaluation only) when it has one."""
-    meta = {"source": "web", "url": sample.meta.get("url"), "orig_key": sample.key, "orig_shard": shard}
-    if "truth" in sample.meta:
-        meta["truth"] = sample.meta["truth"]
-    return meta
+    """A web sample's metadata as our datasets carry it: its source URL, and its key and shard as the user has
+    them."""
+    return {"source": "web", "url": sample.meta.get("url"), "orig_key": sample.key, "orig_shard": shard}
 
 
 def web_samples(dataset_dir: str | Path, limits: IngestConfig) -> Iterator[tuple[str, WebSample]]:

@@ -20,16 +20,10 @@ from blip.tracking import Tracker
 
 
 def build_dialog_data(params: Params, out_dir: str | Path) -> dict:
-    """data/dialog/{train,test}: the world's dialogs (data.dialog null) or the configured VisDial v1.0 files."""
-    from blip.dialog.data import ingest_visdial, write_world_dialogs
+    """data/dialog/{train,test} from the configured VisDial v1.0 files (params data.dialog)."""
+    from blip.dialog.data import ingest_visdial
 
-    out_dir = Path(out_dir)
-    if params.data.dialog is None:
-        w = params.world.dialog
-        counts = write_world_dialogs(params.world, params.seed, {"train": w.train, "test": w.test}, out_dir,
-                                     params.ingest.shard_size)
-        return {"source": "world", "rounds": counts}
-    d = params.data.dialog
+    out_dir, d = Path(out_dir), params.data.dialog
     counts = {split: ingest_visdial(files, images, out_dir / split, params.ingest, params.ingest.shard_size,
                                     d.dense if split == "test" else None)["rounds"]
               for split, files, images in (("train", d.train, d.train_images), ("test", d.test, d.test_images))}

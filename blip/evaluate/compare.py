@@ -48,8 +48,10 @@ def compare(metrics_dir: Path, tasks: list[str] = ()) -> dict:
         c = json.loads(selected.read_text())
         out["capfilt"] = {"web_kept": c["web"]["kept"], "web_total": c["web"]["total"],
                           "synthetic_kept": c["synthetic"]["kept"], "noise_ratio": c["noise_ratio"],
-                          "web_removed_share": c["web_removed_share"], "threshold": c["threshold"],
-                          "truth": c.get("truth")}
+                          "web_removed_share": c["web_removed_share"], "threshold": c["threshold"]}
+    audited = metrics_dir / "audit.json"
+    if audited.is_file() and json.loads(audited.read_text()).get("world"):  # the built-in world's truth
+        out.setdefault("capfilt", {})["truth"] = json.loads(audited.read_text())["selection"]
     if tasks:
         out["downstream"] = {t: downstream_row(json.loads((metrics_dir / "downstream" / f"{t}.json").read_text()))
                              for t in tasks}

@@ -25,17 +25,11 @@ from blip.tracking import Tracker
 
 
 def build_nlvr_data(params: Params, out_dir: str | Path) -> dict:
-    """data/nlvr/{pretrain,train,test} from the world (data.nlvr null), else train/test from NLVR2's files and
-    the pre-training step's pairs from the world."""
-    from blip.nlvr.data import ingest_nlvr, write_world_nlvr
+    """data/nlvr/{train,test} from NLVR2's files (params data.nlvr); the pre-training step's pairs are not in
+    NLVR2 (`blip downstream-data` adds the world's)."""
+    from blip.nlvr.data import ingest_nlvr
 
-    out_dir, w = Path(out_dir), params.world.nlvr
-    if params.data.nlvr is None:
-        counts = write_world_nlvr(params.world, params.seed, {"pretrain": w.pretrain, "train": w.train, "test": w.test},
-                                  out_dir, params.ingest.shard_size)
-        return {"source": "world", "pairs": counts}
-    d = params.data.nlvr
-    counts = write_world_nlvr(params.world, params.seed, {"pretrain": w.pretrain}, out_dir, params.ingest.shard_size)
+    out_dir, d, counts = Path(out_dir), params.data.nlvr, {}
     for split, files in (("train", d.train), ("test", d.test)):
         manifest = ingest_nlvr(files, d.images, out_dir / split, params.ingest, params.ingest.shard_size)
         counts[split] = manifest["samples"]

@@ -56,9 +56,8 @@ from blip.selection.rule import (
 )
 
 SCORE_COLUMNS = ["image", "candidate", "source", "itm", "itc"]
-# the final pass also writes the kept rows' text and provenance and counts the world's truth
-FINAL_COLUMNS = SCORE_COLUMNS + ["key", "text", "captioner", "filters", "round", "image_sha256", "pixels_sha256",
-                                 "truth"]
+# the final pass also writes the kept rows' text and provenance
+FINAL_COLUMNS = SCORE_COLUMNS + ["key", "text", "captioner", "filters", "round", "image_sha256", "pixels_sha256"]
 SOURCES = ("web", "synthetic")
 
 
@@ -281,11 +280,6 @@ def _count(counts: Counter, s: Scored, kept: np.ndarray) -> None:
         counts[f"{name}_total"] += int(mine.sum())
         counts[f"{name}_kept"] += int((mine & kept).sum())
         counts[f"{name}_removed"] += int((mine & ~kept).sum())
-    truth = s.table["truth"]
-    if truth.null_count < len(truth):  # the built-in world records what each text really is
-        for i in np.flatnonzero(truth.is_valid().to_numpy(zero_copy_only=False)):
-            verdict = "kept" if kept[i] else "removed"
-            counts[f"truth_{SOURCES[s.source[i]]}_{truth[i].as_py()}_{verdict}"] += 1
 
 
 def selection_table(s: Scored, kept: np.ndarray) -> pa.Table:
@@ -311,7 +305,7 @@ def _examples(s: Scored, kept: np.ndarray, n: int) -> list[dict]:
         idx = np.flatnonzero(images == image)
         rows.append({"key": t["key"][idx[0]].as_py(), "texts": [
             {"source": t["source"][i].as_py(), "text": t["text"][i].as_py(), "itm": round(float(itm[i]), 4),
-             "kept": bool(kept[i]), "truth": t["truth"][i].as_py()} for i in idx]})
+             "kept": bool(kept[i])} for i in idx]})
     return rows
 
 

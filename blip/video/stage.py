@@ -18,18 +18,15 @@ from blip.video.data import Kind
 
 
 def build_video_data(kind: Kind, params: Params, out_dir: str | Path) -> dict:
-    """data/video_<kind>: the world's clips (data.video_<kind> null) or the configured MSRVTT / MSVD files."""
-    from blip.video.data import ingest_clips, read_qa_files, read_retrieval_files, write_world_clips
+    """data/video_<kind> from the configured MSRVTT / MSVD files (params data.video_<kind>)."""
+    from blip.video.data import ingest_clips, read_qa_files, read_retrieval_files
 
     source = getattr(params.data, f"video_{kind}")
-    if source is None:
-        manifest = write_world_clips(kind, params.world, params.seed, out_dir, params.ingest.shard_size)
-    else:
-        annotations = read_retrieval_files(source.test) if kind == "retrieval" else \
-            read_qa_files(source.test, source.names, source.mapping)
-        manifest = ingest_clips(kind, annotations, source.videos, out_dir, params.ingest, params.ingest.shard_size)
+    annotations = read_retrieval_files(source.test) if kind == "retrieval" else \
+        read_qa_files(source.test, source.names, source.mapping)
+    manifest = ingest_clips(kind, annotations, source.videos, out_dir, params.ingest, params.ingest.shard_size)
     field = "captions" if kind == "retrieval" else "questions"
-    return {"source": "world" if source is None else "files", "clips": manifest["samples"], field: manifest[field],
+    return {"source": "files", "clips": manifest["samples"], field: manifest[field],
             **{k: manifest[k] for k in ("skipped", "skip_examples") if k in manifest}}
 
 

@@ -18,18 +18,12 @@ from blip.config import Params
 from blip.data.shards import atomic_write_json
 from blip.tracking import Tracker
 from blip.vqa.answer import ANSWER_LIST
-from blip.vqa.data import answer_counts, answer_list, ingest_vqa, write_world_vqa
+from blip.vqa.data import answer_counts, answer_list, ingest_vqa
 
 
 def build_vqa_data(params: Params, out_dir: str | Path) -> dict:
-    """data/vqa/{train,test}: the world's questions (data.vqa null) or the configured VQA v2 / release files."""
-    out_dir = Path(out_dir)
-    if params.data.vqa is None:
-        w = params.world.vqa
-        counts = write_world_vqa(params.world, params.seed, {"train": w.train, "test": w.test},
-                                 w.questions_per_image, out_dir, params.ingest.shard_size)
-        return {"source": "world", "questions": counts}
-    v = params.data.vqa
+    """data/vqa/{train,test} from the configured VQA v2 / release files (params data.vqa)."""
+    out_dir, v = Path(out_dir), params.data.vqa
     counts = {split: ingest_vqa(files, v.images, out_dir / split, params.ingest, params.ingest.shard_size)["questions"]
               for split, files in (("train", v.train), ("test", v.test))}
     return {"source": "files", "questions": counts}

@@ -9,9 +9,9 @@ alt-text per web image, of which a set share is noisy in three controlled ways:
 - partial: the right scene with one attribute (colour, shape, size) or one relation swapped;
 - uninformative: file-name-like or boilerplate text.
 
-The kind of every web text, and a true caption, are recorded in the sample's .json under "truth"
-for evaluation only. Everything is a pure function of (seed, stream, index), so any image can be
-regenerated alone and the output is byte-identical from run to run.
+This module holds the scenes, their drawing and their wordings; `generate` writes the sets, and each
+transfer task's module its own. Everything is a pure function of (seed, stream, index), so any image
+can be regenerated alone and the output is byte-identical from run to run.
 """
 
 from __future__ import annotations
@@ -19,15 +19,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
-import json
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from blip.config import WorldConfig
-from blip.data import storage
-from blip.data.shards import atomic_write_json, write_shard
 from blip.data.text import clean_caption
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "hexagon")
@@ -149,7 +144,7 @@ def noun_phrase(obj: Obj, with_size: bool) -> str:
     return "a " + " ".join(words)
 
 
-def _relation(a: Obj, b: Obj) -> str:
+def relation(a: Obj, b: Obj) -> str:
     """Where a is relative to b, along the axis where they differ most (ties: horizontal)."""
     dr, dc = a.cell[0] - b.cell[0], a.cell[1] - b.cell[1]
     if abs(dc) >= abs(dr):
@@ -157,7 +152,7 @@ def _relation(a: Obj, b: Obj) -> str:
     return "above" if dr < 0 else "below"
 
 
-def _position(obj: Obj) -> str:
+def position(obj: Obj) -> str:
     row, col = ROWS[obj.cell[0]], COLS[obj.cell[1]]
     if row == "middle" and col == "center":
         return "in the center"
@@ -178,19 +173,19 @@ def caption_pool(scene: Scene, order: list[int], with_size: list[bool]) -> list[
     objs = [scene.objects[i] for i in order]
     n = [noun_phrase(o, s) for o, s in zip(objs, with_size)]
     bg = background_phrase(scene)
-    pool = [f"{n[0]} on a {bg}", f"a picture of {n[0]} {_position(objs[0])}", f"an image showing {n[0]}"]
+    pool = [f"{n[0]} on a {bg}", f"a picture of {n[0]} {position(objs[0])}", f"an image showing {n[0]}"]
     if len(objs) == 1:
-        pool += [f"there is {n[0]} {_position(objs[0])}", f"{n[0]} against a {bg}", f"a {bg} with {n[0]}",
-                 f"a single {objs[0].colour} {objs[0].shape} {_position(objs[0])} on a {bg}"]
+        pool += [f"there is {n[0]} {position(objs[0])}", f"{n[0]} against a {bg}", f"a {bg} with {n[0]}",
+                 f"a single {objs[0].colour} {objs[0].shape} {position(objs[0])} on a {bg}"]
     else:
-        rel = _relation(objs[0], objs[1])
-        back = _relation(objs[1], objs[0])
+        rel = relation(objs[0], objs[1])
+        back = relation(objs[1], objs[0])
         pool += [f"{n[0]} {rel} {n[1]}", f"{n[1]} {back} {n[0]}", f"a picture of {n[0]} {rel} {n[1]} on a {bg}",
-                 f"there is {n[1]} {_position(objs[1])} and {n[0]} {_position(objs[0])}"]
+                 f"there is {n[1]} {position(objs[1])} and {n[0]} {position(objs[0])}"]
         if len(objs) == 2:
             pool += [f"{n[0]} and {n[1]} on a {bg}", f"two shapes, {n[0]} and {n[1]}"]
         else:
-            rel2 = _relation(objs[2], objs[1])
+            rel2 = relation(objs[2], objs[1])
             pool += [f"{n[0]}, {n[1]} and {n[2]} on a {bg}", f"three shapes, {n[0]}, {n[1]} and {n[2]}",
                      f"{n[2]} {rel2} {n[1]}, and {n[0]}"]
     return pool
@@ -218,7 +213,7 @@ def true_wordings(scene: Scene) -> set[str]:
 
 
 def scene_from_json(d: dict) -> Scene:
-    """The inverse of `Scene.to_json` (truth records in web samples hold scenes as JSON)."""
+    """The inverse of `Scene.to_json` (the world's truth holds scenes as JSON)."""
     objs = tuple(Obj(o["shape"], o["colour"], o["size"], tuple(o["cell"])) for o in d["objects"])
     return Scene(objs, d["texture"], d["background"])
 
@@ -228,7 +223,7 @@ def describes(scene: Scene, text: str) -> bool:
     return clean_caption(text, 10_000) in {clean_caption(w, 10_000) for w in true_wordings(scene)}
 
 
-def _alt_text_style(caption: str, rng: np.random.Generator) -> str:
+def alt_text_style(caption: str, rng: np.random.Generator) -> str:
     """Web alt-texts are capitalised and punctuated at random; clean-up has to undo it."""
     if rng.random() < 0.5:
         caption = caption[0].upper() + caption[1:]
@@ -278,99 +273,3 @@ def uninformative_text(rng: np.random.Generator) -> str:
                            "click here to enlarge", "stock photo", "untitled", f"photo_{n}_final.png",
                            "free download high quality wallpaper", "product image", f"screenshot {n}",
                            "view larger", "no description available"]))
-
-
-# ---------------------------------------------------------------------------------------- sets
-
-def noise_kinds(cfg: WorldConfig, seed: int) -> list[str]:
-    """Exact per-kind counts (largest remainder), assigned to web images in a seeded order."""
-    total = cfg.web.images
-    noisy = round(cfg.web.noise_fraction * total)
-    mix = dataclasses.asdict(cfg.web.noise_mix)
-    exact = {k: noisy * v for k, v in mix.items()}
-    counts = {k: int(v) for k, v in exact.items()}
-    for k in sorted(exact, key=lambda k: exact[k] - counts[k], reverse=True)[: noisy - sum(counts.values())]:
-        counts[k] += 1
-    kinds = ["clean"] * (total - noisy) + [k for k in NOISE_KINDS for _ in range(counts[k])]
-    np.random.default_rng([seed, WEB_STREAM, 0xC0FFEE]).shuffle(kinds)
-    return kinds
-
-
-def web_alt_text(i: int, kind: str, scenes: list[Scene], rng: np.random.Generator) -> tuple[str, dict]:
-    """The alt-text of web image i and its hidden truth record."""
-    true_caption = str(rng.choice(random_pool(scenes[i], rng)))
-    truth = {"kind": kind, "true_caption": true_caption, "scene": scenes[i].to_json()}
-    if kind == "clean":
-        text = true_caption
-    elif kind == "mismatched":
-        j = (i + 1 + int(rng.integers(len(scenes) - 1))) % len(scenes)
-        text = str(rng.choice(random_pool(scenes[j], rng)))
-        truth["detail"] = f"caption of web image {j}"
-    elif kind == "partial":
-        text, truth["detail"] = partial_caption(scenes[i], rng)
-    else:
-        return uninformative_text(rng), truth
-    return _alt_text_style(text, rng), truth
-
-
-def write_human(cfg: WorldConfig, seed: int, out_dir: Path) -> dict:
-    """Human-annotated set: images/ + karpathy.json (one entry per image, five captions, split)."""
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    splits = ["train"] * cfg.human.train + ["val"] * cfg.human.val + ["test"] * cfg.human.test
-    entries = []
-    for i, split in enumerate(splits):
-        rng = rng_for(seed, HUMAN_STREAM, i)
-        scene = sample_scene(rng, cfg.max_objects)
-        name = f"images/{i:06d}.jpg"
-        storage.write_bytes(out_dir / name, encode_jpeg(render(scene, cfg.image_size, rng), cfg.jpeg_quality))
-        entries.append({"image": name, "caption": human_captions(scene, rng), "split": split, "image_id": i})
-    atomic_write_json(out_dir / "karpathy.json", entries)
-    return {"entries": entries}
-
-
-def write_web(cfg: WorldConfig, seed: int, out_dir: Path) -> dict:
-    """Web set in img2dataset's webdataset layout: 00000.tar, ... with .jpg/.txt/.json per sample, and each shard's
-    00000_stats.json."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n = cfg.web.images
-    rngs = [rng_for(seed, WEB_STREAM, i) for i in range(n)]
-    scenes = [sample_scene(r, cfg.max_objects) for r in rngs]
-    kinds = noise_kinds(cfg, seed)
-    texts, samples, shard = [], [], 0
-    for i in range(n):
-        img = render(scenes[i], cfg.image_size, rngs[i])
-        text, truth = web_alt_text(i, kinds[i], scenes, rngs[i])
-        key = f"{shard:05d}{len(samples):04d}"
-        meta = {"url": f"world://web/{key}.jpg", "caption": text, "key": key, "status": "success",
-                "error_message": None, "width": cfg.image_size, "height": cfg.image_size,
-                "original_width": cfg.image_size, "original_height": cfg.image_size, "exif": "{}",
-                "truth": truth}
-        samples.append({"__key__": key, "jpg": encode_jpeg(img, cfg.jpeg_quality), "txt": text.encode(),
-                        "json": json.dumps(meta, sort_keys=True).encode()})
-        texts.append(text)
-        if len(samples) == cfg.web.shard_size or i == n - 1:
-            write_shard(out_dir / f"{shard:05d}.tar", samples)
-            # img2dataset's per-shard statistics, which registration reads the sample count from
-            atomic_write_json(out_dir / f"{shard:05d}_stats.json",
-                              {"count": len(samples), "successes": len(samples), "failed_to_download": 0,
-                               "failed_to_resize": 0, "status_dict": {"success": len(samples)}})
-            shard, samples = shard + 1, []
-    return {"texts": texts, "kinds": kinds}
-
-
-def generate_world(cfg: WorldConfig, seed: int, out_dir: str | Path) -> dict:
-    """Write the human set and the web set under `out_dir`; returns the world's statistics."""
-    out_dir = Path(out_dir)
-    human = write_human(cfg, seed, out_dir / "human")
-    web = write_web(cfg, seed, out_dir / "web")
-    human_texts = [c for e in human["entries"] for c in e["caption"]]
-    words = {w for t in human_texts + web["texts"] for w in clean_caption(t, 10_000).split()}
-    split_counts = {s: sum(e["split"] == s for e in human["entries"]) for s in ("train", "val", "test")}
-    return {
-        "human": {"images": split_counts, "images_total": len(human["entries"]), "captions": len(human_texts)},
-        "web": {"images": len(web["kinds"]),
-                "noise": {k: web["kinds"].count(k) for k in ("clean",) + NOISE_KINDS},
-                "noise_fraction": round(sum(k != "clean" for k in web["kinds"]) / max(1, len(web["kinds"])), 6)},
-        "vocabulary_words": len(words),
-        "image_size": cfg.image_size,
-    }

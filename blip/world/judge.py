@@ -1,6 +1,6 @@
 """Judging a caption against its built-in-world scene claim by claim, not word for word.
 
-The strict test (`world.describes`) accepts only the templates' exact wordings, so "a red circle on a
+The strict test (`scene.describes`) accepts only the templates' exact wordings, so "a red circle on a
 white background" fails for a scene whose circle is red but whose background is beige, and so does a
 fluent caption in a word order the templates never use. Here a caption is read as claims, each checked
 against the scene:
@@ -21,11 +21,11 @@ import re
 from collections import Counter
 
 from blip.data.text import clean_caption
-from blip.data.world import BACKGROUNDS, COLOURS, SHAPES, SIZES, TEXTURES, Obj, Scene
+from blip.world.scene import BACKGROUNDS, COLOURS, SHAPES, SIZES, TEXTURES, Obj, Scene
 
 # the templates' own spatial wording, so a claim is judged exactly as a caption would be written
-from blip.data.world import _position as position_of
-from blip.data.world import _relation as relation_of
+from blip.world.scene import position as position_of
+from blip.world.scene import relation as relation_of
 
 ATTRIBUTES = ("shape", "colour", "size", "position", "relation", "background", "count")
 
