@@ -21,12 +21,13 @@ demo: setup
 	@echo "  reports/contracts/*/          data contracts' Data Docs"
 	@echo "  MLflow: $(UV) run mlflow ui --backend-store-uri sqlite:///mlruns.db   (runs and registered models)"
 
+# two workers, a test file each at a time: much of the suite waits on subprocesses and servers
 test: setup
-	$(UV) run pytest
+	$(UV) run pytest -n 2 --dist loadfile
 
 # the loop while working: every test not marked slow
 test-fast: setup
-	$(UV) run pytest -m "not slow"
+	$(UV) run pytest -n 2 --dist loadfile -m "not slow"
 
 bench: setup
 	$(UV) run python bench/data_loading.py

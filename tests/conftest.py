@@ -11,6 +11,17 @@ import pytest
 from blip.config import Params, params_from_dict
 from tests.support import REAL_CAPTIONS, free_port, raw_params, small_params
 
+# the longest test files, longest first (docs/testing.md): `make test` runs files on two workers (pytest-xdist,
+# --dist loadfile), and starting these first keeps one long file from running alone at the end
+LONGEST_FIRST = ("test_pipeline_dvc.py", "test_own_data.py", "test_flows.py", "test_gpu_kit.py", "test_train.py",
+                 "test_object_storage.py", "test_gates.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Run the longest files first; every other test keeps its order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def ray_cluster(tmp_path_factory):
