@@ -110,6 +110,13 @@ def flow_overrides(preset: str | None, web_shards: str | list[str] | None, human
     return with_absolute_data_paths(merged, repo)
 
 
+def mlflow_params(settings: dict) -> dict[str, str]:
+    """The flow's settings as MLflow parameters: dotted keys as paths, a removed key (`~key`) as "(removed)"
+    (MLflow refuses "~" in a name), values cut to MLflow's 6,000 characters."""
+    return {k.removeprefix("~").replace(".", "/"): "(removed)" if k.startswith("~") else str(v)[:6000]
+            for k, v in settings.items()}
+
+
 @flow(name="blip-capfilt", log_prints=True)
 def pipeline(preset: str | None = None, web_shards: str | list[str] | None = None, human_karpathy: str | None = None,
              human_images: str | None = None, threshold: float | None = None, rounds: int | None = None,
@@ -136,7 +143,7 @@ def pipeline(preset: str | None = None, web_shards: str | list[str] | None = Non
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"pipeline {name}",
                           tags={"prefect_flow_run_id": str(flow_run.get_id()), "dvc_experiment": name,
                                 "preset": params.preset}) as parent:
-        mlflow.log_params({k.replace(".", "/"): str(v)[:6000] for k, v in settings.items()})
+        mlflow.log_params(mlflow_params(settings))
         _tag_flow_run([f"mlflow_run_id:{parent.info.run_id}", f"dvc_experiment:{name}"])
         env = {PARENT_ENV: parent.info.run_id, "MLFLOW_TRACKING_URI": uri}
         try:

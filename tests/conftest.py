@@ -36,9 +36,13 @@ def ray_cluster(tmp_path_factory):
 
     port = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # ports of their own for the head's helper processes, whose defaults are fixed: two test workers (make test)
+    # start a head each on one machine
+    helpers = [arg for flag in ("--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                                "--runtime-env-agent-port", "--metrics-export-port") for arg in (flag, str(free_port()))]
     head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
                              "--port", str(port), "--num-cpus", str(os.cpu_count() or 2), "--include-dashboard=false",
-                             "--disable-usage-stats", "--temp-dir", str(tmp_path_factory.mktemp("ray"))],
+                             *helpers, "--disable-usage-stats", "--temp-dir", str(tmp_path_factory.mktemp("ray"))],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     os.environ.update(RAY_ADDRESS=f"127.0.0.1:{port}", RAY_AUTH_MODE="token")

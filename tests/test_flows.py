@@ -43,16 +43,30 @@ def test_deployment_carries_its_data_parameters(prefect_api):
                                   "human_images": None, "recipe": None}
 
 
+def test_removed_keys_and_long_values_are_logged_as_mlflow_accepts_them(tmp_path):
+    import mlflow
+
+    from flows.pipeline import mlflow_params
+
+    logged = mlflow_params({"~downstream.video.qa": None, "select.threshold": 0.3, "data.web_shards": "s" * 7000})
+    assert logged == {"downstream/video/qa": "(removed)", "select/threshold": "0.3", "data/web_shards": "s" * 6000}
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
+    with mlflow.start_run() as run:
+        mlflow.log_params(logged)
+    assert mlflow.get_run(run.info.run_id).data.params["downstream/video/qa"] == "(removed)"
+
+
 def test_two_flow_runs_are_two_dvc_experiments_and_params_yaml_stays(prefect_api, tmp_path, monkeypatch):
     from flows.pipeline import pipeline
 
     repo = _repo(tmp_path)
-    before = (repo / "params.yaml").read_bytes()
+    before, metrics = (repo / "params.yaml").read_bytes(), sorted((repo / "metrics").rglob("*"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo}/mlruns.db")
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     first = pipeline(stages=["validate_web"], threshold=0.6, rounds=2, repo=str(repo))
     second = pipeline(stages=["validate_web"], overrides={"world.web.noise_fraction": 0.2}, repo=str(repo))
-    assert (repo / "params.yaml").read_bytes() == before and not (repo / "metrics").exists()
+    # the workspace is as it was: each run's outputs are its experiment's
+    assert (repo / "params.yaml").read_bytes() == before and sorted((repo / "metrics").rglob("*")) == metrics
     found = experiments(repo)
     one, two = found[first["experiment"]]["params"], found[second["experiment"]]["params"]
     assert found[second["experiment"]]["rev"] == second["rev"]

@@ -148,7 +148,7 @@ def test_a_16_pair_batch_is_overfit(tokenizer):
 def _world_image(caption: str) -> torch.Tensor:
     from torchvision.transforms.functional import to_tensor
 
-    from blip.data import world
+    from blip.world import scene as world
 
     _, size, colour, shape = caption.split()
     scene = world.Scene((world.Obj(shape, colour, size, (1, 1)),), "plain", "white")

@@ -123,10 +123,9 @@ def test_dvc_chain_stops_at_a_failed_contract_then_runs_end_to_end(tmp_path):
     raw["downstream"].update(tasks=["vqa"], video={"qa": {"baseline": "models/vqa/baseline", "frames": 2, "k_test": 8,
                                                             "bootstrapped": "models/vqa/bootstrapped"}})
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
-    from dvc.repo import Repo
-
-    with Repo(str(repo)) as dvc_api:
-        commands = {s.addressing: " ".join(s.cmd.split()) for s in dvc_api.index.stages}
+    listing = ("import json; from dvc.repo import Repo\n"
+               "with Repo('.') as r: print(json.dumps({s.addressing: ' '.join(s.cmd.split()) for s in r.index.stages}))")
+    commands = json.loads(run_checked([sys.executable, "-c", listing], repo).strip().splitlines()[-1])
     assert commands["downstream_data@vqa"] == "blip downstream-data vqa --out data/vqa --metrics metrics/vqa_data.json"
     assert "baseline=models/pretrain bootstrapped=models/retrain" in commands["downstream@vqa"]
     assert "video@qa" in commands and "downstream@nlvr" not in commands

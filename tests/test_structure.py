@@ -238,10 +238,11 @@ def test_an_import_added_without_its_dependency_is_caught(tmp_path):
 
 
 def missing_modules(root: Path) -> list[str]:
-    """'importer -> module' for every import of a project module that does not exist (in functions too, which
-    importing the file would not run)."""
+    """'importer -> module' for every import of a project module that does not exist, from the project or its
+    tests (in functions too, which importing the file would not run)."""
     files, found = module_files(root), []
-    for name, path in files.items():
+    importers = {**files, **{f"tests.{p.stem}": p for p in sorted((root / "tests").glob("*.py"))}}
+    for name, path in importers.items():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 wanted = [a.name for a in node.names]
@@ -250,6 +251,14 @@ def missing_modules(root: Path) -> list[str]:
             else:
                 continue
             found += [f"{name} -> {w}" for w in wanted if w.split(".")[0] in PACKAGES and w not in files]
+            if isinstance(node, ast.ImportFrom) and node.module in files and files[node.module].name == "__init__.py":
+                # `from package import name`: a module of the package, or a name its __init__ defines
+                defined = {n.name for n in ast.walk(ast.parse(files[node.module].read_text())) if isinstance(
+                    n, (ast.FunctionDef, ast.ClassDef, ast.alias))} | {
+                    t.id for n in ast.walk(ast.parse(files[node.module].read_text())) if isinstance(n, ast.Assign)
+                    for t in n.targets if isinstance(t, ast.Name)}
+                found += [f"{name} -> {node.module}.{a.name}" for a in node.names
+                          if f"{node.module}.{a.name}" not in files and a.name not in defined]
     return found
 
 
