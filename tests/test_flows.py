@@ -44,16 +44,17 @@ def test_deployment_carries_its_data_parameters(prefect_api):
 
 
 def test_removed_keys_and_long_values_are_logged_as_mlflow_accepts_them(tmp_path):
-    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
 
     from flows.pipeline import mlflow_params
 
     logged = mlflow_params({"~downstream.video.qa": None, "select.threshold": 0.3, "data.web_shards": "s" * 7000})
     assert logged == {"downstream/video/qa": "(removed)", "select/threshold": "0.3", "data/web_shards": "s" * 6000}
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns.db")
-    with mlflow.start_run() as run:
-        mlflow.log_params(logged)
-    assert mlflow.get_run(run.info.run_id).data.params["downstream/video/qa"] == "(removed)"
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns.db")  # a store of its own: no process-wide state touched
+    run = client.create_run(client.create_experiment("flow-parameters"))
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in logged.items()])
+    assert client.get_run(run.info.run_id).data.params == logged
 
 
 def test_two_flow_runs_are_two_dvc_experiments_and_params_yaml_stays(prefect_api, tmp_path, monkeypatch):
