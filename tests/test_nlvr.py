@@ -98,6 +98,29 @@ def test_nlvr2_json_lines_find_their_images_and_a_pair_with_a_missing_image_is_s
     assert {"jpg", "right.jpg", "txt", "json"} <= set(sample)
 
 
+def test_downstream_data_ingests_the_users_nlvr2_files_and_adds_the_worlds_pretraining_pairs(tmp_path):
+    import yaml
+
+    from blip.cli import main
+
+    (tmp_path / "dev").mkdir()
+    for side in (0, 1):
+        (tmp_path / f"dev/dev-1-0-img{side}.png").write_bytes(_png("red"))
+    rows = [{"identifier": "dev-1-0-0", "sentence": "Both images show red.", "label": "True"},
+            {"identifier": "dev-1-0-1", "sentence": "One image is blue.", "label": "False"}]
+    (tmp_path / "dev.json").write_text("\n".join(json.dumps(r) for r in rows))
+    raw = raw_params()
+    raw["world"].update(image_size=32, nlvr={"pretrain": 4, "train": 2, "test": 2})
+    raw["data"]["nlvr"] = {"train": [str(tmp_path / "dev.json")], "test": [str(tmp_path / "dev.json")],
+                           "images": str(tmp_path)}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["--params", str(tmp_path / "params.yaml"), "downstream-data", "nlvr", "--out", str(tmp_path / "out"),
+                 "--metrics", str(tmp_path / "nlvr_data.json")]) == 0
+    metrics = json.loads((tmp_path / "nlvr_data.json").read_text())
+    # NLVR2 has no pairs for the extra pre-training step: the world's stand in, beside the user's train and test
+    assert metrics["source"] == "files" and metrics["pairs"] == {"train": 2, "test": 2, "pretrain": 4}
+
+
 def test_the_release_list_form_and_bad_entries(tmp_path):
     (tmp_path / "nlvr_dev.json").write_text(json.dumps([
         {"images": ["dev/a-img0.png", "dev/a-img1.png"], "sentence": "two dogs", "label": "False"}]))

@@ -22,11 +22,11 @@ def run_data(args: argparse.Namespace) -> int:
         metrics = write_task_data(args.task, params, args.out)
     else:
         metrics = build_data(args.task, params, args.out)
-        metrics[next(k for k in ("questions", "pairs", "rounds") if k in metrics)].update(
-            add_to_given(args.task, params, args.out))
+    counts = next(metrics[k] for k in ("questions", "pairs", "rounds") if k in metrics)  # per split
+    if metrics["source"] == "files":
+        counts.update(add_to_given(args.task, params, args.out))
     metrics["seconds"] = round(time.time() - start, 1)
     write_metrics(args.metrics, metrics)
-    counts = metrics.get("questions") or metrics.get("pairs") or metrics.get("rounds")
     print(f"downstream-data {args.task}: {counts} ({metrics['source']}) in {metrics['seconds']} s -> {args.out}")
     return 0
 

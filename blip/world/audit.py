@@ -24,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from blip.capfilt.formats import SCORES_FORMAT
 from blip.capfilt.report import detection, ratio
 from blip.data import storage
 from blip.data.parquet import read_table
-from blip.data.shards import MANIFEST
+from blip.data.selected import SELECTION_FORMAT
+from blip.data.shards import read_manifest
 from blip.evaluate.common import roc_auc
 from blip.world.generate import RECORD, TRUTH
 from blip.world.judge import correctness
@@ -40,16 +42,9 @@ TARGETS = {("filter", "noisy_precision_at_0.5"): 0.9, ("filter", "noisy_recall_a
 WEB_KINDS = ("clean", "mismatched", "partial", "uninformative")
 
 
-def _manifest(folder: str | Path, what: str) -> dict:
-    try:
-        return json.loads(storage.read_bytes(storage.join(folder, MANIFEST)))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{folder}: no readable {what} manifest ({e}); run the stage that writes it first") from None
-
-
 def kept_rows(selection_dir: str | Path) -> set[tuple[str, int]]:
     """(key, candidate) of every scored text `select` kept, from the bootstrapped set's selection tables."""
-    parts = _manifest(selection_dir, "bootstrapped dataset")["parts"]
+    parts = read_manifest(selection_dir, (SELECTION_FORMAT,))["parts"]
     kept = set()
     for p in parts:
         if p["kind"] == "web":
@@ -71,7 +66,7 @@ def audit(world_dir: str | Path, scores_dir: str | Path, selection_dir: str | Pa
     kept = kept_rows(selection_dir)
     counts: Counter = Counter()
     clean, noisy, synthetic, strict = [], [], [], []
-    for table in _manifest(scores_dir, "scores")["tables"]:
+    for table in read_manifest(scores_dir, (SCORES_FORMAT,))["tables"]:
         rows = read_table(table["url"], ["key", "candidate", "source", "text", "itm"]).to_pydict()
         for key, candidate, source, text, itm in zip(*(rows[c] for c in ("key", "candidate", "source", "text", "itm"))):
             if key not in kinds:  # not one of the world's samples
