@@ -4,8 +4,9 @@
     blip = load("models/captioner")            # our folder, a release .pth, a HF Blip folder or hub id
     blip.caption([Image.open("cat.jpg")])       # [["a cat sitting on a couch"]]
     blip.score(Image.open("cat.jpg"), ["a cat", "a dog"])   # ITM probabilities and ITC similarities
-    load("models/vqa/baseline").ask([Image.open("cat.jpg")], ["what animal is this"])   # ["cat"]
-    load("models/nlvr/baseline").verify_pair([left], [right], ["both images show dogs"])  # [(True, 0.93)]
+
+A transfer task's model loads the same way; its own uses live in its folder (blip/tasks/vqa/answer.py's
+`ask`, blip/tasks/nlvr/verify.py's `verify_pair`).
 
 `score(..., itm_token="cls")` feeds [CLS] instead of [ENC] to the ITM pass, as the release's BLIP_ITM
 demo does (its retrieval training and evaluation use [ENC], our default); the two give different scores.
@@ -14,7 +15,6 @@ demo does (its retrieval training and evaluation use [ENC], our default); the tw
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,7 +30,6 @@ from blip.models.blip import Blip, ITMToken
 from blip.models.checkpoints import load_model, load_tokenizer_for
 from blip.models.generate import GenerationSettings, generate
 from blip.tokenizer import tokenize
-from blip.vqa.answer import ANSWER_LIST
 
 
 @dataclass
@@ -39,7 +38,7 @@ class BlipInference:
     tokenizer: object
     device: torch.device
     precision: str = "fp32"  # fp32 | bf16 (autocast)
-    answer_list: list[str] | None = None  # a VQA model's candidate answers (its folder's answer_list.json)
+    folder: Path | None = None  # the model folder it was loaded from (a task keeps its own files there)
 
     @cached_property
     def transform(self) -> T.Compose:
@@ -82,33 +81,6 @@ class BlipInference:
             itm = self.model.itm_score(pixels, ids, mask, itm_token).float()
             itc = self.model.itc_similarity(pixels[:1], ids, mask)[0].float()
         return [{"text": t, "itm": float(p), "itc": float(s)} for t, p, s in zip(texts, itm, itc)]
-
-    @torch.no_grad()
-    def ask(self, images: list[Image.Image], questions: list[str], method: str | None = None, k: int = 128) -> list[str]:
-        """One answer per (image, question): ranked from the model's answer list when it has one, else generated."""
-        from blip.vqa.answer import answer
-
-        if len(images) != len(questions):
-            raise ValueError(f"{len(images)} images for {len(questions)} questions: give one image per question")
-        method = method or ("rank" if self.answer_list else "generate")
-        with autocast(self.precision, self.device):
-            return answer(self.model, self.tokenizer, self.images(images), questions, method, self.answer_list, k)
-
-    @torch.no_grad()
-    def verify_pair(self, first: list[Image.Image], second: list[Image.Image],
-                    statements: list[str]) -> list[tuple[bool, float]]:
-        """NLVR: for each (first image, second image, statement), whether it is true, and the probability of true."""
-        if self.model.cfg.task != "nlvr":
-            raise ValueError(f"this is a {self.model.cfg.task} model, not an NLVR model: fine-tune one with "
-                             "`blip downstream nlvr`")
-        if not len(first) == len(second) == len(statements):
-            raise ValueError(f"{len(first)} first images, {len(second)} second images and {len(statements)} "
-                             "statements: give one pair per statement")
-        pairs = torch.stack([self.images(first), self.images(second)], 1)
-        ids, mask = self.text_inputs(statements)
-        with autocast(self.precision, self.device):
-            p = self.model.pair_logits(pairs, ids, mask).float().softmax(-1)[:, 1]
-        return [(bool(x > 0.5), float(x)) for x in p.tolist()]
 
     @torch.no_grad()
     def image_embeddings(self, images: list[Image.Image]) -> torch.Tensor:
@@ -161,6 +133,5 @@ def load(source: str | Path | Mapping, image_size: int | None = None, device: st
     where = resolve_device(device, ranks_from_env().local_rank)
     model = load_model(source, image_size, vision_heads, text_heads).to(where).eval()
     tokenizer = load_tokenizer_for(None if isinstance(source, Mapping) else source)
-    answers = None if isinstance(source, Mapping) else Path(source) / ANSWER_LIST
-    answer_list = json.loads(answers.read_text()) if answers is not None and answers.is_file() else None
-    return BlipInference(model, tokenizer, where, resolve_precision(precision, where), answer_list)
+    folder = None if isinstance(source, Mapping) or not Path(source).is_dir() else Path(source)
+    return BlipInference(model, tokenizer, where, resolve_precision(precision, where), folder)

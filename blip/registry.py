@@ -1,10 +1,10 @@
 """The MLflow model registry: BLIP models as servable pyfuncs, with lineage and alias promotion.
 
-A registered model is a pyfunc over our model folder: given base64 images it captions them; given
-images and texts it returns ITM match probabilities and ITC similarities (param `itm_token`: "enc", or
-"cls" as the release's BLIP_ITM demo); given images and questions (a VQA model) it answers them; given
-two images and a statement (an NLVR model: columns `image`, `image2`, `text`) it says whether it is true. So
-`mlflow models serve -m models:/blip-captioner@champion` answers HTTP requests.
+A registered model is a pyfunc over our model folder, answering as its task serves (blip/tasks/): a
+captioner, filter or pre-trained model captions base64 images, or scores them against texts (ITM match
+probabilities and ITC similarities; param `itm_token`: "enc", or "cls" as the release's BLIP_ITM demo); a
+VQA model answers questions; an NLVR model says whether a statement is true of two images (columns `image`,
+`image2`, `text`). So `mlflow models serve -m models:/blip-captioner@champion` answers HTTP requests.
 
 Promotion by alias: a new version becomes `champion` only when its metric (named in params) beats
 the version that holds `champion` now, whoever put it there (a person promoting in the UI included);
@@ -13,8 +13,6 @@ otherwise it becomes `challenger`. The decision and its reason are tags of the n
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 from dataclasses import dataclass
@@ -39,105 +37,18 @@ SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image", required=Fa
                            params=ParamSchema([ParamSpec("itm_token", "string", "enc")]))
 
 
-def _row_image(value: object):
-    """A row's picture from base64 text; ValueError saying what is wrong with it."""
-    from blip.inference import decode_image
-
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"no image (got {value!r}): send base64-encoded image bytes")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise ValueError(f"the image is not base64 ({e})") from e
-    return decode_image(data)
-
-
-def _missing(value: object, what: str, send: str) -> str | None:
-    """Why a row's text column is unusable (None when it holds text)."""
-    return None if isinstance(value, str) and value.strip() else f"no {what} (got {value!r}): send {send}"
-
-
 class BlipPyfunc(mlflow.pyfunc.PythonModel):
-    """Caption images (column `image`: base64 bytes), score them against texts (column `text`), or answer
-    questions about them (column `question`, a VQA model).
-
-    Every row gets its answer or, in the `error` column, why it has none: one bad row never fails the rest.
-    """
+    """A model folder served: each request frame is answered as the model's task serves it (blip/tasks/*/serve)."""
 
     def load_context(self, context) -> None:
         from blip.inference import load
+        from blip.tasks.registry import serving
 
         self.blip = load(context.artifacts["model"])
+        self.task = serving(self.blip.model.cfg.task)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        token = (params or {}).get("itm_token", "enc")
-        if token not in ("enc", "cls"):
-            raise ValueError(f"params itm_token must be 'enc' or 'cls', got {token!r}")
-        has_images = "image" in model_input.columns
-        images, errors = [], []
-        for value in model_input["image"] if has_images else [None] * len(model_input):
-            try:
-                images.append(_row_image(value))
-                errors.append(None)
-            except ValueError as e:
-                images.append(None)
-                errors.append(str(e) if has_images else "no 'image' column in the request")
-        if "image2" in model_input.columns:
-            return pd.DataFrame(self._verdicts(images, list(model_input["image2"]),
-                                               list(model_input.get("text", [None] * len(images))), errors),
-                                columns=["text", "true", "probability", "error"])
-        if "question" in model_input.columns:
-            return pd.DataFrame(self._answers(images, list(model_input["question"]), errors),
-                                columns=["question", "answer", "error"])
-        if "text" in model_input.columns:
-            return pd.DataFrame(self._scores(images, list(model_input["text"]), errors, token),
-                                columns=["text", "itm", "itc", "error"])
-        good = [i for i, im in enumerate(images) if im is not None]
-        captions = dict(zip(good, (c[0] for c in self.blip.caption([images[i] for i in good])))) if good else {}
-        return pd.DataFrame({"caption": [captions.get(i) for i in range(len(images))], "error": errors})
-
-    def _scores(self, images: list, texts: list, errors: list, token: str) -> list[dict]:
-        rows = []
-        for image, text, error in zip(images, texts, errors):
-            error = error or _missing(text, "text", "the text to score against the image")
-            if error is None:
-                try:
-                    rows.append({**self.blip.score(image, [text], itm_token=token)[0], "error": None})
-                    continue
-                except ValueError as e:
-                    error = str(e)
-            rows.append({"text": text if isinstance(text, str) else None, "itm": math.nan, "itc": math.nan,
-                         "error": error})
-        return rows
-
-
-    def _verdicts(self, images: list, seconds: list, texts: list, errors: list) -> list[dict]:
-        rows = []
-        for image, second, text, error in zip(images, seconds, texts, errors):
-            error = error or _missing(text, "text", "the statement to verify against the two images")
-            if error is None:
-                try:
-                    verdict, p = self.blip.verify_pair([image], [_row_image(second)], [text])[0]
-                    rows.append({"text": text, "true": verdict, "probability": p, "error": None})
-                    continue
-                except ValueError as e:
-                    error = str(e)
-            rows.append({"text": text if isinstance(text, str) else None, "true": None, "probability": math.nan,
-                         "error": error})
-        return rows
-
-    def _answers(self, images: list, questions: list, errors: list) -> list[dict]:
-        errors = [e or _missing(q, "question", "the question to answer about the image")
-                  for e, q in zip(errors, questions)]
-        good = [i for i, e in enumerate(errors) if e is None]
-        replies = {}
-        if good:
-            try:
-                replies = dict(zip(good, self.blip.ask([images[i] for i in good], [questions[i] for i in good])))
-            except ValueError as e:  # not a VQA model: every row says so
-                errors = [errors[i] or str(e) for i in range(len(errors))]
-        return [{"question": q if isinstance(q, str) else None, "answer": replies.get(i), "error": errors[i]}
-                for i, q in enumerate(questions)]
+        return self.task.serve(self.blip, model_input, params or {})
 
 
 def log_and_register(model_dir: str, name: str, tags: dict, metrics: dict) -> str:
@@ -153,13 +64,23 @@ def log_and_register(model_dir: str, name: str, tags: dict, metrics: dict) -> st
     return version
 
 
-def register_downstream(params, task: str, model_dir: Path, source: str, metrics: dict) -> dict:
-    """A fine-tuned transfer-task model as `<prefix>-<task>` in the active run, promoted by registry.metric.<task>."""
-    from blip.tracking import git_commit
+def register_transfer_models(params, task: str, metric: str, result: dict, sources: dict[str, str]) -> dict:
+    """Each fine-tuned model of a transfer task's result as `<prefix>-<task>`, a version per source, each in an
+    MLflow run of its own and promoted by registry.metric.<task>; {source name: the promotion}."""
+    from blip.tracking import Tracker, git_commit
 
-    name = f"{params.registry.prefix}-{task}"
-    version = log_and_register(str(model_dir), name, {"from": source, "git_commit": git_commit()}, metrics)
-    return promote(name, version, getattr(params.registry.metric, task))
+    decisions = {}
+    for name, source in sources.items():
+        scores = result[name]
+        tracker = Tracker(params.tracking.uri, params.tracking.experiment, f"register-{task}-{name}")
+        if not tracker.enabled:
+            return {}
+        registry_name = f"{params.registry.prefix}-{task}"
+        version = log_and_register(scores["model"], registry_name, {"from": source, "git_commit": git_commit()},
+                                   {metric: scores[metric]})
+        decisions[name] = promote(registry_name, version, getattr(params.registry.metric, task))
+        tracker.end("FINISHED")
+    return decisions
 
 
 def _metric_of(client: MlflowClient, name: str, version: str, metric: str) -> float | None:

@@ -99,9 +99,10 @@ def step_pretrain(params, size: dict, data: list[str], workdir: Path) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from blip.models.blip import Blip, BlipConfig
+    from blip.tasks.pretrain.training import TRAIN
     from blip.train.engine import TrainJob, train
 
-    job = TrainJob(name="gpu_check_pretrain", task="pretrain", stage=params.active.pretrain, params=params, data=data,
+    job = TrainJob(name="gpu_check_pretrain", task=TRAIN, stage=params.active.pretrain, params=params, data=data,
                    out_dir=workdir / "pretrain", ckpt_dir=workdir / "pretrain_ckpt",
                    metrics_path=workdir / "pretrain.json")
     final = train(job)

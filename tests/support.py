@@ -23,7 +23,8 @@ from blip.capfilt.formats import SCORES_FORMAT
 from blip.config import Params, TextArch, VisionArch, params_from_dict
 from blip.data.parquet import write_table
 from blip.data.shards import atomic_write_json
-from blip.models.blip import Blip, BlipConfig
+import blip.tasks.registry  # noqa: F401  (registers every task's model class: tiny() builds any task)
+from blip.models.blip import Blip, BlipConfig, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +112,7 @@ CAPTIONS = [f"a {s} {c} {shape}" for s in ("small", "large") for c in ("red", "b
 
 def tiny(task="pretrain", vision=VISION, text=TEXT, **kw) -> Blip:
     torch.manual_seed(0)
-    return Blip(BlipConfig(task=task, image_size=32, vision=vision, text=text, embed_dim=32, queue_size=64, **kw))
+    return build_model(BlipConfig(task=task, image_size=32, vision=vision, text=text, embed_dim=32, queue_size=64, **kw))
 
 
 def make_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from blip.config import TextArch
 from blip.data.finished import iter_samples
-from blip.dialog.data import (
+from blip.tasks.dialog.data import (
     OPTIONS,
     DialogFormatError,
     dialog_text,
@@ -21,7 +21,7 @@ from blip.dialog.data import (
     read_visdial,
     training_pairs,
 )
-from blip.dialog.evaluate import ndcg, rank_of, summarise
+from blip.tasks.dialog.evaluate import ndcg, rank_of, summarise
 from blip.models.checkpoints import init_task_model, load_model, save_pretrained
 from blip.tokenizer import build_tokenizer, tokenize
 from blip.world.dialog import meaning, world_dialog

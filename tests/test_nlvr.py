@@ -13,7 +13,7 @@ from PIL import Image
 from blip.config import TextArch
 from blip.world.scene import BACKGROUNDS, COLOURS
 from blip.models.checkpoints import init_task_model, load_model, save_pretrained
-from blip.nlvr.data import NLVRFormatError, ingest_nlvr, read_nlvr_files
+from blip.tasks.nlvr.data import NLVRFormatError, ingest_nlvr, read_nlvr_files
 from blip.world.nlvr import balanced_pair
 from blip.tokenizer import build_tokenizer, tokenize
 from tests.support import downstream_workspace, raw_params, tiny

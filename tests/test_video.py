@@ -12,15 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from blip.config import params_from_dict
-from blip.video.data import (
+from blip.tasks.video.data import (
     VideoFormatError,
     ingest_clips,
     iter_clips,
     read_qa_files,
     read_retrieval_files,
 )
-from blip.video.evaluate import clip_embeds, clip_feat, median_rank
-from blip.video.frames import VideoError, encode_clip, read_frames, uniform_indices
+from blip.tasks.video.evaluate import clip_embeds, clip_feat, median_rank
+from blip.tasks.video.frames import VideoError, encode_clip, read_frames, uniform_indices
 from blip.world.scene import COLOURS, scene_from_json
 from blip.world.video import MOTIONS, world_clip
 from tests.support import TEXT, downstream_workspace, raw_params, tiny

@@ -13,9 +13,9 @@ from PIL import Image
 from blip.config import TextArch, params_from_dict
 from blip.models.checkpoints import CheckpointError, init_task_model, load_model, save_pretrained
 from blip.tokenizer import DEC_ID, build_tokenizer, tokenize
-from blip.vqa.accuracy import normalize_answer, question_accuracy, vqa_accuracy
-from blip.vqa.answer import answer, candidate_ids, rank
-from blip.vqa.data import VQAFormatError, answer_weights, ingest_vqa, read_vqa_files
+from blip.tasks.vqa.accuracy import normalize_answer, question_accuracy, vqa_accuracy
+from blip.tasks.vqa.answer import answer, candidate_ids, rank
+from blip.tasks.vqa.data import VQAFormatError, answer_weights, ingest_vqa, read_vqa_files
 from tests.support import TEXT, downstream_workspace, raw_params, tiny
 
 QUESTIONS = ["what colour is the star", "how many objects are there", "is there a red circle"]

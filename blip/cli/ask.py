@@ -11,10 +11,12 @@ from blip.cli.model_inputs import add_heads, open_image
 def run(args: argparse.Namespace) -> int:
     """Print `question<TAB>answer` per question."""
     from blip.inference import load
+    from blip.tasks.vqa.answer import ask
 
     blip = load(args.model, device=args.device, vision_heads=args.vision_heads, text_heads=args.text_heads)
     image = open_image(args.image)
-    for question, reply in zip(args.questions, blip.ask([image] * len(args.questions), args.questions, args.method)):
+    replies = ask(blip, [image] * len(args.questions), args.questions, args.method)
+    for question, reply in zip(args.questions, replies):
         print(f"{question}\t{reply}")
     return 0
 

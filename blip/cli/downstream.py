@@ -6,13 +6,12 @@ import argparse
 
 from blip.cli.common import parse_sources, write_metrics
 from blip.config import load_params
-from blip.downstream import TASKS
 from blip.layout import WORKSPACE
+from blip.tasks.registry import TASKS, transfer_tasks
 
 
 def run(args: argparse.Namespace) -> int:
     """Fine-tune the task from each given model and score each (relaunched under DeepSpeed when train.procs > 1)."""
-    from blip.downstream import run as run_task
     from blip.launch import relaunch
 
     params = load_params(args.params)
@@ -21,22 +20,27 @@ def run(args: argparse.Namespace) -> int:
         return relaunched
     sources = parse_sources(args.sources)
     data = args.data or str(WORKSPACE.data(args.task))
-    result = run_task(args.task, params, sources, data, args.models or str(WORKSPACE.model(args.task)),
+    task = TASKS[args.task]
+    result = task.run(params, sources, data, args.models or str(WORKSPACE.model(args.task)),
                       args.max_steps)
     import torch.distributed as dist
 
     if dist.get_rank() == 0:  # rank 0 scored the models
+        if task.serve is not None:  # servable pyfuncs, each champion when it scores best
+            from blip.registry import register_transfer_models
+
+            for name, decision in register_transfer_models(params, args.task, task.metric, result, sources).items():
+                result[name]["registered"] = decision
         write_metrics(args.metrics or WORKSPACE.metrics(f"downstream/{args.task}"), result)
-        metric = {"vqa": "overall", "nlvr": "accuracy", "dialog": "mrr"}[args.task]
-        scores = {n: result[n][metric] for n in sources}
-        print(f"downstream {args.task}: {metric} {scores}, chance {result['chance']}")
+        scores = {n: result[n][task.metric] for n in sources}
+        print(f"downstream {args.task}: {task.metric} {scores}, chance {result['chance']}")
     return 0
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     """Add the command's parser."""
     p = sub.add_parser("downstream", help="stage: fine-tune and score a transfer task from each given model")
-    p.add_argument("task", choices=list(TASKS))
+    p.add_argument("task", choices=transfer_tasks())
     p.add_argument("--from", dest="sources", nargs="+", required=True, metavar="NAME=MODEL",
                    help="models to fine-tune from, e.g. baseline=models/pretrain bootstrapped=models/retrain")
     p.add_argument("--data", default=None, help="the task's data (default: data/TASK)")

@@ -8,12 +8,11 @@ import time
 
 from blip.cli.common import write_metrics
 from blip.config import load_params
-from blip.downstream import TASKS
+from blip.tasks.registry import TASKS, transfer_tasks
 
 
 def run_data(args: argparse.Namespace) -> int:
     """Write the task's data (the built-in world's, or params data.<task>'s files) under --out."""
-    from blip.downstream import build_data
     from blip.world.tasks import add_to_given, write_task_data
 
     params = load_params(args.params)
@@ -21,7 +20,7 @@ def run_data(args: argparse.Namespace) -> int:
     if getattr(params.data, args.task) is None:  # no files given: the built-in world's data stands in
         metrics = write_task_data(args.task, params, args.out)
     else:
-        metrics = build_data(args.task, params, args.out)
+        metrics = TASKS[args.task].build_data(params, args.out)
     counts = next(metrics[k] for k in ("questions", "pairs", "rounds") if k in metrics)  # per split
     if metrics["source"] == "files":
         counts.update(add_to_given(args.task, params, args.out))
@@ -35,7 +34,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     """Add the command's parser."""
     p = sub.add_parser("downstream-data", help="stage: a transfer task's data as shards (built-in world, or params "
                                                "data.<task>'s files)")
-    p.add_argument("task", choices=list(TASKS))
+    p.add_argument("task", choices=transfer_tasks())
     p.add_argument("--out", required=True)
     p.add_argument("--metrics", default=None)
     p.set_defaults(func=run_data)

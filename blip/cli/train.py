@@ -9,6 +9,16 @@ from blip.config import load_params
 from blip.layout import TRAINING, WORKSPACE
 
 
+def _chain_tasks() -> dict:
+    """The chain's own trainable tasks, imported one by one rather than through the registry: so the training
+    stages' code (and DVC's record of it) holds no transfer task, and a change to one never re-runs pre-training."""
+    from blip.tasks.captioner.training import TRAIN as CAPTIONER
+    from blip.tasks.filter.training import SHARED, TRAIN as FILTER
+    from blip.tasks.pretrain.training import TRAIN as PRETRAIN
+
+    return {t.name: t for t in (PRETRAIN, CAPTIONER, FILTER, SHARED)}
+
+
 def run(args: argparse.Namespace) -> int:
     """Train the stage's model (relaunched under DeepSpeed when train.procs > 1)."""
     from blip.launch import relaunch
@@ -31,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.models == "shared" and args.stage == "finetune_filter":
         task = "shared"
     job = TrainJob(
-        name=name, task=task, stage=getattr(params.active, args.stage), params=params,
+        name=name, task=_chain_tasks()[task], stage=getattr(params.active, args.stage), params=params,
         data=args.data or [str(d) for d in data],
         out_dir=Path(args.out or (WORKSPACE.model(name) if args.name else out)),
         ckpt_dir=Path(args.ckpt_dir or WORKSPACE.checkpoints(name)),

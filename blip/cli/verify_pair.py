@@ -11,11 +11,12 @@ from blip.cli.model_inputs import add_heads, open_image
 def run(args: argparse.Namespace) -> int:
     """Print `statement<TAB>true|false<TAB>probability` per statement."""
     from blip.inference import load
+    from blip.tasks.nlvr.verify import verify_pair
 
     blip = load(args.model, device=args.device, vision_heads=args.vision_heads, text_heads=args.text_heads)
     first, second = open_image(args.first), open_image(args.second)
     n = len(args.statements)
-    for statement, (verdict, p) in zip(args.statements, blip.verify_pair([first] * n, [second] * n, args.statements)):
+    for statement, (verdict, p) in zip(args.statements, verify_pair(blip, [first] * n, [second] * n, args.statements)):
         print(f"{statement}\t{'true' if verdict else 'false'}\t{p:.4f}")
     return 0
 

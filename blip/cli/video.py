@@ -11,7 +11,7 @@ from blip.layout import WORKSPACE
 
 def run(args: argparse.Namespace) -> int:
     """Score each given model zero-shot on the clips."""
-    from blip.video.stage import run_video
+    from blip.tasks.video.stage import run_video
 
     sources = parse_sources(args.sources)
     result = run_video(args.kind, load_params(args.params), sources,

@@ -12,7 +12,7 @@ from blip.config import load_params
 
 def run_data(args: argparse.Namespace) -> int:
     """Write the clips (the built-in world's, or params data.video_KIND's MSRVTT / MSVD files) under --out."""
-    from blip.video.stage import build_video_data
+    from blip.tasks.video.stage import build_video_data
     from blip.world.video import write_clips
 
     params, start = load_params(args.params), time.time()

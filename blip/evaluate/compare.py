@@ -22,10 +22,10 @@ SEED_METRICS = ("CIDEr", "BLEU-4", "txt_r1", "img_r1", "r_mean")
 def chain_of(params: Params) -> dict:
     """What a comparison belongs to: the data, the built-in world and the preset (every seed alike), as JSON;
     the downstream tasks' and zero-shot video's data is not part of the chain that pre-trains and bootstraps."""
-    from blip.downstream import TASKS
+    from blip.tasks.registry import transfer_tasks
 
     data, world = to_dict(params.data), to_dict(params.world)
-    for task in TASKS:
+    for task in transfer_tasks():
         data.pop(task), world.pop(task)
     data.pop("video_retrieval"), data.pop("video_qa"), world.pop("video")
     return json.loads(json.dumps({"data": data, "world": world, "preset": params.preset}))

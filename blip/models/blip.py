@@ -1,15 +1,13 @@
-"""BLIP: one model, three tasks, three losses.
+"""BLIP's MED model: the shared parts, and the three models of CapFilt built from them.
 
     pretrain   ViT + text encoder + text decoder (sharing all but self-attention): ITC + ITM + LM
     captioner  ViT + text decoder: LM on "a picture of " + caption, prompt tokens not predicted
     filter     ViT + text encoder: ITC + ITM (the retrieval model CapFilt filters with)
-    vqa        ViT + image-grounded encoder reading the question + an answer decoder cross-attending to the
-               encoder's output (BLIP_VQA): LM on the answers, each weighted by its share of the annotators
-    nlvr       ViT + image-grounded encoder attending to two images (blip/models/nlvr.py) + an MLP on [ENC]:
-               cross-entropy over `num_classes` (2: the statement is true or false; 3 in its extra pre-training)
-    dialog     ViT + unimodal encoder reading the caption + image-grounded encoder (the dialog encoder) attending
-               to the image's and the caption's tokens, joined: ITM on [ENC] + candidate answer + question +
-               history (visual dialog, the paper's sec. 5.5: the answer right or not)
+
+A transfer task's model (VQA, NLVR, dialog, ...) subclasses `Blip` in its own folder under blip/tasks/:
+it adds its head and its forward, and says how it starts from another model's weights
+(`adapt_state`, `fresh_weights`, `STARTS_FROM`). It registers its class with `register_model`, so a
+saved model folder (whose config.json names the task) loads as the right class.
 
 ITC keeps momentum encoders (EMA of the online ones, never seen by the optimizer) and queues of their
 features, and mixes the momentum model's soft similarities into the targets (weight alpha). ITM
@@ -34,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.distributed as dist
@@ -45,12 +43,9 @@ from transformers.models.blip.modeling_blip_text import BlipTextLayer
 
 from blip.config import TextArch, VisionArch
 from blip.models.med import build_text_decoder, build_text_encoder, share_all_but_self_attention, text_config
-from blip.models.nlvr import make_twin
 from blip.models.vit import create_vit, set_grad_checkpointing
 from blip.tokenizer import CLS_ID, DEC_ID, ENC_ID, PAD_ID, VOCAB_SIZE
 
-Task = Literal["pretrain", "captioner", "filter", "vqa", "nlvr", "dialog"]
-TASKS = ("pretrain", "captioner", "filter", "vqa", "nlvr", "dialog")
 # the first token of ITM's image-grounded pass: [ENC] as the release trains and evaluates retrieval,
 # [CLS] as its BLIP_ITM demo feeds it
 ITMToken = Literal["enc", "cls"]
@@ -61,7 +56,7 @@ _FIRST_TOKEN = {"enc": ENC_ID, "cls": CLS_ID}
 class BlipConfig:
     """Everything needed to rebuild a model; stored as config.json next to its weights."""
 
-    task: Task
+    task: str  # the registered model class's task (MODEL_CLASSES)
     image_size: int
     vision: VisionArch
     text: TextArch
@@ -79,7 +74,7 @@ class BlipConfig:
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     inference_only: bool = False  # no momentum encoders or queues (a BLIP_ITM-style filter): cannot train
-    num_classes: int = 2  # NLVR's classifier: true/false, or 3 (first image, second, neither) in its pre-training
+    num_classes: int = 2  # a classifier head's classes (NLVR: true/false, or 3 in its pre-training)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -137,12 +132,16 @@ def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 class Blip(nn.Module):
-    """The MED model for one task; see the module docstring."""
+    """The MED model of pre-training, the captioner or the filter; see the module docstring."""
+
+    TASKS: ClassVar[tuple[str, ...]] = ("pretrain", "captioner", "filter")  # the config tasks this class builds
+    # the tasks a model of this class may be fine-tuned from (besides its own); None: any
+    STARTS_FROM: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, cfg: BlipConfig):
         super().__init__()
-        if cfg.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
+        if cfg.task not in type(self).TASKS:
+            raise ValueError(f"a {type(self).__name__} builds tasks {type(self).TASKS}, got {cfg.task!r}")
         self.cfg = cfg
         width = cfg.vision.width
         tcfg = text_config(cfg.text, width, cfg.label_smoothing, cfg.tie_lm_head, cfg.vocab_size)
@@ -171,23 +170,16 @@ class Blip(nn.Module):
             self.text_decoder = build_text_decoder(tcfg)
             if cfg.has_encoder:
                 share_all_but_self_attention(self.text_encoder, self.text_decoder)
-        if cfg.task == "nlvr":
-            self.text_encoder = build_text_encoder(tcfg)
-            make_twin(self.text_encoder)
-            hidden = cfg.text.hidden
-            self.cls_head = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, cfg.num_classes))
-        if cfg.task == "dialog":
-            # one text transformer, as the retrieval model's: unimodal for the caption, image-grounded for the
-            # dialog; the caption's states join the image tokens, mapped to their width where the two differ
-            self.text_encoder = build_text_encoder(tcfg)
-            self.itm_head = nn.Linear(cfg.text.hidden, 2)
-            self.caption_proj = nn.Linear(cfg.text.hidden, width) if cfg.text.hidden != width else nn.Identity()
-        if cfg.task == "vqa":
-            # two separate transformers, as BLIP_VQA: the answer decoder reads the question encoder's states,
-            # so its cross-attention is as wide as the text, not the image
-            self.text_encoder = build_text_encoder(tcfg)
-            self.text_decoder = build_text_decoder(
-                text_config(cfg.text, cfg.text.hidden, cfg.label_smoothing, cfg.tie_lm_head, cfg.vocab_size))
+
+    @classmethod
+    def adapt_state(cls, state: dict[str, torch.Tensor], source_task: str) -> dict[str, torch.Tensor]:
+        """A source model's weights renamed or reshaped for this class (fine-tuning's start); as they are here."""
+        return state
+
+    @classmethod
+    def fresh_weights(cls, state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> tuple[str, ...]:
+        """The weights of `own` that start fresh rather than from the source `state`: none here."""
+        return ()
 
     # ------------------------------------------------------------------ momentum and queues
 
@@ -253,7 +245,7 @@ class Blip(nn.Module):
         ids = ids.clone()
         ids[:, 0] = _FIRST_TOKEN[first_token]
         hidden = self.text_encoder(ids, attention_mask=mask, encoder_hidden_states=image_embeds,
-                                   encoder_attention_mask=_ones(image_embeds)).last_hidden_state
+                                   encoder_attention_mask=ones_mask(image_embeds)).last_hidden_state
         return self.itm_head(hidden[:, 0])
 
     @torch.no_grad()
@@ -352,7 +344,7 @@ class Blip(nn.Module):
         # indices in a thread-dependent order on a CPU, so two-thread runs were not bit-identical
         all_images = torch.cat([image_embeds, torch.index_select(pool_embeds, 0, neg_image), image_embeds])
         hidden = self.text_encoder(all_ids, attention_mask=all_mask, encoder_hidden_states=all_images,
-                                   encoder_attention_mask=_ones(all_images)).last_hidden_state
+                                   encoder_attention_mask=ones_mask(all_images)).last_hidden_state
         logits = self.itm_head(hidden[:, 0])
         labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long().to(ids.device)
         return F.cross_entropy(logits.float(), labels)
@@ -368,85 +360,21 @@ class Blip(nn.Module):
         targets = dec_ids.masked_fill(dec_ids == PAD_ID, -100)
         targets[:, :prompt_len] = -100
         hidden = self.text_decoder.bert(dec_ids, attention_mask=mask, encoder_hidden_states=image_embeds,
-                                        encoder_attention_mask=_ones(image_embeds), is_decoder=True).last_hidden_state
+                                        encoder_attention_mask=ones_mask(image_embeds), is_decoder=True).last_hidden_state
         labels = targets[:, 1:]  # position t predicts token t+1
         keep = labels != -100
         logits = self.text_decoder.cls(hidden[:, :-1][keep])
         return F.cross_entropy(logits.float(), labels[keep], label_smoothing=self.cfg.label_smoothing)
 
-    def question_states(self, image_embeds: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """VQA: the image-grounded encoder's output for [ENC] + question (B, L, hidden)."""
-        ids = ids.clone()
-        ids[:, 0] = ENC_ID
-        return self.text_encoder(ids, attention_mask=mask, encoder_hidden_states=image_embeds,
-                                 encoder_attention_mask=_ones(image_embeds)).last_hidden_state
-
-    def answer_nll(self, states: torch.Tensor, state_mask: torch.Tensor, ids: torch.Tensor,
-                   mask: torch.Tensor) -> torch.Tensor:
-        """Per answer, the decoder's label-smoothed cross-entropy summed over its tokens ([SEP] included),
-        given the question states (one row per answer): BLIP_VQA's loss with reduction 'none'."""
-        dec_ids = ids.clone()
-        dec_ids[:, 0] = DEC_ID
-        hidden = self.text_decoder.bert(dec_ids, attention_mask=mask, encoder_hidden_states=states,
-                                        encoder_attention_mask=state_mask, is_decoder=True).last_hidden_state
-        logits = self.text_decoder.cls(hidden[:, :-1]).float()
-        labels = dec_ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        nll = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none",
-                              label_smoothing=self.cfg.label_smoothing)
-        return nll.sum(1)
-
-    def _vqa(self, image_embeds, ids, mask, answers):
-        """Each question's answers weighted by their share of its annotators, summed, over the batch size."""
-        answer_ids, answer_mask, weights, counts = answers
-        states = self.question_states(image_embeds, ids, mask)
-        rows = torch.repeat_interleave(torch.arange(len(ids), device=ids.device), counts)
-        nll = self.answer_nll(states[rows], mask[rows], answer_ids, answer_mask)
-        return (weights.to(nll.dtype) * nll).sum() / len(ids)
-
-    def pair_logits(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """NLVR: (B, num_classes) logits for image pairs (B, 2, 3, H, W) and their statements."""
-        b = len(images)
-        embeds = self.image_embeds(images.transpose(0, 1).reshape(2 * b, *images.shape[2:]))  # one ViT pass
-        ids = ids.clone()
-        ids[:, 0] = ENC_ID
-        hidden = self.text_encoder(ids, attention_mask=mask,
-                                   encoder_hidden_states=(embeds[:b], embeds[b:])).last_hidden_state
-        return self.cls_head(hidden[:, 0])
-
-    def dialog_memory(self, images: torch.Tensor, caption_ids: torch.Tensor,
-                      caption_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Visual dialog: what the dialog encoder attends to, the image tokens and the caption's (B, L, width),
-        and its mask."""
-        caption = self.text_encoder(caption_ids, attention_mask=caption_mask).last_hidden_state
-        image = self.image_embeds(images)
-        return (torch.cat([image, self.caption_proj(caption).to(image.dtype)], 1),
-                torch.cat([_ones(image), caption_mask.to(torch.long)], 1))
-
-    def dialog_logits(self, memory: torch.Tensor, memory_mask: torch.Tensor, ids: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
-        """(N, 2) ITM logits of dialog texts ([ENC] answer [SEP] question [SEP] history), one memory row each."""
-        ids = ids.clone()
-        ids[:, 0] = ENC_ID
-        hidden = self.text_encoder(ids, attention_mask=mask, encoder_hidden_states=memory,
-                                   encoder_attention_mask=memory_mask).last_hidden_state
-        return self.itm_head(hidden[:, 0])
-
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, alpha: float = 0.0,
                 idx: torch.Tensor | None = None, prompt_len: int = 0, negatives_all_ranks: bool = False,
                 negatives: tuple[torch.Tensor, torch.Tensor] | None = None,
-                lm_text: tuple[torch.Tensor, torch.Tensor] | None = None,
-                answers: tuple[torch.Tensor, ...] | None = None,
-                labels: torch.Tensor | None = None,
-                captions: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                lm_text: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The task's losses for a batch: {'itc', 'itm', 'lm'} as the task has them.
 
         `negatives` pins ITM's negatives: (image index per text, text index per image) into the batch.
         `lm_text`: the decoder's own (ids, mask) when they differ from the encoder's: a captioner-filter
         fine-tuned as one model reads its captions with the captioner's prompt, its encoder without.
-        `answers` (VQA; `ids` are then the questions): (answer ids, answer mask, weights, answers per question),
-        the answers of question i following those of question i-1. `labels` (NLVR; `images` are pairs): classes.
-        Dialog: `captions` (ids, mask) one per image, and `ids` k dialog texts per image (image i's at i*k ...
-        i*k+k-1), each labelled 1 (the right answer) or 0.
         """
         if self.cfg.inference_only:
             raise ValueError("this filter was loaded for inference only (a BLIP_ITM-style checkpoint: no momentum "
@@ -457,23 +385,7 @@ class Blip(nn.Module):
         if negatives_all_ranks and self.cfg.task != "filter":
             raise ValueError("negatives_all_ranks is the retrieval fine-tuning rule; pre-training draws its "
                              "negatives within each rank's batch, as the release does")
-        if self.cfg.task == "nlvr":
-            if labels is None:
-                raise ValueError("an NLVR model trains on labelled pairs: pass labels")
-            return {"cls": F.cross_entropy(self.pair_logits(images, ids, mask).float(), labels)}
-        if self.cfg.task == "dialog":
-            if labels is None or captions is None:
-                raise ValueError("a dialog model trains on labelled answers with each image's caption: pass labels "
-                                 "and captions")
-            memory, memory_mask = self.dialog_memory(images, *captions)
-            rows = torch.arange(len(images), device=ids.device).repeat_interleave(len(ids) // len(images))
-            return {"itm": F.cross_entropy(self.dialog_logits(memory[rows], memory_mask[rows], ids, mask).float(),
-                                           labels)}
         image_embeds = self.image_embeds(images)
-        if self.cfg.task == "vqa":
-            if answers is None:
-                raise ValueError("a VQA model trains on answers: pass answers=(ids, mask, weights, counts)")
-            return {"lm": self._vqa(image_embeds, ids, mask, answers)}
         losses = {}
         if self.cfg.has_encoder:
             losses["itc"], feats = self._itc(image_embeds, images, ids, mask, alpha, idx)
@@ -514,5 +426,30 @@ def negative_weights(sim: torch.Tensor, own: torch.Tensor, temp: torch.Tensor, r
     return w
 
 
-def _ones(embeds: torch.Tensor) -> torch.Tensor:
+def ones_mask(embeds: torch.Tensor) -> torch.Tensor:
+    """An attention mask over every token of (B, L, width) states: (B, L) ones."""
     return torch.ones(embeds.shape[:-1], dtype=torch.long, device=embeds.device)
+
+
+# config task -> the class that builds it; a task's folder adds its own with `register_model`
+MODEL_CLASSES: dict[str, type[Blip]] = {task: Blip for task in Blip.TASKS}
+
+
+def register_model(cls: type[Blip]) -> type[Blip]:
+    """Class decorator: the class builds (and loads) models of each task in its TASKS."""
+    for task in cls.TASKS:
+        MODEL_CLASSES[task] = cls
+    return cls
+
+
+def model_class(task: str) -> type[Blip]:
+    """The class that builds a `task` model; an error naming the fix for a task no module has registered."""
+    if task not in MODEL_CLASSES:
+        raise ValueError(f"no model class for task {task!r} (known: {sorted(MODEL_CLASSES)}): import blip.tasks.registry "
+                         "(it registers every task's model) or the task's model module")
+    return MODEL_CLASSES[task]
+
+
+def build_model(cfg: BlipConfig) -> Blip:
+    """A fresh model of `cfg.task`, of its registered class."""
+    return model_class(cfg.task)(cfg)

@@ -22,9 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from blip.config import TextArch, VisionArch
-from blip.models.blip import Blip, BlipConfig
+from blip.models.blip import Blip, BlipConfig, build_model, model_class
 from blip.models.config_check import checked_config, layer_count, weight_shapes
-from blip.models.nlvr import twin_state
 from blip.models.vit import resample_pos_embed
 from blip.models.weights import CheckpointError, alias_groups, load_checked
 
@@ -77,7 +76,7 @@ def load_ours(folder: str | Path, **overrides) -> Blip:
         raise CheckpointError(f"{folder}/config.json: format {found!r}, expected {FORMAT!r}")
     weights = folder / "model.safetensors"
     # config and weights are checked against each other before anything is allocated
-    model = Blip(checked_config(folder, text, weight_shapes(weights), overrides))
+    model = build_model(checked_config(folder, text, weight_shapes(weights), overrides))
     load_checked(model, _fit_pos_embeds(load_file(str(weights)), model), str(folder))
     return model
 
@@ -207,7 +206,7 @@ def load_release(source: str | Path | Mapping, image_size: int | None = None, vi
                      embed_dim=state["vision_proj.weight"].shape[0] if has_enc else 256, queue_size=queue,
                      tie_lm_head=tie, vocab_size=words.shape[0], inference_only=inference_only,
                      num_classes=state["cls_head.2.weight"].shape[0] if nlvr else 2)
-    model = Blip(cfg)
+    model = build_model(cfg)
     # BLIP_ITM has no temperature (its ITC score is the plain cosine); ours keeps its initial one
     load_checked(model, _fit_pos_embeds(state, model), name,
                  allow_missing=("idx_queue", "temp") if inference_only else ("idx_queue",))
@@ -342,59 +341,31 @@ def load_tokenizer_for(source: str | Path | None, vocab: str | None = None):
 
 
 def init_task_model(source: str | Path, task: str, image_size: int, **cfg_overrides) -> Blip:
-    """A `task` model (captioner / filter / pretrain / vqa / nlvr / dialog) initialised from another model's weights.
+    """A `task` model initialised from another model's weights.
 
     The fine-tunings start from the pre-trained model: every weight the task has is taken by name
     (the captioner takes the decoder, the filter the encoder, projections, ITM head, momentum
     encoders and queues; VQA the encoder and the decoder); a weight the source lacks is an error, listed
-    like any load.
+    like any load. The task's model class says what it may start from, how the source's weights map to
+    its own (`adapt_state`) and which of its weights start fresh (`fresh_weights`).
     """
     import dataclasses
 
+    cls = model_class(task)
     src = load_model(source, image_size)
     if src.cfg.inference_only and task != "captioner":
         raise CheckpointError(f"{source}: an inference-only filter (no momentum encoders, no queues) cannot start "
                               f"a {task} model; start from a pre-trained or retrieval checkpoint")
-    if task in ("vqa", "nlvr", "dialog") and src.cfg.task not in ("pretrain", task):
-        raise CheckpointError(f"{source}: a {task.upper()} model starts from a pre-trained model (or one of its own "
+    if cls.STARTS_FROM is not None and src.cfg.task not in (*cls.STARTS_FROM, task):
+        allowed = " or ".join("pre-trained" if t == "pretrain" else t for t in cls.STARTS_FROM)
+        raise CheckpointError(f"{source}: a {task.upper()} model starts from a {allowed} model (or one of its own "
                               f"task), not from a {src.cfg.task}")
-    dst = Blip(dataclasses.replace(src.cfg, task=task, image_size=image_size, **cfg_overrides))
+    dst = cls(dataclasses.replace(src.cfg, task=task, image_size=image_size, **cfg_overrides))
     own = dst.state_dict()
-    state = src.state_dict()
-    if task == "nlvr" and src.cfg.task != "nlvr":
-        state = twin_state(state)
-    state = {k: v for k, v in state.items() if k in own}
-    fresh = _FRESH[task](state, own) if task in _FRESH else ()
+    state = {k: v for k, v in cls.adapt_state(src.state_dict(), src.cfg.task).items() if k in own}
+    fresh = cls.fresh_weights(state, own)
     load_checked(dst, {k: v for k, v in state.items() if k not in fresh}, str(source), allow_missing=fresh)
     return dst
-
-
-def _fresh_nlvr(state: dict, own: dict) -> tuple[str, ...]:
-    """NLVR's new weights: the merge layers and the classifier (from its 3-way pre-training to the 2-way task,
-    the classifier's last layer), which start fresh."""
-    return tuple(k for k in own if (k.startswith("cls_head.") or ".merge_layer." in k)
-                 and (k not in state or state[k].shape != own[k].shape))
-
-
-def _fresh_dialog(state: dict, own: dict) -> tuple[str, ...]:
-    """Dialog's new weights: the caption's mapping to the image width (where the two differ), which starts fresh."""
-    return tuple(k for k in own if k.startswith("caption_proj.") and k not in state)
-
-
-def _fresh_cross_attention(state: dict, own: dict) -> tuple[str, ...]:
-    """VQA's answer decoder attends to the question (text width), the pre-trained one to the image: where the
-    two widths differ, its cross-attention keys and values cannot be taken and start fresh, as the release's
-    loader leaves such mis-shaped weights (said aloud here, not silently)."""
-    fresh = tuple(k for k in own if k.startswith("text_decoder.") and ".crossattention.self." in k
-                  and k in state and state[k].shape != own[k].shape)
-    if fresh:
-        print(f"VQA answer decoder: {len(fresh)} cross-attention key/value weights start fresh (the image is "
-              f"{state[fresh[0]].shape[-1]} wide, the question states {own[fresh[0]].shape[-1]})", flush=True)
-    return fresh
-
-
-# each task's weights that start fresh rather than from the source model
-_FRESH = {"vqa": _fresh_cross_attention, "nlvr": _fresh_nlvr, "dialog": _fresh_dialog}
 
 
 # ---------------------------------------------------------------------------------------- initialisation

@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from safetensors import SafetensorError, safe_open
 
 from blip.config import validation_problems
-from blip.models.blip import BlipConfig
+from blip.models.blip import MODEL_CLASSES, BlipConfig
 from blip.models.weights import CheckpointError
 
 _CONFIG = TypeAdapter(BlipConfig)
@@ -48,6 +48,9 @@ def _bounds(cfg: BlipConfig) -> list[str]:
     positive = {"image_size": cfg.image_size, "embed_dim": cfg.embed_dim, "queue_size": cfg.queue_size,
                 "vocab_size": cfg.vocab_size, "temp": cfg.temp, "temp_min": cfg.temp_min}
     errors = [f"{k} must be positive, got {val}" for k, val in positive.items() if not val > 0]
+    if cfg.task not in MODEL_CLASSES:
+        errors.append(f"task {cfg.task!r} is not a known model's (known: {', '.join(sorted(MODEL_CLASSES))}; a "
+                      "transfer task's model is known once blip.tasks.registry is imported)")
     for key, rate in (("momentum", cfg.momentum), ("itm_random_negatives", cfg.itm_random_negatives),
                       ("label_smoothing", cfg.label_smoothing)):
         if not 0 <= rate <= 1:

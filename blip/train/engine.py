@@ -1,4 +1,4 @@
-"""One training engine, on DeepSpeed, for pre-training and both fine-tunings; CPU (gloo) or GPU (nccl).
+"""One training engine, on DeepSpeed, for every task; CPU (gloo) or GPU (nccl).
 
     python -m blip.cli pretrain                                  # one process
     deepspeed --num_gpus 8 --no_local_rank --module blip.cli pretrain    # 8 GPUs (or CPU processes)
@@ -19,40 +19,32 @@ import os
 import shutil
 import sys
 import time
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from webdataset.utils import make_seed
 
-from blip.config import FilterStageConfig, Params, StageConfig, to_dict
+from blip.config import Params, StageConfig, to_dict
 from blip.data.loader import build_loader
 from blip.data.selected import training_data
 from blip.data.transforms import build_transform
-from blip.dialog.data import per_round, round_count, training_pairs
 from blip.launch import free_port
-from blip.models.blip import Blip, BlipConfig
+from blip.models.blip import Blip, BlipConfig, model_class
 from blip.models.checkpoints import init_task_model, init_text_from_bert, save_pretrained
 from blip.models.vit import load_imagenet_weights, set_fused_attention
-from blip.tokenizer import build_tokenizer, tokenize
+from blip.tokenizer import build_tokenizer
 from blip.tracking import Tracker, data_hashes, git_commit
 from blip.train.schedules import alpha_at, learning_rate
-from blip.vqa.data import answer_batch, per_question, question_count
-
-# tasks whose dataset samples hold several training items (an image's questions, a dialog's rounds): the loader
-# stage that expands a sample into them, and the count of them in a dataset (an epoch is one pass over them)
-EXPAND = {"vqa": (per_question, question_count), "dialog": (per_round, round_count)}
-
+from blip.train.task import StepContext, TrainTask
 
 @dataclass
 class TrainJob:
     """What one stage trains: a task model on some datasets, from scratch or from a model."""
 
     name: str                      # stage name: pretrain | finetune_captioner | finetune_filter | ...
-    task: str                      # pretrain | captioner | filter | shared (both CapFilt models as one, Table 4) | vqa
-                                   # | nlvr | nlvr_pretrain (NLVR's extra step: 3 classes) | dialog
+    task: TrainTask                # what it trains: a task's model and batch inputs (blip/tasks/<task>/task.py)
     stage: StageConfig
     params: Params
     data: list[str]                # dataset folders (shards + manifest)
@@ -97,15 +89,14 @@ def build_model(job: TrainJob) -> Blip:
                      itm_random_negatives=arch.itm_random_negatives,
                      label_smoothing=m.label_smoothing, prompt=m.prompt,
                      mean=job.params.loader.mean, std=job.params.loader.std)
+    overrides.update(job.task.config(job.params))
     torch.manual_seed(job.params.seed)
-    # the shared captioner-filter is built as pre-training's model: encoder and decoder share all but self-attention
-    task = {"shared": "pretrain", "nlvr_pretrain": "nlvr"}.get(job.task, job.task)
-    if task == "nlvr":  # which image a caption belongs to, or neither (its extra pre-training); true or false
-        overrides["num_classes"] = 3 if job.task == "nlvr_pretrain" else 2
+    task = job.task.model
     if job.init_from:
         return init_task_model(job.init_from, task, job.stage.image_size, **overrides)
-    model = Blip(BlipConfig(task=task, image_size=job.stage.image_size, vision=arch.vision, text=arch.text,
-                            embed_dim=arch.embed_dim, queue_size=arch.queue_size, **overrides))
+    model = model_class(task)(BlipConfig(task=task, image_size=job.stage.image_size, vision=arch.vision,
+                                         text=arch.text, embed_dim=arch.embed_dim, queue_size=arch.queue_size,
+                                         **overrides))
     # BLIP starts pre-training from an ImageNet ViT and BERT; only the fusion layers start random
     if arch.vision_init:
         load_imagenet_weights(model.visual_encoder, arch.vision_init)
@@ -135,11 +126,6 @@ def deepspeed_config(job: TrainJob, bf16: bool, world: int) -> dict:
             "wall_clock_breakdown": False}
 
 
-def _idx(keys: list[str], device: torch.device) -> torch.Tensor:
-    """A stable integer per image key: retrieval treats texts of one image as positives."""
-    return torch.tensor([zlib.crc32(k.encode()) & 0x7FFFFFFF for k in keys], device=device)
-
-
 def _memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
@@ -155,7 +141,7 @@ def fingerprint(job: TrainJob, world: int) -> str:
     init = Path(job.init_from) / "model.safetensors" if job.init_from else None
     parts = {"stage": to_dict(job.stage), "arch": to_dict(job.params.active.model), "model": to_dict(job.params.model),
              "train": to_dict(job.params.train), "loader": to_dict(job.params.loader), "seed": job.params.seed,
-             "task": job.task, "world": world, "data": data_hashes(job.data), "freeze_vision": job.freeze_vision,
+             "task": job.task.name, "world": world, "data": data_hashes(job.data), "freeze_vision": job.freeze_vision,
              "init": hashlib.sha256(init.read_bytes()).hexdigest() if init and init.is_file() else job.init_from}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -214,27 +200,16 @@ def train(job: TrainJob) -> dict:
         dist.broadcast(buf, 0)
 
     tokenizer = build_tokenizer(p.tokenizer.vocab)
-    text_len = {"pretrain": p.model.text_len.pretrain, "filter": p.model.text_len.retrieval,
-                "shared": p.model.text_len.retrieval, "captioner": p.model.text_len.caption,
-                "vqa": p.model.text_len.question, "nlvr": p.model.text_len.retrieval,
-                "nlvr_pretrain": p.model.text_len.retrieval,
-                "dialog": p.model.text_len.retrieval}[job.task]  # dialog: the caption (its texts: text_len.dialog)
-    prompt = module.cfg.prompt if job.task in ("captioner", "shared") else ""
-    text_prompt = "" if job.task == "shared" else prompt  # what the model's first text input starts with
-    prompt_len = len(tokenizer(prompt).input_ids) - 1 if prompt else 0  # [CLS] + prompt, no [SEP]
+    context = StepContext(tokenizer, p, stage, device, module.cfg.prompt)
     data = training_data(job.data, p.ingest)
-    expand, count_items = EXPAND.get(job.task, (None, None))
-    samples = count_items(job.data) if count_items else data.samples
+    samples = job.task.count(job.data) if job.task.count else data.samples
     global_batch = stage.batch_size * world * stage.grad_accum
     steps_per_epoch = steps_for(samples, stage, world)
     micro_per_epoch = steps_per_epoch * stage.grad_accum
     total_steps = steps_per_epoch * stage.epochs
     if job.max_steps:
         total_steps = min(total_steps, job.max_steps)
-    transform = build_transform("pretrain" if job.task == "pretrain" else "finetune", stage.image_size, p.loader)
-    # the shared captioner-filter draws its ITM negatives within each rank's batch, as pre-training does
-    negatives_all = job.task == "filter" and isinstance(stage, FilterStageConfig) and stage.negatives_all_ranks
-    with_idx = job.task in ("filter", "shared")  # every caption of an image a positive, as retrieval fine-tuning
+    transform = build_transform(job.task.transform, stage.image_size, p.loader)
 
     start_micro, history = 0, []
     stamp = fingerprint(job, world)
@@ -248,10 +223,10 @@ def train(job: TrainJob) -> dict:
                     job.name: to_dict(stage), "model": to_dict(p.model), "train": to_dict(p.train),
                     "architecture": to_dict(p.active.model), "init_from": job.init_from or "scratch",
                     "data": ",".join(job.data), "resumed_from": tag or "none", "precision": precision})
-    tracker.tags({"stage": job.name, "task": job.task, "git_commit": git_commit(),
+    tracker.tags({"stage": job.name, "task": job.task.name, "git_commit": git_commit(),
                   **data_hashes(job.data), **job.extra_tags})
     if rank == 0:
-        print(f"[{job.name}] {job.task}, {samples} samples, {world} process(es), global batch {global_batch}, "
+        print(f"[{job.name}] {job.task.name}, {samples} samples, {world} process(es), global batch {global_batch}, "
               f"{steps_per_epoch} steps/epoch x {stage.epochs} epochs, {precision}"
               + (f", resuming at micro-step {start_micro} ({tag})" if tag else ""), flush=True)
 
@@ -267,7 +242,7 @@ def train(job: TrainJob) -> dict:
                                           resampled=True, batches_per_epoch=micro_per_epoch,
                                           shuffle_buffer=p.loader.shuffle_buffer,
                                           shuffle_initial=p.loader.shuffle_initial, skip_batches=in_epoch,
-                                          joiner=data.joiner, expand=expand)
+                                          joiner=data.joiner, expand=job.task.expand)
             handle.set(epoch)
             for batch in loader:
                 step = micro // stage.grad_accum  # optimizer step this micro-batch belongs to
@@ -275,27 +250,11 @@ def train(job: TrainJob) -> dict:
                 lr = learning_rate(step, steps_per_epoch, stage)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                ids, mask = tokenize(tokenizer, [text_prompt + c for c in batch.captions], text_len)
-                lm_text, answers, labels, captions = None, None, None, None
-                if job.task == "shared":  # its encoder reads captions as the filter scores them, its decoder with the prompt
-                    lm_ids, lm_mask = tokenize(tokenizer, [prompt + c for c in batch.captions], p.model.text_len.caption)
-                    lm_text = (lm_ids.to(device), lm_mask.to(device))
-                elif job.task == "vqa":  # the batch's texts are questions, its metadata their answers
-                    answers = answer_batch(tokenizer, batch, p.model.text_len.caption, device)
-                elif job.task in ("nlvr", "nlvr_pretrain"):  # image pairs, each with a statement and its class
-                    labels = torch.tensor([m["label"] for m in batch.meta], device=device)
-                elif job.task == "dialog":  # the texts are captions; each round gives its right answer and wrong ones
-                    captions = (ids.to(device), mask.to(device))
-                    texts, classes = training_pairs(batch.meta, stage.negatives, stage.hard_negatives)
-                    ids, mask = tokenize(tokenizer, texts, p.model.text_len.dialog)
-                    labels = torch.tensor(classes, device=device)
+                alpha = alpha_at(step, steps_per_epoch, p.model.alpha, stage.alpha_ramp_epochs)
+                inputs = job.task.inputs(batch, replace(context, alpha=alpha))
                 images = batch.images.to(device, torch.bfloat16 if bf16 else torch.float32)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_autocast):
-                    losses = engine(images, ids.to(device), mask.to(device),
-                                    alpha=alpha_at(step, steps_per_epoch, p.model.alpha, stage.alpha_ramp_epochs),
-                                    idx=_idx(batch.keys, device) if with_idx else None, prompt_len=prompt_len,
-                                    negatives_all_ranks=negatives_all, lm_text=lm_text, answers=answers, labels=labels,
-                                    captions=captions)
+                    losses = engine(images, **inputs)
                 engine.backward(sum(losses.values()))
                 boundary = engine.is_gradient_accumulation_boundary()
                 engine.step()
@@ -369,8 +328,8 @@ def _plot(history: list[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = [r["step"] for r in history]
-    for k in ("itc", "itm", "lm", "cls"):
-        if k in history[0]:
+    for k in history[0]:
+        if k not in ("step", "epoch", "lr", "samples_per_s", "memory_mb"):  # the rest are the task's losses
             ax.plot(steps, [r[k] for r in history], label=k)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from blip.data.shards import DatasetWriter
-from blip.dialog.data import OPTIONS
+from blip.tasks.dialog.data import OPTIONS
 from blip.world.scene import (BACKGROUNDS, COLOURS, COLS, ROWS, SHAPES, encode_jpeg, human_captions, render,
                               rng_for, sample_scene)
 from blip.world.vqa import world_questions

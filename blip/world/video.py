@@ -10,8 +10,8 @@ from PIL import Image
 
 from blip.config import Params
 from blip.data.shards import DatasetWriter
-from blip.video.data import Kind
-from blip.video.frames import encode_clip
+from blip.tasks.video.data import Kind
+from blip.tasks.video.frames import encode_clip
 from blip.world.scene import background_phrase, encode_jpeg, noun_phrase, render, rng_for, sample_scene
 from blip.world.vqa import world_questions
 

@@ -25,7 +25,7 @@ from blip.data import storage
 from blip.data.ingest import Tally
 from blip.data.karpathy import safe_image_path
 from blip.data.shards import DatasetWriter
-from blip.video.frames import VideoError, read_frames
+from blip.tasks.video.frames import VideoError, read_frames
 
 Kind = Literal["retrieval", "qa"]
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from blip.launch import autocast
-from blip.video.data import iter_clips
-from blip.video.frames import read_frames
+from blip.tasks.video.data import iter_clips
+from blip.tasks.video.frames import read_frames
 
 
 def _batches(dataset_dir: str | Path, frames: int, transform,
@@ -88,13 +88,14 @@ def video_qa(blip, dataset_dir: str | Path, frames: int, k_test: int, batch_size
     """Accuracy (%: exact match after VQA's answer clean-up), overall and per question type, of a VQA model
     answering each clip's questions from its answer list, with the chance levels beside."""
     from blip.tokenizer import tokenize
-    from blip.vqa.accuracy import normalize_answer
-    from blip.vqa.answer import QUESTION_LEN, candidate_ids, rank
+    from blip.tasks.vqa.accuracy import normalize_answer
+    from blip.tasks.vqa.answer import QUESTION_LEN, answer_list_of, candidate_ids, rank
 
-    if not blip.answer_list:
+    candidates = answer_list_of(blip)
+    if not candidates:
         raise ValueError("video QA ranks a VQA model's answer list (answer_list.json in its folder): give a model "
                          "fine-tuned by the `vqa` downstream stage")
-    model, candidates = blip.model, blip.answer_list
+    model = blip.model
     cand_ids, cand_mask = candidate_ids(blip.tokenizer, candidates, blip.device)
     right, asked, truths = Counter(), Counter(), defaultdict(Counter)
     with autocast(blip.precision, blip.device):

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from blip.config import Params
 from blip.tracking import Tracker
-from blip.video.data import Kind
+from blip.tasks.video.data import Kind
 
 
 def build_video_data(kind: Kind, params: Params, out_dir: str | Path) -> dict:
     """data/video_<kind> from the configured MSRVTT / MSVD files (params data.video_<kind>)."""
-    from blip.video.data import ingest_clips, read_qa_files, read_retrieval_files
+    from blip.tasks.video.data import ingest_clips, read_qa_files, read_retrieval_files
 
     source = getattr(params.data, f"video_{kind}")
     annotations = read_retrieval_files(source.test) if kind == "retrieval" else \
@@ -33,7 +33,7 @@ def build_video_data(kind: Kind, params: Params, out_dir: str | Path) -> dict:
 def run_video(kind: Kind, params: Params, sources: dict[str, str], data_dir: str | Path) -> dict:
     """Each source model scored zero-shot on the clips, tracked in MLflow; chance levels beside."""
     from blip.inference import load
-    from blip.video.evaluate import video_qa, video_retrieval
+    from blip.tasks.video.evaluate import video_qa, video_retrieval
 
     task = params.downstream.video[kind]
     result: dict = {"task": f"video_{kind}", "frames": task.frames, "k_test": task.k_test}

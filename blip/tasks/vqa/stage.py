@@ -17,8 +17,8 @@ import torch.distributed as dist
 from blip.config import Params
 from blip.data.shards import atomic_write_json
 from blip.tracking import Tracker
-from blip.vqa.answer import ANSWER_LIST
-from blip.vqa.data import answer_counts, answer_list, ingest_vqa
+from blip.tasks.vqa.answer import ANSWER_LIST
+from blip.tasks.vqa.data import answer_counts, answer_list, ingest_vqa
 
 
 def build_vqa_data(params: Params, out_dir: str | Path) -> dict:
@@ -34,14 +34,15 @@ def run_vqa(params: Params, sources: dict[str, str], data_dir: str | Path, model
     """Fine-tune a VQA model from each source model and score it on the test questions; all ranks call it, and
     rank 0 alone reads the answers and the test questions and scores (the result is complete there)."""
     from blip.train.engine import TrainJob, train
-    from blip.vqa.evaluate import prior_accuracy, questions_of
+    from blip.tasks.vqa.training import TRAIN
+    from blip.tasks.vqa.evaluate import prior_accuracy, questions_of
 
     stage, data_dir, models_dir = params.active.finetune_vqa, Path(data_dir), Path(models_dir)
     train_dirs, test_dir = [str(data_dir / "train")], str(data_dir / "test")
     result: dict = {"task": "vqa", "inference": stage.inference}
     for name, source in sources.items():
         out = models_dir / name
-        train(TrainJob(name=f"vqa_{name}", task="vqa", stage=stage, params=params, data=train_dirs, out_dir=out,
+        train(TrainJob(name=f"vqa_{name}", task=TRAIN, stage=stage, params=params, data=train_dirs, out_dir=out,
                        ckpt_dir=Path("checkpoints") / f"vqa_{name}", init_from=source,
                        metrics_path=models_dir / f"{name}_train.json", plot_path=models_dir / f"{name}_loss.csv",
                        max_steps=max_steps,
@@ -62,8 +63,8 @@ def run_vqa(params: Params, sources: dict[str, str], data_dir: str | Path, model
 def _score(params: Params, name: str, source: str, model_dir: Path, test_dir: str, candidates: list[str],
            questions: dict) -> dict:
     from blip.inference import load
-    from blip.vqa.accuracy import vqa_accuracy
-    from blip.vqa.evaluate import predict
+    from blip.tasks.vqa.accuracy import vqa_accuracy
+    from blip.tasks.vqa.evaluate import predict
 
     stage = params.active.finetune_vqa
     start = time.time()
@@ -75,10 +76,6 @@ def _score(params: Params, name: str, source: str, model_dir: Path, test_dir: st
     tracker.params({"model": str(model_dir), "from": source, "data": test_dir, "inference": stage.inference})
     tracker.metrics({"vqa/overall": scores["overall"],
                      **{f"vqa/{t.replace('/', '_')}": v for t, v in scores["per_answer_type"].items()}})
-    if tracker.enabled:  # a servable pyfunc (image + question -> answer), champion when it scores best
-        from blip.registry import register_downstream
-
-        scores["registered"] = register_downstream(params, "vqa", model_dir, source, {"overall": scores["overall"]})
     tracker.end("FINISHED")
     return scores
 

@@ -10,9 +10,9 @@ from blip.data.finished import iter_samples
 from blip.data.loader import build_loader
 from blip.data.shards import shard_paths
 from blip.launch import autocast
-from blip.vqa.accuracy import vqa_accuracy
-from blip.vqa.answer import Method, answer, candidate_ids
-from blip.vqa.data import per_question
+from blip.tasks.vqa.accuracy import vqa_accuracy
+from blip.tasks.vqa.answer import Method, answer, candidate_ids
+from blip.tasks.vqa.data import per_question
 
 
 def questions_of(dataset_dir: str) -> dict:

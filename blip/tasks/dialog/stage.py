@@ -21,7 +21,7 @@ from blip.tracking import Tracker
 
 def build_dialog_data(params: Params, out_dir: str | Path) -> dict:
     """data/dialog/{train,test} from the configured VisDial v1.0 files (params data.dialog)."""
-    from blip.dialog.data import ingest_visdial
+    from blip.tasks.dialog.data import ingest_visdial
 
     out_dir, d = Path(out_dir), params.data.dialog
     counts = {split: ingest_visdial(files, images, out_dir / split, params.ingest, params.ingest.shard_size,
@@ -34,15 +34,16 @@ def run_dialog(params: Params, sources: dict[str, str], data_dir: str | Path, mo
                max_steps: int | None = None) -> dict:
     """Fine-tune a dialog model from each source model and rank the test rounds' candidates; all ranks call it,
     rank 0 alone scores (the result is complete there)."""
-    from blip.dialog.evaluate import answer_prior, prior_scores
+    from blip.tasks.dialog.evaluate import answer_prior, prior_scores
     from blip.train.engine import TrainJob, train
+    from blip.tasks.dialog.training import TRAIN
 
     stage, data_dir, models_dir = params.active.finetune_dialog, Path(data_dir), Path(models_dir)
     train_dirs, test_dir = [str(data_dir / "train")], str(data_dir / "test")
     result: dict = {"task": "dialog"}
     for name, source in sources.items():
         out = models_dir / name
-        train(TrainJob(name=f"dialog_{name}", task="dialog", stage=stage, params=params, data=train_dirs, out_dir=out,
+        train(TrainJob(name=f"dialog_{name}", task=TRAIN, stage=stage, params=params, data=train_dirs, out_dir=out,
                        ckpt_dir=Path("checkpoints") / f"dialog_{name}", init_from=source,
                        metrics_path=models_dir / f"{name}_train.json", plot_path=models_dir / f"{name}_loss.csv",
                        max_steps=max_steps, extra_tags={"downstream": "dialog", "source_model": source},
@@ -56,7 +57,7 @@ def run_dialog(params: Params, sources: dict[str, str], data_dir: str | Path, mo
 
 
 def _score(params: Params, name: str, source: str, model_dir: Path, test_dir: str) -> dict:
-    from blip.dialog.evaluate import score_dialogs
+    from blip.tasks.dialog.evaluate import score_dialogs
     from blip.inference import load
 
     start = time.time()

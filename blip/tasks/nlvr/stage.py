@@ -27,7 +27,7 @@ from blip.tracking import Tracker
 def build_nlvr_data(params: Params, out_dir: str | Path) -> dict:
     """data/nlvr/{train,test} from NLVR2's files (params data.nlvr); the pre-training step's pairs are not in
     NLVR2 (`blip downstream-data` adds the world's)."""
-    from blip.nlvr.data import ingest_nlvr
+    from blip.tasks.nlvr.data import ingest_nlvr
 
     out_dir, d, counts = Path(out_dir), params.data.nlvr, {}
     for split, files in (("train", d.train), ("test", d.test)):
@@ -67,14 +67,15 @@ def run_nlvr(params: Params, sources: dict[str, str], data_dir: str | Path, mode
              max_steps: int | None = None) -> dict:
     """Both steps from each source model, then its accuracy on the test pairs; all ranks call it, and rank 0
     alone reads the test pairs and scores (the result is complete there)."""
+    from blip.tasks.nlvr.training import PRETRAIN, TRAIN
     from blip.train.engine import TrainJob, train
 
     data_dir, models_dir = Path(data_dir), Path(models_dir)
     result: dict = {"task": "nlvr"}
     for name, source in sources.items():
         stage = params.active.finetune_nlvr
-        steps = [("pretrain", "nlvr_pretrain", stage.pretrain, data_dir / "pretrain", source),
-                 ("", "nlvr", stage, data_dir / "train", models_dir / f"{name}_pretrain")]
+        steps = [("pretrain", PRETRAIN, stage.pretrain, data_dir / "pretrain", source),
+                 ("", TRAIN, stage, data_dir / "train", models_dir / f"{name}_pretrain")]
         for suffix, task, step, data, init in steps:
             run = f"{name}_{suffix}" if suffix else name
             train(TrainJob(name=f"nlvr_{run}", task=task, stage=step, params=params, data=[str(data)],
@@ -108,9 +109,5 @@ def _score(params: Params, name: str, source: str, model_dir: Path, test_dir: st
     tracker = Tracker(params.tracking.uri, params.tracking.experiment, f"evaluate-nlvr-{name}")
     tracker.params({"model": str(model_dir), "from": source, "data": test_dir})
     tracker.metrics({"nlvr/accuracy": scores["accuracy"]})
-    if tracker.enabled:  # a servable pyfunc (two images + a statement -> true / false)
-        from blip.registry import register_downstream
-
-        scores["registered"] = register_downstream(params, "nlvr", model_dir, source, {"accuracy": scores["accuracy"]})
     tracker.end("FINISHED")
     return scores

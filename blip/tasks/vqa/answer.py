@@ -9,12 +9,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 import torch
+from PIL import Image
 
-from blip.models.blip import Blip
+from blip.inference import BlipInference
+from blip.launch import autocast
 from blip.models.generate import GenerationSettings, beam_ids
+from blip.tasks.vqa.model import BlipVQA
 from blip.tokenizer import DEC_ID, tokenize
 
 Method = Literal["rank", "generate"]
@@ -32,7 +36,7 @@ def candidate_ids(tokenizer, answers: list[str], device: torch.device) -> tuple[
 
 
 @torch.no_grad()
-def rank(model: Blip, states: torch.Tensor, state_mask: torch.Tensor, cand_ids: torch.Tensor,
+def rank(model: BlipVQA, states: torch.Tensor, state_mask: torch.Tensor, cand_ids: torch.Tensor,
          cand_mask: torch.Tensor, k: int) -> torch.Tensor:
     """For each question, the index of the answer-list entry the release's two-step ranking picks."""
     n, k = len(states), min(k, len(cand_ids))
@@ -49,12 +53,12 @@ def rank(model: Blip, states: torch.Tensor, state_mask: torch.Tensor, cand_ids: 
 
 
 @torch.no_grad()
-def answer(model: Blip, tokenizer, images: torch.Tensor, questions: list[str], method: Method = "rank",
+def answer(model: BlipVQA, tokenizer, images: torch.Tensor, questions: list[str], method: Method = "rank",
            candidates: list[str] | None = None, k: int = 128,
            encoded_candidates: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[str]:
     """One answer per (image, question) pair; `rank` needs the candidate answers."""
     if model.cfg.task != "vqa":
-        raise ValueError(f"this is a {model.cfg.task} model, not a VQA model: fine-tune one with `blip finetune_vqa`")
+        raise ValueError(f"this is a {model.cfg.task} model, not a VQA model: fine-tune one with `blip downstream vqa`")
     ids, mask = tokenize(tokenizer, questions, QUESTION_LEN)
     ids, mask = ids.to(images.device), mask.to(images.device)
     states = model.question_states(model.image_embeds(images), ids, mask)
@@ -66,3 +70,21 @@ def answer(model: Blip, tokenizer, images: torch.Tensor, questions: list[str], m
         raise ValueError("ranking needs a candidate answer list (the model folder's answer_list.json)")
     cand_ids, cand_mask = encoded_candidates or candidate_ids(tokenizer, candidates, images.device)
     return [candidates[i] for i in rank(model, states, mask, cand_ids, cand_mask, k).tolist()]
+
+
+def answer_list_of(blip: BlipInference) -> list[str] | None:
+    """A loaded VQA model's candidate answers (its folder's answer_list.json), or None when it has none."""
+    path = blip.folder / ANSWER_LIST if blip.folder is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
+@torch.no_grad()
+def ask(blip: BlipInference, images: list[Image.Image], questions: list[str], method: Method | None = None,
+        k: int = 128) -> list[str]:
+    """One answer per (image, question): ranked from the model's answer list when it has one, else generated."""
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images for {len(questions)} questions: give one image per question")
+    candidates = answer_list_of(blip)
+    method = method or ("rank" if candidates else "generate")
+    with autocast(blip.precision, blip.device):
+        return answer(blip.model, blip.tokenizer, blip.images(images), questions, method, candidates, k)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from blip.data.finished import iter_samples
-from blip.dialog.data import OPTIONS, dialog_text, question_key, ranked_rounds
+from blip.tasks.dialog.data import OPTIONS, dialog_text, question_key, ranked_rounds
 from blip.launch import autocast
 from blip.tokenizer import tokenize
 

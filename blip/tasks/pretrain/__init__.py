@@ -1,0 +1,1 @@
+"""Pre-training (and the retrain on CapFilt's data): the MED model with ITC, ITM and LM."""

@@ -1,0 +1,9 @@
+"""Pre-training in the registry."""
+
+from __future__ import annotations
+
+from blip.tasks.pretrain.training import TRAIN
+from blip.tasks.serving import serve_med
+from blip.tasks.spec import Task
+
+TASK = Task(name="pretrain", train=(TRAIN,), serve=serve_med)
