@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from blip.config import Params, params_from_dict
-from tests.support import REAL_CAPTIONS, free_port, raw_params, small_params
+# `make test` runs two workers on two cores: each worker's torch, and every command it starts, computes on one
+# thread, or the workers' thread pools oversubscribe the cores (a 29 s test took 236 s beside the other worker).
+# Set before torch is first imported; a test that measures threads sets its own (test_models)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+from blip.config import Params, params_from_dict  # noqa: E402
+from tests.support import REAL_CAPTIONS, free_port, raw_params, small_params  # noqa: E402
 
 # the longest test files, longest first (docs/testing.md): `make test` runs files on two workers (pytest-xdist,
 # --dist loadfile), and starting these first keeps one long file from running alone at the end

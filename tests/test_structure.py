@@ -301,3 +301,18 @@ def test_tests_import_no_other_test_module_nor_benchmarks_nor_experiments():
 
 def test_no_stage_depends_on_the_experiments():
     assert "experiments/" not in (ROOT / "dvc.yaml").read_text()
+
+
+def test_command_modules_import_no_library_code_at_their_top():
+    # `blip` imports every command's module to build its parser, so what one imports at its top would be code every
+    # stage runs, which the deps check (a stage's command module and its closure) would not see: library code is
+    # imported inside `run`
+    allowed = ("blip.cli", "blip.config", "blip.layout")
+    found = []
+    for path in sorted((ROOT / "blip" / "cli").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in PACKAGES
+                      and not any(n == a or n.startswith(a + ".") for a in allowed)]
+    assert found == []

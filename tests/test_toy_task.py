@@ -48,3 +48,11 @@ def test_a_toy_task_in_its_own_folder_trains_and_scores(tmp_path, prepared):
     assert type(model).__name__ == "BlipToy" and model.cfg.task == "toy"
     assert {k for k in model.state_dict() if not k.startswith(("visual_encoder.", "text_encoder."))} == {
         "match_head.weight", "match_head.bias"}
+
+
+def test_a_task_the_registry_does_not_hold_is_refused_by_name(tmp_path, capsys):
+    from blip.cli import main
+
+    assert main(["downstream-data", "toy", "--out", str(tmp_path / "toy")]) == 2
+    err = capsys.readouterr().err
+    assert "no transfer task 'toy': known are vqa, nlvr, dialog" in err and not (tmp_path / "toy").exists()

@@ -7,20 +7,20 @@ import argparse
 from blip.cli.common import parse_sources, write_metrics
 from blip.config import load_params
 from blip.layout import WORKSPACE
-from blip.tasks.registry import TASKS, transfer_tasks
 
 
 def run(args: argparse.Namespace) -> int:
     """Fine-tune the task from each given model and score each (relaunched under DeepSpeed when train.procs > 1)."""
     from blip.launch import relaunch
+    from blip.tasks.registry import transfer_task
 
+    task = transfer_task(args.task)
     params = load_params(args.params)
     relaunched = relaunch(args.procs if args.procs is not None else params.train.procs)
     if relaunched is not None:
         return relaunched
     sources = parse_sources(args.sources)
     data = args.data or str(WORKSPACE.data(args.task))
-    task = TASKS[args.task]
     result = task.run(params, sources, data, args.models or str(WORKSPACE.model(args.task)),
                       args.max_steps)
     import torch.distributed as dist
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 def add(sub: argparse._SubParsersAction) -> None:
     """Add the command's parser."""
     p = sub.add_parser("downstream", help="stage: fine-tune and score a transfer task from each given model")
-    p.add_argument("task", choices=transfer_tasks())
+    p.add_argument("task", help="a transfer task of the registry (blip/tasks/registry.py): vqa, nlvr, dialog, ...")
     p.add_argument("--from", dest="sources", nargs="+", required=True, metavar="NAME=MODEL",
                    help="models to fine-tune from, e.g. baseline=models/pretrain bootstrapped=models/retrain")
     p.add_argument("--data", default=None, help="the task's data (default: data/TASK)")

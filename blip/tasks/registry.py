@@ -25,6 +25,13 @@ def transfer_tasks() -> list[str]:
     return [name for name, t in TASKS.items() if t.run is not None]
 
 
+def transfer_task(name: str) -> Task:
+    """A task `blip downstream` runs, by name; an error naming the known ones for any other."""
+    if name not in transfer_tasks():
+        raise ValueError(f"no transfer task {name!r}: known are {', '.join(transfer_tasks())}")
+    return TASKS[name]
+
+
 def training(name: str) -> TrainTask:
     """The engine's view of a trainable task by its name (`shared` and `nlvr_pretrain` included)."""
     found = {t.name: t for task in TASKS.values() for t in task.train}
