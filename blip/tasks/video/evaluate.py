@@ -23,6 +23,9 @@ import torch.nn.functional as F
 from blip.launch import autocast
 from blip.tasks.video.data import iter_clips
 from blip.tasks.video.frames import read_frames
+from blip.tasks.vqa.accuracy import normalize_answer
+# video QA ranks a VQA model's answers; importing its answering registers the VQA model class, so the stage loads one
+from blip.tasks.vqa.answer import QUESTION_LEN, answer_list_of, candidate_ids, rank
 
 
 def _batches(dataset_dir: str | Path, frames: int, transform,
@@ -88,8 +91,6 @@ def video_qa(blip, dataset_dir: str | Path, frames: int, k_test: int, batch_size
     """Accuracy (%: exact match after VQA's answer clean-up), overall and per question type, of a VQA model
     answering each clip's questions from its answer list, with the chance levels beside."""
     from blip.tokenizer import tokenize
-    from blip.tasks.vqa.accuracy import normalize_answer
-    from blip.tasks.vqa.answer import QUESTION_LEN, answer_list_of, candidate_ids, rank
 
     candidates = answer_list_of(blip)
     if not candidates:
