@@ -88,11 +88,11 @@ def test_killed_run_resumes_to_the_same_weights_and_is_tracked(setup):
 
 def test_zero_partitions_only_across_processes(tmp_path):
     from blip.config import load_params
-    from blip.tasks.registry import training
+    from blip.tasks.pretrain.training import TRAIN
     from blip.train.engine import TrainJob, deepspeed_config
 
     params = load_params(small_training_params(tmp_path))
-    job = TrainJob("pretrain", training("pretrain"), params.active.pretrain, params, [], tmp_path, tmp_path)
+    job = TrainJob("pretrain", TRAIN, params.active.pretrain, params, [], tmp_path, tmp_path)
     assert deepspeed_config(job, bf16=False, world=2)["zero_optimization"]["stage"] == params.train.zero_stage == 2
     assert deepspeed_config(job, bf16=False, world=1)["zero_optimization"]["stage"] == 0  # nothing to shard
 

@@ -15,7 +15,6 @@ from blip.tasks.pretrain.task import TASK as PRETRAIN
 from blip.tasks.spec import Task
 from blip.tasks.video.task import TASK as VIDEO
 from blip.tasks.vqa.task import TASK as VQA
-from blip.train.task import TrainTask
 
 TASKS: dict[str, Task] = {t.name: t for t in (PRETRAIN, CAPTIONER, FILTER, VQA, NLVR, DIALOG, VIDEO)}
 
@@ -30,14 +29,6 @@ def transfer_task(name: str) -> Task:
     if name not in transfer_tasks():
         raise ValueError(f"no transfer task {name!r}: known are {', '.join(transfer_tasks())}")
     return TASKS[name]
-
-
-def training(name: str) -> TrainTask:
-    """The engine's view of a trainable task by its name (`shared` and `nlvr_pretrain` included)."""
-    found = {t.name: t for task in TASKS.values() for t in task.train}
-    if name not in found:
-        raise ValueError(f"no trainable task {name!r}: known are {sorted(found)}")
-    return found[name]
 
 
 def serving(model_task: str) -> Task:

@@ -1,4 +1,5 @@
-"""What a task folder hands the registry: how it trains, builds its data, runs its stage, and serves."""
+"""What a task folder hands the registry: how it builds its data, runs its stage, and serves (its training
+inputs, `training.py`, are what its stage and the chain's training command hand the engine)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import TYPE_CHECKING, Callable
 
 from blip.config import Params
 from blip.inference import BlipInference
-from blip.train.task import TrainTask
 
 if TYPE_CHECKING:  # pandas is needed only to serve
     import pandas as pd
@@ -19,7 +19,6 @@ class Task:
     """One task of the registry (blip/tasks/registry.py); a hook it lacks is None."""
 
     name: str
-    train: tuple[TrainTask, ...] = ()  # what the training engine trains for it (a step of its own each)
     # `blip downstream-data NAME`: its datasets under a folder, from params data.NAME's files
     build_data: Callable[[Params, str | Path], dict] | None = None
     # `blip downstream NAME`: fine-tune from each source model and score (params, sources, data, models, max steps)

@@ -31,7 +31,7 @@ from blip.data.loader import build_loader
 from blip.data.selected import training_data
 from blip.data.transforms import build_transform
 from blip.launch import free_port
-from blip.models.blip import Blip, BlipConfig, model_class
+from blip.models.blip import Blip, BlipConfig, build_model as build_task_model
 from blip.models.checkpoints import init_task_model, init_text_from_bert, save_pretrained
 from blip.models.vit import load_imagenet_weights, set_fused_attention
 from blip.tokenizer import build_tokenizer
@@ -94,9 +94,9 @@ def build_model(job: TrainJob) -> Blip:
     task = job.task.model
     if job.init_from:
         return init_task_model(job.init_from, task, job.stage.image_size, **overrides)
-    model = model_class(task)(BlipConfig(task=task, image_size=job.stage.image_size, vision=arch.vision,
-                                         text=arch.text, embed_dim=arch.embed_dim, queue_size=arch.queue_size,
-                                         **overrides))
+    model = build_task_model(BlipConfig(task=task, image_size=job.stage.image_size, vision=arch.vision,
+                                        text=arch.text, embed_dim=arch.embed_dim, queue_size=arch.queue_size,
+                                        **overrides))
     # BLIP starts pre-training from an ImageNet ViT and BERT; only the fusion layers start random
     if arch.vision_init:
         load_imagenet_weights(model.visual_encoder, arch.vision_init)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from blip.tasks.captioner.training import TRAIN
 from blip.tasks.serving import serve_med
 from blip.tasks.spec import Task
 
-TASK = Task(name="captioner", train=(TRAIN,), serve=serve_med)
+TASK = Task(name="captioner", serve=serve_med)

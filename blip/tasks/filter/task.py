@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from blip.tasks.filter.training import SHARED, TRAIN
 from blip.tasks.serving import serve_med
 from blip.tasks.spec import Task
 
-TASK = Task(name="filter", train=(TRAIN, SHARED), serve=serve_med)
+TASK = Task(name="filter", serve=serve_med)

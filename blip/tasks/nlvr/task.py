@@ -1,11 +1,10 @@
-"""NLVR in the registry: its two training steps, data, stage and serving."""
+"""NLVR in the registry: its data, stage and serving."""
 
 from __future__ import annotations
 
 from blip.tasks.nlvr.serve import serve
 from blip.tasks.nlvr.stage import build_nlvr_data, run_nlvr
-from blip.tasks.nlvr.training import PRETRAIN, TRAIN
 from blip.tasks.spec import Task
 
-TASK = Task(name="nlvr", train=(PRETRAIN, TRAIN), build_data=build_nlvr_data, run=run_nlvr, metric="accuracy",
+TASK = Task(name="nlvr", build_data=build_nlvr_data, run=run_nlvr, metric="accuracy",
             serve=serve)

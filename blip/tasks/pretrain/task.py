@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from blip.tasks.pretrain.training import TRAIN
 from blip.tasks.serving import serve_med
 from blip.tasks.spec import Task
 
-TASK = Task(name="pretrain", train=(TRAIN,), serve=serve_med)
+TASK = Task(name="pretrain", serve=serve_med)
