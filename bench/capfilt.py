@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 
 from blip.capfilt.scoring import Member, RunSettings, score_web_shard
-from blip.config import load_params
 from blip.data.prepare import prepare
-from blip.world.generate import write_sources
 from blip.data.web import web_shards
 from blip.inference import BlipInference
 from blip.models.blip import Blip, BlipConfig
+from blip.params import load_params
 from blip.tokenizer import build_tokenizer
+from blip.world.generate import write_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 

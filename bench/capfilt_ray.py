@@ -102,7 +102,7 @@ def run(cmd: list[str], env: dict, cwd: Path) -> float:
 
 
 def main() -> int:
-    from blip.config import params_from_dict
+    from blip.params import params_from_dict
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw = copy.deepcopy(raw)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from blip.config import load_params
 from blip.data.loader import build_loader
 from blip.data.selected import training_data
 from blip.data.transforms import build_transform
 from blip.data.web import register_web
+from blip.params import load_params
 from blip.world.generate import write_web
 
 ROOT = Path(__file__).resolve().parents[1]

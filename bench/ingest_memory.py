@@ -76,9 +76,9 @@ def write_web(folder: Path, n: int, pool: list[bytes]) -> Path:
 
 def child(kind: str, source: str, images: str, out: str) -> None:
     """Ingest in this process and print its peak RSS (the parent's own memory is not counted)."""
-    from blip.config import load_params
     from blip.data.karpathy import ingest_karpathy
     from blip.data.web import register_web
+    from blip.params import load_params
 
     cfg = load_params(ROOT / "params.yaml").ingest
     start = time.perf_counter()

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from blip.config import load_params
 from blip.models.blip import Blip, BlipConfig
 from blip.models.generate import GenerationSettings, generate_ids
+from blip.params import load_params
 from blip.tokenizer import build_tokenizer, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]

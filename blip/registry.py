@@ -42,10 +42,12 @@ class BlipPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         from blip.inference import load
+        from blip.models.checkpoints import saved_task
         from blip.tasks.registry import serving
 
+        # the task's code first: it registers the model class the folder loads as
+        self.task = serving(saved_task(context.artifacts["model"]))
         self.blip = load(context.artifacts["model"])
-        self.task = serving(self.blip.model.cfg.task)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return self.task.serve(self.blip, model_input, params or {})

@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from blip.config import load_params
 from blip.data.shards import atomic_write_json
 from blip.layout import WORKSPACE
+from blip.params import load_params
 
 
 def main(argv: list[str] | None = None) -> int:

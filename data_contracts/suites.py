@@ -13,7 +13,7 @@ from __future__ import annotations
 import great_expectations as gx
 import great_expectations.expectations as gxe
 
-from blip.config import ContractsConfig
+from data_contracts.config import ContractsConfig
 
 SOURCES = {"human": ["human"], "web": ["web"], "bootstrapped": ["human", "web", "synthetic"]}
 

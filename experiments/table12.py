@@ -28,8 +28,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blip.config import load_params  # noqa: E402
 from blip.evaluate.compare import SEED_METRICS, chain_of, seeds_table  # noqa: E402
+from blip.params import load_params  # noqa: E402
 from flows.experiment import experiment_refs  # noqa: E402
 
 DVC = [sys.executable, "-m", "dvc"]

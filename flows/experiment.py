@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 import yaml
 
-from blip.config import Params, params_from_dict
+from blip.config import Params
+from blip.params import params_from_dict
 
 DATA_PATHS = ("data.web_shards", "data.human_karpathy", "data.human_images")
 

@@ -38,7 +38,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blip.config import params_from_dict  # noqa: E402
+from blip.params import params_from_dict  # noqa: E402
 
 SIZES = {  # what each mode runs
     "gpu": dict(preset="base", device="cuda", pretrain_size=224, pretrain_batch=128, pretrain_steps=60,

@@ -47,7 +47,7 @@ py="${PYTHON:-python3}"
 "$py" -m pip install --no-index --find-links wheels -r requirements.txt
 # the project's own wheel pins the lock's versions (torch 2.14, Python 3.11): here the image's are used
 "$py" -m pip install --no-index --no-deps --ignore-requires-python wheels/blip_capfilt-*.whl
-"$py" -c "import blip.capfilt.scoring, deepspeed, webdataset; print('gpu kit installed')"
+"$py" -c "import blip.capfilt.scoring, blip.params, deepspeed, webdataset; print('gpu kit installed')"
 echo "next: $py infra/gpu_check.py --vocab vocab.txt   (or --cpu-sized on a machine without a GPU)"
 INSTALL
 chmod +x "$out/install.sh"

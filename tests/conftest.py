@@ -15,13 +15,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
-from blip.config import Params, params_from_dict  # noqa: E402
+from blip.config import Params  # noqa: E402
+from blip.params import params_from_dict  # noqa: E402
 from tests.support import REAL_CAPTIONS, free_port, raw_params, small_params  # noqa: E402
 
 # the longest test files, longest first (docs/testing.md): `make test` runs files on two workers (pytest-xdist,
 # --dist loadfile), and starting these first keeps one long file from running alone at the end
-LONGEST_FIRST = ("test_pipeline_dvc.py", "test_own_data.py", "test_flows.py", "test_gpu_kit.py", "test_train.py",
-                 "test_object_storage.py", "test_gates.py")
+LONGEST_FIRST = ("test_flows.py", "test_pipeline_dvc.py", "test_own_data.py", "test_train.py", "test_rounds.py",
+                 "test_gpu_kit.py", "test_object_storage.py", "test_gates.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:

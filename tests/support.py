@@ -20,13 +20,15 @@ import yaml
 from PIL import Image
 
 from blip.capfilt.formats import SCORES_FORMAT
-from blip.config import Params, TextArch, VisionArch, params_from_dict
+from blip.config import Params, TextArch, VisionArch
+from blip.params import params_from_dict
 from blip.data.parquet import write_table
 from blip.data.shards import atomic_write_json
-import blip.tasks.registry  # noqa: F401  (registers every task's model class: tiny() builds any task)
+from blip.tasks.registry import import_models
 from blip.models.blip import Blip, BlipConfig, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
+import_models()  # every task's model class: tiny() builds any task
 
 
 REAL_CAPTIONS = Path(os.environ.get("BLIP_REAL_CAPTIONS", ROOT.parent / "shared" / "datasets" / "real-captions"))

@@ -406,7 +406,7 @@ def test_corrupt_web_samples_and_shards_are_skipped_and_counted(tmp_path, models
 
 def _settings(**overrides):
     from blip.capfilt.scoring import RunSettings
-    from blip.config import load_params
+    from blip.params import load_params
 
     params = load_params(ROOT / "params.yaml")
     cfg = params.capfilt

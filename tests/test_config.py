@@ -5,7 +5,7 @@ import re
 import pytest
 
 from blip.cli import main
-from blip.config import load_params, params_from_dict
+from blip.params import load_params, params_from_dict
 from tests.support import ROOT, raw_params
 
 

@@ -119,7 +119,7 @@ def test_a_failed_contract_fails_the_flow_and_says_why(prefect_api, tmp_path, mo
 
 
 def test_every_recipe_is_valid_params_and_a_tilde_key_removes_a_parameter_in_dvc_as_in_the_check():
-    from blip.config import params_from_dict
+    from blip.params import params_from_dict
     from flows.experiment import apply_overrides, load_recipe, set_param_args
 
     for recipe in sorted((ROOT / "flows/recipes").glob("*.yaml")):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from blip.config import load_params
+from blip.params import load_params
 from blip.gates import filter_problems, filter_quality
 from tests.support import ROOT, dvc_repo, pipeline_checkout, run_checked, scores_folder, small_training_params
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from blip.config import load_params
+from blip.params import load_params
 from blip.data.finished import verify_dataset
 from blip.data.ingest import IngestError
 from blip.data.karpathy import ingest_karpathy

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from blip.config import load_params
+from blip.params import load_params
 from blip.selection.rule import CutoffFilter, KthBest, calibrate, scores, sort_keys
 from tests.support import FILTERS, ROOT, scores_folder
 

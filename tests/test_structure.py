@@ -24,14 +24,15 @@ LAYERS = [
     ("data: formats and readers", ["blip.data"]),
     ("models: the shared MED parts and the CapFilt models", ["blip.models"]),
     ("the generic engine, inference and evaluation", ["blip.train", "blip.inference", "blip.evaluate",
-                                                     "blip.selection.rule"]),
+                                                     "blip.selection.rule", "blip.selection.config"]),
     ("tasks: each one folder, and their registry", ["blip.tasks"]),
-    ("the registry of servable models", ["blip.registry"]),
-    ("curation: gates, CapFilt, selection", ["blip.gates", "blip.capfilt", "blip.selection"]),
-    ("the pipeline: rounds, contracts, the chains' comparison", ["blip.rounds", "data_contracts",
-                                                                "blip.evaluate.compare"]),
+    ("the registry of servable models", ["blip.registry", "blip.registry_config"]),
+    ("curation: gates, CapFilt, selection", ["blip.gates", "blip.gates_config", "blip.capfilt", "blip.selection"]),
+    ("the pipeline: rounds, contracts, the chains' comparison", ["blip.rounds", "blip.rounds_config",
+                                                                "data_contracts", "blip.evaluate.compare"]),
     ("the built-in world: a data source that writes the product's formats", ["blip.world"]),
-    ("entry points", ["blip.cli", "flows"]),
+    ("params.yaml whole: the sections of every layer, put together", ["blip.params"]),
+    ("entry points", ["blip.cli", "flows", "data_contracts.__main__"]),
 ]
 
 
@@ -47,6 +48,18 @@ def module_files(root: Path) -> dict[str, Path]:
     return files
 
 
+def run_nodes(tree: ast.AST):
+    """Every node of a module that may run: all but the bodies of `if TYPE_CHECKING:` (imports for hints only)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            todo += node.orelse
+        else:
+            todo += ast.iter_child_nodes(node)
+
+
 def imports_of(name: str, path: Path, files: dict[str, Path]) -> set[str]:
     """The project modules `name` imports anywhere in its file (a `from package import module` names the module)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -57,7 +70,7 @@ def imports_of(name: str, path: Path, files: dict[str, Path]) -> set[str]:
         return candidate or None
 
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in run_nodes(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found.update(filter(None, (known(a.name) for a in node.names)))
         elif isinstance(node, ast.ImportFrom):
@@ -110,14 +123,19 @@ def cli_commands(root: Path) -> dict[str, str]:
 
 
 def entry_modules(cmd: str, commands: dict[str, str]) -> list[str]:
-    """The modules a stage's command runs: `blip <command>` its command's module, `python -m pkg` the package's
-    __main__; commands joined with && each count."""
+    """The modules a stage's command runs: `blip <command>` its command's module (and for a transfer task's
+    command, the task's code, which the registry imports by name), `python -m pkg` the package's __main__;
+    commands joined with && each count."""
+    from blip.tasks.registry import TASKS
+
     found = []
     for part in cmd.split("&&"):
         words = shlex.split(part.replace("\n", " "), comments=True)
         if words[:1] == ["blip"]:
-            command = next(w for w in words[1:] if not w.startswith("-") and w != "params.yaml")
-            found += ["blip.cli", f"blip.cli.{commands[command]}"]
+            args = [w for w in words[1:] if not w.startswith("-") and w != "params.yaml"]
+            found += ["blip.cli", f"blip.cli.{commands[args[0]]}"]
+            if args[0] in ("downstream", "downstream-data"):
+                found.append(TASKS[args[1]].hooks)
         elif words[:2] == ["python", "-m"]:
             found.append(f"{words[2]}.__main__")
         else:
@@ -279,9 +297,11 @@ def test_imports_point_down_the_layers():
 
 def test_only_the_command_line_chooses_the_built_in_world():
     # the library runs on a user's data alike: only a command, for a source params leave unset, writes the world
-    importers = {a for a, targets in graph(ROOT).items() for b in targets
+    # (params.yaml's whole schema reads the world's section declaration, and nothing else of it)
+    importers = {(a, b) for a, targets in graph(ROOT).items() for b in targets
                  if b.startswith("blip.world") and not a.startswith("blip.world")}
-    assert importers and all(a.startswith("blip.cli.") for a in importers), importers
+    assert importers and all(a.startswith("blip.cli.") or (a, b) == ("blip.params", "blip.world.config")
+                             for a, b in importers), importers
 
 
 def test_tests_import_no_other_test_module_nor_benchmarks_nor_experiments():
@@ -306,8 +326,8 @@ def test_no_stage_depends_on_the_experiments():
 def test_command_modules_import_no_library_code_at_their_top():
     # `blip` imports every command's module to build its parser, so what one imports at its top would be code every
     # stage runs, which the deps check (a stage's command module and its closure) would not see: library code is
-    # imported inside `run`
-    allowed = ("blip.cli", "blip.config", "blip.layout")
+    # imported inside `run` (blip.params, which every command loads, imports only the sections' declarations)
+    allowed = ("blip.cli", "blip.config", "blip.layout", "blip.params")
     found = []
     for path in sorted((ROOT / "blip" / "cli").glob("*.py")):
         for node in ast.parse(path.read_text()).body:
@@ -316,3 +336,17 @@ def test_command_modules_import_no_library_code_at_their_top():
             found += [f"{path.name}: {n}" for n in names if n.split(".")[0] in PACKAGES
                       and not any(n == a or n.startswith(a + ".") for a in allowed)]
     assert found == []
+
+
+def test_every_task_of_the_registry_has_the_code_its_entry_names():
+    # the registry is light (each task's params declarations); its code is imported by name when it runs, so the
+    # name must hold a module whose hooks match the entry: a transfer task has a stage to run
+    from blip.tasks.registry import TASKS, hooks
+
+    for name, task in TASKS.items():
+        if task.hooks is None:
+            assert not task.transfer, name
+            continue
+        code = hooks(name)
+        assert (code.run is not None) == task.transfer, name
+        assert code.run is None or code.metric, name

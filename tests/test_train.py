@@ -87,7 +87,7 @@ def test_killed_run_resumes_to_the_same_weights_and_is_tracked(setup):
 
 
 def test_zero_partitions_only_across_processes(tmp_path):
-    from blip.config import load_params
+    from blip.params import load_params
     from blip.tasks.pretrain.training import TRAIN
     from blip.train.engine import TrainJob, deepspeed_config
 

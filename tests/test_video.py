@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blip.config import params_from_dict
+from blip.params import params_from_dict
 from blip.tasks.video.data import (
     VideoFormatError,
     ingest_clips,

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from blip.config import TextArch, params_from_dict
+from blip.config import TextArch
+from blip.params import params_from_dict
 from blip.models.checkpoints import CheckpointError, init_task_model, load_model, save_pretrained
 from blip.tokenizer import DEC_ID, build_tokenizer, tokenize
 from blip.tasks.vqa.accuracy import normalize_answer, question_accuracy, vqa_accuracy

@@ -25,8 +25,9 @@ import pyarrow as pa
 import torch
 from webdataset.utils import make_seed
 
+from blip.capfilt.config import CapfiltConfig
 from blip.capfilt.inputs import Decoded, Decoder, decoded_batches, stack_pixels
-from blip.config import CapfiltConfig, IngestConfig
+from blip.config import IngestConfig
 from blip.data import storage
 from blip.inference import BlipInference, load
 from blip.launch import autocast

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from blip.cli.common import DEVICE_HELP
-from blip.config import load_params
 from blip.layout import WORKSPACE
+from blip.params import load_params
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import argparse
 import time
 
 from blip.cli.common import write_metrics
-from blip.config import load_params
+from blip.params import load_params
 
 
 def run_data(args: argparse.Namespace) -> int:

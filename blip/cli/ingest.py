@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from blip.config import load_params
+from blip.params import load_params
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from blip.cli.common import write_metrics
-from blip.config import load_params
 from blip.layout import WORKSPACE
+from blip.params import load_params
 
 
 def run(args: argparse.Namespace) -> int:

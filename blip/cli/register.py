@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from blip.config import load_params
 from blip.layout import ROUNDS, WORKSPACE
+from blip.params import load_params
 
 
 def run(args: argparse.Namespace) -> int:

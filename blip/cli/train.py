@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from blip.config import load_params
 from blip.layout import TRAINING, WORKSPACE
+from blip.params import load_params
 
 
 def _chain_tasks() -> dict:
     """The chain's own trainable tasks, imported one by one rather than through the registry: so the training
     stages' code (and DVC's record of it) holds no transfer task, and a change to one never re-runs pre-training."""
     from blip.tasks.captioner.training import TRAIN as CAPTIONER
-    from blip.tasks.filter.training import SHARED, TRAIN as FILTER
+    from blip.tasks.filter.training import SHARED
+    from blip.tasks.filter.training import TRAIN as FILTER
     from blip.tasks.pretrain.training import TRAIN as PRETRAIN
 
     return {t.name: t for t in (PRETRAIN, CAPTIONER, FILTER, SHARED)}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from blip.cli.common import parse_sources, write_metrics
-from blip.config import load_params
 from blip.layout import WORKSPACE
+from blip.params import load_params
 
 
 def run(args: argparse.Namespace) -> int:

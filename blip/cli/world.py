@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from blip.config import load_params
+from blip.params import load_params
 
 
 def run(args: argparse.Namespace) -> int:

@@ -445,8 +445,8 @@ def register_model(cls: type[Blip]) -> type[Blip]:
 def model_class(task: str) -> type[Blip]:
     """The class that builds a `task` model; an error naming the fix for a task no module has registered."""
     if task not in MODEL_CLASSES:
-        raise ValueError(f"no model class for task {task!r} (known: {sorted(MODEL_CLASSES)}): import blip.tasks.registry "
-                         "(it registers every task's model) or the task's model module")
+        raise ValueError(f"no model class for task {task!r} (known: {sorted(MODEL_CLASSES)}): its task's code registers it "
+                         "(blip.tasks.registry.hooks(task), or import_models() for every task)")
     return MODEL_CLASSES[task]
 
 

@@ -81,6 +81,15 @@ def load_ours(folder: str | Path, **overrides) -> Blip:
     return model
 
 
+def saved_task(folder: str | Path) -> str:
+    """The task a model folder's config.json names (its class is that task's)."""
+    path = Path(folder) / "config.json"
+    task = _json(path, _read_text(path)).get("task")
+    if not isinstance(task, str):
+        raise CheckpointError(f"{path}: no task named (a model folder written by save_pretrained names one)")
+    return task
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")

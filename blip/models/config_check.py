@@ -50,7 +50,7 @@ def _bounds(cfg: BlipConfig) -> list[str]:
     errors = [f"{k} must be positive, got {val}" for k, val in positive.items() if not val > 0]
     if cfg.task not in MODEL_CLASSES:
         errors.append(f"task {cfg.task!r} is not a known model's (known: {', '.join(sorted(MODEL_CLASSES))}; a "
-                      "transfer task's model is known once blip.tasks.registry is imported)")
+                      "transfer task's model is known once its code is imported: blip.tasks.registry.hooks(task))")
     for key, rate in (("momentum", cfg.momentum), ("itm_random_negatives", cfg.itm_random_negatives),
                       ("label_smoothing", cfg.label_smoothing)):
         if not 0 <= rate <= 1:

@@ -33,12 +33,13 @@ import pyarrow.compute as pc
 from blip.capfilt.formats import SCORES_FORMAT
 from blip.capfilt.report import example_images, statistics, write_sheet_html, write_sheet_png
 from blip.cluster import map_ordered, ray_session
-from blip.config import Params, SelectConfig, to_dict
+from blip.config import Params, to_dict
 from blip.data import storage
 from blip.data.parquet import read_table, write_table
 from blip.data.selected import SELECTION_FORMAT, TABLE_PATTERN
 from blip.data.shards import MANIFEST, atomic_write_json, read_manifest
 from blip.gates import FILTER_ADVICE
+from blip.selection.config import SelectConfig
 from blip.selection.rule import (
     Cutoff,
     CutoffFilter,

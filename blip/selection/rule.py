@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from blip.config import SelectConfig
+from blip.selection.config import SelectConfig
 
 # the largest uint32 is a NaN's key, and NaN scores are refused: no row has it, and none is above it
 NO_KEY = 0xFFFFFFFF

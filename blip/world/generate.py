@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from blip.config import Params, WorldConfig
+from blip.config import Params
 from blip.data import storage
 from blip.data.parquet import write_table
 from blip.data.prepare import Sources
 from blip.data.shards import atomic_write_json, write_shard
 from blip.data.text import clean_caption
-from blip.world.scene import (HUMAN_STREAM, NOISE_KINDS, WEB_STREAM, Scene, alt_text_style, encode_jpeg,
-                              human_captions, partial_caption, random_pool, render, rng_for, sample_scene,
-                              uninformative_text)
+from blip.world.config import WorldConfig
+from blip.world.scene import (HUMAN_STREAM, NOISE_KINDS, WEB_STREAM, Scene, alt_text_style, encode_jpeg, human_captions,
+                              partial_caption, random_pool, render, rng_for, sample_scene, uninformative_text)
 
 TRUTH = "web-truth.parquet"  # beside the web shards: key, shard, kind, true_caption, detail, scene (JSON)
 RECORD = "world.json"        # what a workspace's world folder holds: which sources the world stands in for

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import sys
 
-from blip.config import load_params
+from blip.params import load_params
 from blip.tasks import registry
 from tests.toy_task.task import TASK
 
 registry.TASKS["toy"] = TASK  # the one line blip/tasks/registry.py would gain
 params_path, pretrained, data_dir, models_dir, max_steps = sys.argv[1:]
-task = registry.TASKS["toy"]
-result = task.run(load_params(params_path), {"base": pretrained}, data_dir, models_dir, int(max_steps))
+params = load_params(params_path)  # its presets hold finetune_toy: the registry's tasks declare the schema
+result = registry.transfer_task("toy").run(params, {"base": pretrained}, data_dir, models_dir, int(max_steps))
 print("RESULT " + json.dumps(result))

@@ -24,7 +24,7 @@ def run_toy(params: Params, sources: dict[str, str], data_dir: str | Path, model
     result: dict = {"task": "toy", "chance": 50.0}
     for name, source in sources.items():
         out = models_dir / name
-        train(TrainJob(name=f"toy_{name}", task=TRAIN, stage=params.active.finetune_captioner, params=params,
+        train(TrainJob(name=f"toy_{name}", task=TRAIN, stage=params.active.finetune_toy, params=params,
                        data=[str(data_dir / "train")], out_dir=out, ckpt_dir=models_dir / f"{name}_checkpoints",
                        init_from=source, metrics_path=models_dir / f"{name}_train.json", max_steps=max_steps))
         if dist.get_rank() == 0:

@@ -1,4 +1,4 @@
-"""The toy task's training inputs: each caption with its image (1), then each rolled by one (0)."""
+"""The toy task's training inputs: each caption with its image (1), then the captions rolled by 1..negatives (0)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from blip.train.task import StepContext, TrainTask
 import tests.toy_task.model  # noqa: F401  (registers the model class)
 
 
-def pairs(captions: list[str]) -> tuple[list[str], list[int]]:
-    """The matched captions, then the mismatched ones (each image with the next image's caption)."""
-    return captions + captions[1:] + captions[:1], [1] * len(captions) + [0] * len(captions)
+def pairs(captions: list[str], negatives: int = 1) -> tuple[list[str], list[int]]:
+    """The matched captions, then `negatives` mismatched ones per image (the 1st, 2nd, ... next image's caption)."""
+    texts = captions + [c for k in range(1, negatives + 1) for c in captions[k:] + captions[:k]]
+    return texts, [1] * len(captions) + [0] * (negatives * len(captions))
 
 
 def inputs(batch: Batch, ctx: StepContext) -> dict:
     """Tokenized pairs at the retrieval length, and their labels."""
-    texts, labels = pairs(batch.captions)
+    texts, labels = pairs(batch.captions, ctx.stage.negatives)
     ids, mask = tokenize(ctx.tokenizer, texts, ctx.params.model.text_len.retrieval)
     return {"ids": ids.to(ctx.device), "mask": mask.to(ctx.device), "labels": torch.tensor(labels, device=ctx.device)}
 

@@ -1,8 +1,8 @@
-"""The captioner in the registry."""
+"""The captioner in the registry: its stage section (presets.<preset>.finetune_captioner) and its code."""
 
 from __future__ import annotations
 
-from blip.tasks.serving import serve_med
+from blip.config import StageConfig
 from blip.tasks.spec import Task
 
-TASK = Task(name="captioner", serve=serve_med)
+TASK = Task(name="captioner", stage={"finetune_captioner": StageConfig}, hooks="blip.tasks.captioner.hooks")

@@ -8,8 +8,8 @@ within each rank's batch, as pre-training does, and reads its captions twice: as
 
 from __future__ import annotations
 
-from blip.config import FilterStageConfig
 from blip.data.loader import Batch
+from blip.tasks.filter.task import FilterStageConfig
 from blip.tokenizer import tokenize
 from blip.train.task import StepContext, TrainTask, image_ids, prompt_length
 
