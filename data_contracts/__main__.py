@@ -8,6 +8,7 @@ so `dvc repro` and the Prefect flow stop before anything trains on the data. Wri
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -26,12 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", required=True, help="results JSON (a DVC metric)")
     ap.add_argument("--docs", default=None, help="folder for the Data Docs HTML")
     ap.add_argument("--mlflow-run", default=None, help="MLflow run name to log results and Data Docs under")
+    ap.add_argument("--passed", default=None,
+                    help="written when every dataset passes: each dataset's manifest hash only (see dvc.yaml)")
     args = ap.parse_args(argv)
 
     from data_contracts.messages import explain
     from data_contracts.runner import validate
 
     params = load_params(args.params)
+    if args.passed:
+        Path(args.passed).unlink(missing_ok=True)  # no earlier verdict outlives a check that fails or errs
     reports = []
     try:
         for d in args.datasets:
@@ -45,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
            "rows": sum(r["rows"] for r in reports)}
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(Path(args.results), out)
+    if args.passed and ok:
+        _mark_passed(Path(args.passed), args.kind, args.datasets)
     if args.mlflow_run:
         _track(params, args, out)
     for r in reports:
@@ -54,6 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(explain(r), file=sys.stderr)
     return 0 if ok else 1
+
+
+def _mark_passed(marker: Path, kind: str, datasets: list[str]) -> None:
+    """What training stages depend on: which data passed, not the figures or the bounds. A new bound re-runs the
+    contract (seconds); while the data still passes, the marker's bytes stay and nothing after it re-runs."""
+    from blip.data import storage
+
+    lines = [f"{kind} {d} {hashlib.sha256(storage.read_bytes(storage.join(d, 'manifest.json'))).hexdigest()}"
+             for d in datasets]
+    storage.write_bytes(marker, ("\n".join(lines) + "\n").encode())
 
 
 def _track(params, args, out: dict) -> None:

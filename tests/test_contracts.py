@@ -233,6 +233,26 @@ def test_a_missing_web_shard_fails_the_web_contract_naming_it(tmp_path, prepared
     assert any("00001.tar: missing" in e for e in checksums["examples"])
 
 
+def test_a_passing_contract_marks_which_data_passed_and_a_failing_one_leaves_no_mark(tmp_path, prepared):
+    import hashlib
+    import shutil
+
+    from data_contracts.__main__ import main
+
+    shutil.copytree(prepared, tmp_path / "data")
+    web, marker = tmp_path / "data/web", tmp_path / "web.passed"
+    args = ["web", str(web), "--eval", str(prepared / "human/val"), "--results", str(tmp_path / "web.json"),
+            "--passed", str(marker)]
+    assert main(args) == 0
+    # the data and its manifest's hash, nothing else: the training stages depend on it (dvc.yaml), so the same data
+    # passing again (under other bounds) leaves the same bytes and re-runs nothing
+    digest = hashlib.sha256((web / "manifest.json").read_bytes()).hexdigest()
+    assert marker.read_text() == f"web {web} {digest}\n"
+    assert main(args) == 0 and marker.read_text() == f"web {web} {digest}\n"
+    (tmp_path / "data/world/web/00001.tar").unlink()
+    assert main(args) == 1 and not marker.exists()
+
+
 def test_a_filter_that_removes_everything_fails(tmp_path, prepared):
     parts, human = [], 0
     for e in read_manifest(prepared / "human/train")["shards"]:
