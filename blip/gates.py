@@ -83,7 +83,7 @@ def captioner_gate(model: str, val: str, params: Params, device: str | None = No
     """Caption the val images and compare their CIDEr with the chance level."""
     from blip.evaluate.model import evaluate_model
 
-    metrics, _, _ = evaluate_model(model, val, params, device=device)
+    metrics, _, _ = evaluate_model(model, val, params, device=device, caption_metrics=("CIDEr",))  # seconds
     cider, chance = metrics["CIDEr"], metrics["CIDEr_other_image"]
     ratio = cider / chance if chance > 0 else (float("inf") if cider > 0 else 0.0)
     floor = params.gates.captioner_min_cider_ratio

@@ -66,16 +66,13 @@ def small_params(**world_overrides) -> Params:
 
 def downstream_workspace(tmp: Path, raw: dict):
     """`tmp` as a workspace for `blip` commands: params.yaml from `raw` and two small pre-trained models, `a` and `b`
-    (other seeds); returns a runner of `blip <args>` there that checks the exit status and returns the output."""
-    import subprocess
-    import sys
+    (other seeds); returns a runner of `blip <args>` there, in this process (the model stack is already imported:
+    a subprocess would import it again, seconds each), that checks the exit status and returns the output."""
 
-    import torch
-
+    from blip.cli import main
     from blip.config import TextArch
     from blip.models.checkpoints import save_pretrained
     from blip.tokenizer import build_tokenizer
-    from tests.support import tiny
 
     raw["train"].update(num_workers=0, log_every=1)
     (tmp / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -83,15 +80,24 @@ def downstream_workspace(tmp: Path, raw: dict):
     for name, seed in (("a", 0), ("b", 1)):
         torch.manual_seed(seed)
         save_pretrained(tiny("pretrain", text=narrow), tmp / name, build_tokenizer())
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def blip(*args: str) -> str:
-        proc = subprocess.run([sys.executable, "-m", "blip.cli", "--params", "params.yaml", *args], cwd=tmp, env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return proc.stdout
+        return in_process(main, ["--params", "params.yaml", *args], tmp)
 
     return blip
+
+
+def in_process(main, argv: list[str], cwd: Path, status: int = 0) -> str:
+    """A command's `main(argv)` run in this process, in `cwd`: its output and errors, once its exit status is
+    checked against `status`. The model stack is already imported here, where a subprocess would import it again
+    (seconds each)."""
+    import contextlib
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    assert code == status, f"{argv} (exit {code}):\n{out.getvalue()[-3000:]}\n{err.getvalue()[-3000:]}"
+    return out.getvalue() + err.getvalue()
 
 
 def free_port() -> int:

@@ -20,6 +20,10 @@ def test_caption_metrics_reward_the_right_caption():
     assert perfect["METEOR"] > wrong["METEOR"] and perfect["ROUGE-L"] > wrong["ROUGE-L"]
     ok, why = spice_status()
     assert ("SPICE" in perfect) if ok else perfect["SPICE_skipped"] == why
+    # one figure when one is asked for (the gate and the chance level want CIDEr alone, without METEOR's JVM)
+    assert score_captions(refs, {"a": "a red circle", "b": "a blue square"}, ("CIDEr",)).keys() == {"CIDEr"}
+    with pytest.raises(ValueError, match="unknown caption metric.*'Cider'"):
+        score_captions(refs, {"a": "x", "b": "y"}, ("Cider",))
 
 
 def test_recall_at_k():

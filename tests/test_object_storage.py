@@ -24,7 +24,7 @@ import yaml
 from blip.capfilt.formats import SCORES_FORMAT
 from blip.data.selected import SELECTION_FORMAT
 from blip.data.shards import read_manifest
-from tests.support import ROOT, small_training_params
+from tests.support import in_process, small_training_params
 
 BUCKET = "blip-data"
 
@@ -62,19 +62,19 @@ def s3(tmp_path_factory) -> dict:
 
 
 def _blip(params: Path, *args: str, cwd: Path) -> str:
-    proc = subprocess.run([sys.executable, "-m", "blip.cli", "--params", str(params), *args], cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    from blip.cli import main
+
+    return in_process(main, ["--params", str(params), *args], cwd)
 
 
 def _contract(params: Path, kind: str, dataset: str, tmp_path: Path) -> dict:
+    from data_contracts.__main__ import main
+
     data = dataset.rsplit("/", 1)[0]
-    proc = subprocess.run([sys.executable, "-m", "data_contracts", "--params", str(params), kind, dataset,
-                           "--eval", f"{data}/human/val", f"{data}/human/test", "--results", str(tmp_path / "c.json")],
-                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    in_process(main, ["--params", str(params), kind, dataset, "--eval", f"{data}/human/val", f"{data}/human/test",
+                      "--results", str(tmp_path / "c.json")], tmp_path)
     report = json.loads((tmp_path / "c.json").read_text())
-    assert proc.returncode == 0 and report["success"], proc.stderr[-3000:]
+    assert report["success"], report
     return report
 
 

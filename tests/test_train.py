@@ -15,13 +15,13 @@ from mlflow import MlflowClient
 from safetensors.torch import load_file
 
 from blip.train.engine import cpu_has_bf16
-from tests.support import ROOT, small_training_params
+from tests.support import ROOT, in_process, small_training_params
 
 pytestmark = pytest.mark.slow
 
 
-def blip_cmd(params: Path, stage: str, out: Path, data: list[Path], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "blip.cli", "--params", str(params), stage, "--procs", "2",
+def blip_cmd(params: Path, stage: str, out: Path, data: list[Path], *extra: str, procs: int = 2) -> list[str]:
+    return [sys.executable, "-m", "blip.cli", "--params", str(params), stage, "--procs", str(procs),
             "--data", *map(str, data), "--out", str(out / "model"), "--ckpt-dir", str(out / "ckpt"),
             "--metrics", str(out / "metrics.json"), "--plot", str(out / "loss.csv"), *extra]
 
@@ -97,22 +97,28 @@ def test_zero_partitions_only_across_processes(tmp_path):
     assert deepspeed_config(job, bf16=False, world=1)["zero_optimization"]["stage"] == 0  # nothing to shard
 
 
-def test_fine_tuning_stages_start_from_the_pretrained_model(setup):
+def test_fine_tuning_stages_start_from_the_pretrained_model(setup, monkeypatch):
+    from blip.cli import main
+
     tmp, params, env, data = setup
     base = tmp / "straight/model"
     if not base.exists():
         pytest.skip("needs the pre-trained model of the resume test")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
     for stage, task in (("finetune_captioner", "captioner"), ("finetune_filter", "filter")):
         out = tmp / stage
-        run(blip_cmd(params, stage, out, data[:1], "--init-from", str(base), "--max-steps", "2"), env, tmp)
+        # one process, in this one: two ranks are the resume test's business
+        in_process(main, blip_cmd(params, stage, out, data[:1], "--init-from", str(base), "--max-steps", "2",
+                                  procs=1)[3:], tmp)
         cfg = yaml.safe_load((out / "model/config.json").read_text())
         assert cfg["task"] == task and cfg["init_from"] == str(base) and cfg["trained_steps"] == 2
 
 
-def test_shared_captioner_filter_is_one_model_in_both_roles(setup):
+def test_shared_captioner_filter_is_one_model_in_both_roles(setup, monkeypatch):
     """Table 4's ablation: finetune_filter trains one model with ITC, ITM and LM; finetune_captioner adopts it."""
     from PIL import Image
 
+    from blip.cli import main
     from blip.inference import load
 
     tmp, params, env, data = setup
@@ -121,15 +127,15 @@ def test_shared_captioner_filter_is_one_model_in_both_roles(setup):
         pytest.skip("needs the pre-trained model of the resume test")
     work = tmp / "shared"
     work.mkdir()
-    blip = [sys.executable, "-m", "blip.cli", "--params", str(params)]
-    refused = subprocess.run(blip + ["finetune_captioner", "--models", "shared"], env=env, cwd=work,
-                             capture_output=True, text=True)
-    assert refused.returncode != 0 and "models/filter holds no model: with capfilt.models = shared" in refused.stderr
-    run(blip + ["finetune_filter", "--models", "shared", "--procs", "1", "--data", str(data[0]),
-                "--init-from", str(base), "--max-steps", "2"], env, work)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    blip = ["--params", str(params)]
+    refused = in_process(main, blip + ["finetune_captioner", "--models", "shared"], work, status=2)
+    assert "models/filter holds no model: with capfilt.models = shared" in refused
+    in_process(main, blip + ["finetune_filter", "--models", "shared", "--procs", "1", "--data", str(data[0]),
+                             "--init-from", str(base), "--max-steps", "2"], work)
     history = (work / "plots/finetune_filter_loss.csv").read_text()
     assert {"itc", "itm", "lm"} <= set(history.splitlines()[0].split(","))  # all three losses trained
-    run(blip + ["finetune_captioner", "--models", "shared"], env, work)
+    in_process(main, blip + ["finetune_captioner", "--models", "shared"], work)
 
     captioner, filter_ = work / "models/captioner", work / "models/filter"
     assert load_file(captioner / "model.safetensors").keys() == load_file(filter_ / "model.safetensors").keys()

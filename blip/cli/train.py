@@ -23,12 +23,14 @@ def _chain_tasks() -> dict:
 def run(args: argparse.Namespace) -> int:
     """Train the stage's model (relaunched under DeepSpeed when train.procs > 1)."""
     from blip.launch import relaunch
-    from blip.train.engine import TrainJob, train
 
     params = load_params(args.params)
     relaunched = relaunch(args.procs if args.procs is not None else params.train.procs)
     if relaunched is not None:
         return relaunched
+    # here, not above: the process that only relaunches under DeepSpeed never loads the model stack
+    from blip.train.engine import TrainJob, train
+
     task, data, init, out = TRAINING[args.stage]
     name = args.name or args.stage
     if args.models == "shared" and args.stage == "finetune_captioner":

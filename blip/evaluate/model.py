@@ -8,7 +8,7 @@ it has an encoder; on one device, or on the ranks of a torchrun / DeepSpeed laun
 from __future__ import annotations
 
 from blip.config import Params
-from blip.evaluate.captioning import evaluate_captioning
+from blip.evaluate.captioning import CAPTION_METRICS, evaluate_captioning
 from blip.evaluate.common import load_eval_set
 from blip.evaluate.retrieval import evaluate_retrieval
 from blip.inference import load
@@ -17,7 +17,8 @@ from blip.models.generate import GenerationSettings
 
 
 def evaluate_model(model_path: str, data: str, params: Params, k_test: int | None = None,
-                   limit: int | None = None, device: str | None = None) -> tuple[dict, list[dict], bool]:
+                   limit: int | None = None, device: str | None = None,
+                   caption_metrics: tuple[str, ...] = CAPTION_METRICS) -> tuple[dict, list[dict], bool]:
     """(metrics, caption examples, whether this process is rank 0: the one to report them)."""
     ranks = ranks_from_env()
     blip = load(model_path, device=device or params.inference.device, precision=params.inference.precision)
@@ -30,9 +31,9 @@ def evaluate_model(model_path: str, data: str, params: Params, k_test: int | Non
     with autocast(blip.precision, blip.device):
         if blip.model.cfg.has_decoder:
             settings = GenerationSettings("beam", num_beams=3, max_length=20, min_length=5)
-            caption_metrics, examples = evaluate_captioning(blip.model, blip.tokenizer, evalset, blip.transform,
-                                                            settings, **share)
-            metrics.update(caption_metrics)
+            captioning, examples = evaluate_captioning(blip.model, blip.tokenizer, evalset, blip.transform,
+                                                       settings, **share, metrics=caption_metrics)
+            metrics.update(captioning)
         if blip.model.cfg.has_encoder:
             k = k_test or params.active.finetune_filter.k_test
             metrics.update(evaluate_retrieval(blip.model, blip.tokenizer, evalset, blip.transform, k,
