@@ -93,9 +93,13 @@ def in_process(main, argv: list[str], cwd: Path, status: int = 0) -> str:
     (seconds each)."""
     import contextlib
 
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
+    out, err, environ = io.StringIO(), io.StringIO(), dict(os.environ)
+    try:
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    finally:  # as a process's environment ends with it (MLflow, for one, sets its experiment's id there)
+        os.environ.clear()
+        os.environ.update(environ)
     assert code == status, f"{argv} (exit {code}):\n{out.getvalue()[-3000:]}\n{err.getvalue()[-3000:]}"
     return out.getvalue() + err.getvalue()
 

@@ -147,3 +147,23 @@ def test_shared_captioner_filter_is_one_model_in_both_roles(setup, monkeypatch):
     image = Image.new("RGB", (64, 64), "red")
     assert isinstance(model.caption([image])[0][0], str)
     assert 0 <= model.score(image, ["a red square"])[0]["itm"] <= 1
+
+
+def test_a_run_in_a_plain_process_leaves_no_launcher_variables_behind(setup, monkeypatch):
+    """A notebook's (or a test's) training in its own process: its world of one is its own, so a command that
+    process starts afterwards does not take itself for a launched rank on the finished run's port."""
+    from blip.params import load_params
+    from blip.tasks.captioner.training import TRAIN
+    from blip.train.engine import LAUNCH_VARS, TrainJob, train
+
+    tmp, params_path, env, data = setup
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    for name in LAUNCH_VARS:
+        monkeypatch.delenv(name, raising=False)
+    params = load_params(params_path)
+    for run in ("first", "second"):  # the second run in the same process reuses the first one's group
+        out = tmp / f"plain_{run}"
+        train(TrainJob(run, TRAIN, params.active.finetune_captioner, params, [str(data[0])], out / "model",
+                       out / "ckpt", max_steps=1, metrics_path=out / "metrics.json"))
+        assert (out / "model/model.safetensors").is_file()
+        assert [name for name in LAUNCH_VARS if name in os.environ] == []

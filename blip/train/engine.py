@@ -13,6 +13,7 @@ Momentum encoders and queues live in the module (saved with it) but never in the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -58,12 +60,24 @@ class TrainJob:
     freeze_vision: bool = False    # the ViT stays as it starts (finetune_dialog / finetune_nlvr.freeze_vision)
 
 
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """Initialise torch.distributed through DeepSpeed (gloo on CPU); works without a launcher too."""
+# what a launcher sets for each rank; a run in a plain process sets them for itself, for its own duration
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[tuple[int, int, torch.device]]:
+    """torch.distributed through DeepSpeed (gloo on CPU) for one training run: (rank, world, device).
+
+    Under a launcher, the launcher's group. In a plain process (`blip pretrain` with one process, a notebook, a
+    test), a world of one of its own, through the launcher's variables set for the run's duration only: a command
+    this process starts later must not take itself for a launched rank and rendezvous on this run's port. The
+    group itself stays for the process's life (DeepSpeed keeps its groups; a later run here reuses it)."""
     import deepspeed
     from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
 
-    if "RANK" not in os.environ:  # plain `python -m blip.cli ...`: a world of one
+    own = "RANK" not in os.environ
+    saved = {name: os.environ.get(name) for name in LAUNCH_VARS}
+    if own:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
     cuda = torch.cuda.is_available()
@@ -78,7 +92,12 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    return dist.get_rank(), dist.get_world_size(), device
+    try:
+        yield dist.get_rank(), dist.get_world_size(), device
+    finally:
+        if own:
+            for name, value in saved.items():
+                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
 
 
 def build_model(job: TrainJob) -> Blip:
@@ -170,9 +189,13 @@ def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
 
 def train(job: TrainJob) -> dict:
     """Run (or resume) one training stage; returns its final metrics. All ranks call it."""
+    with process_group() as (rank, world, device):
+        return _train(job, rank, world, device)
+
+
+def _train(job: TrainJob, rank: int, world: int, device: torch.device) -> dict:
     import deepspeed
 
-    rank, world, device = setup_distributed()
     p, stage = job.params, job.stage
     # bf16 on a GPU: DeepSpeed's (bf16 weights, fp32 master copy). On a CPU: autocast of the forward pass
     # (fp32 weights), where the CPU has bf16 instructions (1.1-1.3x per tiny-preset step there)
