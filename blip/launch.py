@@ -118,11 +118,16 @@ def join_process_group(ranks: Ranks, device: torch.device) -> None:
     """
     import torch.distributed as dist
 
-    if ranks.world == 1 or dist.is_initialized():
+    if ranks.world == 1:
         return
     if ranks.launcher not in ("torchrun", "env") or "MASTER_ADDR" not in os.environ:
         raise ValueError(f"this command's ranks exchange results, which needs a rendezvous; the {ranks.launcher} "
                          "launcher gives none: launch it with torchrun or the DeepSpeed launcher")
+    if dist.is_initialized():  # a group this process already joined must be the launcher's, or results mix
+        if dist.get_world_size() != ranks.world:
+            raise ValueError(f"this process is already in a process group of {dist.get_world_size()}, but its "
+                             f"launcher says {ranks.world} ranks: run the command in a process of its own")
+        return
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 

@@ -20,9 +20,11 @@ from blip.params import params_from_dict  # noqa: E402
 from tests.support import REAL_CAPTIONS, free_port, raw_params, small_params  # noqa: E402
 
 # the longest test files, longest first (docs/testing.md): `make test` runs files on two workers (pytest-xdist,
-# --dist loadfile), and starting these first keeps one long file from running alone at the end
-LONGEST_FIRST = ("test_flows.py", "test_pipeline_dvc.py", "test_own_data.py", "test_train.py", "test_rounds.py",
-                 "test_gpu_kit.py", "test_object_storage.py", "test_gates.py")
+# --dist loadfile, --no-loadscope-reorder so that this order, not the files' test counts, decides), and starting
+# these first keeps one long file from running alone at the end
+LONGEST_FIRST = ("test_flows.py", "test_own_data.py", "test_pipeline_dvc.py", "test_train.py", "test_rounds.py",
+                 "test_models.py", "test_gpu_kit.py", "test_capfilt.py", "test_evaluate.py", "test_gates.py",
+                 "test_object_storage.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:
