@@ -23,11 +23,11 @@ demo: setup
 
 # two workers, a test file each at a time: much of the suite waits on subprocesses and servers
 test: setup
-	$(UV) run pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(UV) run pytest -n 2 --dist loadfile
 
 # the loop while working: every test not marked slow
 test-fast: setup
-	$(UV) run pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not slow"
+	$(UV) run pytest -n 2 --dist loadfile -m "not slow"
 
 bench: setup
 	$(UV) run python bench/data_loading.py

@@ -19,12 +19,11 @@ from blip.config import Params  # noqa: E402
 from blip.params import params_from_dict  # noqa: E402
 from tests.support import REAL_CAPTIONS, free_port, raw_params, small_params  # noqa: E402
 
-# the longest test files, longest first (docs/testing.md): `make test` runs files on two workers (pytest-xdist,
-# --dist loadfile, --no-loadscope-reorder so that this order, not the files' test counts, decides), and starting
-# these first keeps one long file from running alone at the end
-LONGEST_FIRST = ("test_flows.py", "test_own_data.py", "test_pipeline_dvc.py", "test_train.py", "test_rounds.py",
-                 "test_models.py", "test_gpu_kit.py", "test_capfilt.py", "test_evaluate.py", "test_gates.py",
-                 "test_object_storage.py")
+# pytest-xdist (--dist loadfile) hands out files by their number of tests, most first; among files of equal count,
+# the longest go first. Handing out all the longest files first (--no-loadscope-reorder) measured slower: two
+# multi-process chains side by side on two cores spin against each other (docs/testing.md)
+LONGEST_FIRST = ("test_flows.py", "test_pipeline_dvc.py", "test_own_data.py", "test_train.py", "test_rounds.py",
+                 "test_gpu_kit.py", "test_object_storage.py", "test_gates.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:

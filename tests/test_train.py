@@ -1,6 +1,8 @@
 """The training engine through the real DeepSpeed launcher (2 CPU processes, gloo) and real MLflow."""
 
+import glob
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +46,9 @@ def test_killed_run_resumes_to_the_same_weights_and_is_tracked(setup):
     straight, resumed = tmp / "straight", tmp / "resumed"
     out = run(blip_cmd(params, "pretrain", straight, data), env, tmp)
     assert "step 8/8" in out.stdout
+    # the ranks' shared-memory all-reduce buffers are gone with the run, not left in RAM
+    port = re.search(r"--master_port (\d+)", out.stdout).group(1)
+    assert not glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*")
 
     # the same run, killed (the launcher and both ranks) once the step-3 checkpoint is written
     proc = subprocess.Popen(blip_cmd(params, "pretrain", resumed, data), env=env, cwd=tmp,
