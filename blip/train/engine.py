@@ -76,7 +76,7 @@ def process_group() -> Iterator[tuple[int, int, torch.device]]:
     from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
 
     own = "RANK" not in os.environ
-    saved = {name: os.environ.get(name) for name in LAUNCH_VARS}
+    saved = {name: os.environ.get(name) for name in LAUNCH_VARS} if own else {}
     if own:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=os.environ.get("MASTER_PORT", str(free_port())))
@@ -95,9 +95,11 @@ def process_group() -> Iterator[tuple[int, int, torch.device]]:
     try:
         yield dist.get_rank(), dist.get_world_size(), device
     finally:
-        if own:
-            for name, value in saved.items():
-                os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        for name, value in saved.items():  # a launched rank's variables are the launcher's: left as they are
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def build_model(job: TrainJob) -> Blip:
